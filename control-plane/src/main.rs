@@ -1,0 +1,3 @@
+//! Binary entry point.
+
+fn main() {}
