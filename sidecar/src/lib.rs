@@ -1,1 +1,13 @@
-//! Library root.
+//! The mesh sidecar: a per-workload proxy configured by the control plane.
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod inbound;
+pub mod outbound;
+pub mod proxy;
+pub mod routing;
+pub mod state;
+pub mod telemetry;
+pub mod xds;

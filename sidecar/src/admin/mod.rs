@@ -1,0 +1,1 @@
+//! Admin HTTP server: /ready /live /metrics /config_dump /clusters /drain /logging.

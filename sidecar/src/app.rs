@@ -1,0 +1,1 @@
+//! Runtimes, listeners, drain and wiring of every module.

@@ -1,0 +1,1 @@
+//! Load balancers over an endpoint set: P2C/PeakEWMA, round robin, weighted round robin, ring hash.

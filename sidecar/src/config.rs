@@ -1,0 +1,1 @@
+//! Flags and MESH_* environment to typed config, with defaults and validation.

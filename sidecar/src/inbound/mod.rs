@@ -1,0 +1,1 @@
+//! Inbound: accept from peer sidecars, detect, forward to the local app.

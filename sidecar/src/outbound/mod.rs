@@ -1,0 +1,1 @@
+//! Outbound: original destination or authority, route, balance, connect to the peer sidecar.

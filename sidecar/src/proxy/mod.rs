@@ -1,0 +1,1 @@
+//! Protocol glue: protocol detection, HTTP (hyper) forwarding, opaque TCP copy.

@@ -1,0 +1,1 @@
+//! Route matching: picks the rule for a request and its weighted backend.

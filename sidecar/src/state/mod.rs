@@ -1,0 +1,1 @@
+//! Domain model: listeners, routes, clusters, endpoints; read-mostly snapshots swapped atomically.

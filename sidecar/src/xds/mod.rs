@@ -1,0 +1,1 @@
+//! The discovery stream client: subscribe on demand, apply, ACK/NACK, snapshot file.
