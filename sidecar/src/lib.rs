@@ -10,4 +10,5 @@ pub mod proxy;
 pub mod routing;
 pub mod state;
 pub mod telemetry;
+pub mod trace;
 pub mod xds;
