@@ -1,5 +1,6 @@
 //! The mesh sidecar: a per-workload proxy configured by the control plane.
 
+pub mod accesslog;
 pub mod admin;
 pub mod app;
 pub mod balance;
