@@ -403,41 +403,48 @@ fn instructions(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Workspace member directories from the root Cargo.toml.
+/// Workspace member directories from the root Cargo.toml (`members = [...]`, one or more lines).
 fn workspace_members() -> Vec<String> {
     let text = read("Cargo.toml");
-    let list = text
-        .lines()
-        .find_map(|l| l.strip_prefix("members = ["))
-        .expect("Cargo.toml lists members on one line");
-    list.trim_end_matches(']')
+    let start = text
+        .find("members = [")
+        .expect("Cargo.toml lists workspace members")
+        + "members = [".len();
+    let len = text[start..].find(']').expect("members list is closed");
+    text[start..start + len]
         .split(',')
         .map(|m| m.trim().trim_matches('"').to_string())
         .filter(|m| !m.is_empty())
         .collect()
 }
 
-/// (package name, binary names) of each workspace member with a [[bin]].
-fn binaries() -> Vec<(String, Vec<String>)> {
-    workspace_members()
-        .iter()
-        .filter_map(|dir| {
-            let text = read(&format!("{dir}/Cargo.toml"));
-            let name_of_section = |section: &str| {
-                section
-                    .lines()
-                    .find_map(|l| l.strip_prefix("name = "))
-                    .map(|n| n.trim().trim_matches('"').to_string())
-            };
-            let package = name_of_section(text.split("[package]").nth(1)?)?;
-            let bins: Vec<String> = text
+/// The product binaries that ship as images: (package, binary). Demo and test binaries
+/// elsewhere in the workspace are not shipped.
+const IMAGE_BINARIES: &[(&str, &str)] = &[
+    ("mesh-control-plane", "mesh-control-plane"),
+    ("mesh-sidecar", "mesh-sidecar"),
+    ("mesh-cli", "mesh-cli"),
+];
+
+/// Whether some workspace member is package `package` with a `[[bin]]` named `bin`.
+fn workspace_has_binary(package: &str, bin: &str) -> bool {
+    let name_in = |section: &str| {
+        section
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .map(|n| n.trim().trim_matches('"').to_string())
+    };
+    workspace_members().iter().any(|dir| {
+        let text = read(&format!("{dir}/Cargo.toml"));
+        let is_package =
+            text.split("[package]").nth(1).and_then(name_in).as_deref() == Some(package);
+        is_package
+            && text
                 .split("[[bin]]")
                 .skip(1)
-                .filter_map(name_of_section)
-                .collect();
-            (!bins.is_empty()).then_some((package, bins))
-        })
-        .collect()
+                .filter_map(name_in)
+                .any(|b| b == bin)
+    })
 }
 
 /// The Containerfile building `bin`, by its `cargo build ... --bin <bin>` line.
@@ -507,43 +514,49 @@ fn exposed(ins: &[(String, String)]) -> BTreeSet<u16> {
 
 #[test]
 fn every_binary_has_a_multi_stage_non_root_container_file() {
-    let bins = binaries();
-    assert!(
-        bins.len() >= 3,
-        "control plane, sidecar and mesh-cli have binaries: {bins:?}"
-    );
     let members = workspace_members();
-    for (package, names) in &bins {
-        for bin in names {
-            let (file, ins) = containerfile_for(bin);
-            let froms = ins.iter().filter(|(op, _)| op == "FROM").count();
-            assert!(froms >= 2, "{file}: multi-stage (build + runtime)");
+    // A build-time cargo config (e.g. PROTOC for a dependency) must reach the image build too.
+    let cargo_config = repo_root().join(".cargo/config.toml").exists();
+    for (package, bin) in IMAGE_BINARIES {
+        assert!(
+            workspace_has_binary(package, bin),
+            "package {package} builds binary {bin}"
+        );
+        let (file, ins) = containerfile_for(bin);
+        let froms = ins.iter().filter(|(op, _)| op == "FROM").count();
+        assert!(froms >= 2, "{file}: multi-stage (build + runtime)");
+        assert!(
+            ins.iter().any(|(op, rest)| op == "RUN"
+                && rest.contains(&format!("-p {package}"))
+                && rest.contains("--release")),
+            "{file}: cargo build --release -p {package}"
+        );
+        // Cargo needs every member's manifest to build any of them.
+        for member in &members {
             assert!(
-                ins.iter().any(|(op, rest)| op == "RUN"
-                    && rest.contains(&format!("-p {package}"))
-                    && rest.contains("--release")),
-                "{file}: cargo build --release -p {package}"
-            );
-            // Cargo needs every member's manifest to build any of them.
-            for member in &members {
-                assert!(
-                    ins.iter()
-                        .any(|(op, rest)| op == "COPY"
-                            && rest.split_whitespace().next() == Some(member)),
-                    "{file}: COPY {member} (a workspace member)"
-                );
-            }
-            assert_ne!(final_uid(&file, &ins), 0, "{file}: runs as non-root");
-            let entry = final_stage(&ins)
-                .iter()
-                .find(|(op, _)| op == "ENTRYPOINT")
-                .map(|(_, e)| e.clone())
-                .unwrap_or_else(|| panic!("{file}: ENTRYPOINT"));
-            assert!(
-                entry.contains(&format!("/{bin}\"")),
-                "{file}: ENTRYPOINT runs {bin}"
+                ins.iter().any(
+                    |(op, rest)| op == "COPY" && rest.split_whitespace().next() == Some(member)
+                ),
+                "{file}: COPY {member} (a workspace member)"
             );
         }
+        if cargo_config {
+            assert!(
+                ins.iter()
+                    .any(|(op, rest)| op == "COPY" && rest.starts_with(".cargo")),
+                "{file}: COPY .cargo (the repository has .cargo/config.toml)"
+            );
+        }
+        assert_ne!(final_uid(&file, &ins), 0, "{file}: runs as non-root");
+        let entry = final_stage(&ins)
+            .iter()
+            .find(|(op, _)| op == "ENTRYPOINT")
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("{file}: ENTRYPOINT"));
+        assert!(
+            entry.contains(&format!("/{bin}\"")),
+            "{file}: ENTRYPOINT runs {bin}"
+        );
     }
 }
 
