@@ -1,5 +1,7 @@
 //! Shared helpers for the deploy/ checks: repository paths, YAML documents, ARCHITECTURE.md's port table, required tools.
 
+pub mod contract;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
