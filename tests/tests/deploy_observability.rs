@@ -399,3 +399,24 @@ fn dashboard_queries_are_valid_promql_on_real_metrics() {
     std::fs::write(&path, doc.to_string()).expect("write rule file");
     run_ok(promtool().arg("check").arg("rules").arg(&path));
 }
+
+#[test]
+fn dashboards_are_what_the_generator_produces() {
+    // The JSON is generated: a hand edit (or a Grafana export) that generate.py does not
+    // know would be lost at the next regeneration.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    run_ok(
+        Command::new(require_tool("python3"))
+            .arg(repo_root().join(obs("grafana/generate.py")))
+            .arg(tmp.path()),
+    );
+    for (file, _) in REQUIRED_PANELS {
+        let committed = read(&obs(&format!("grafana/dashboards/{file}")));
+        let generated =
+            std::fs::read_to_string(tmp.path().join(file)).expect("generated dashboard");
+        assert!(
+            committed == generated,
+            "grafana/dashboards/{file} differs from generate.py's output: run python3 deploy/observability/grafana/generate.py"
+        );
+    }
+}

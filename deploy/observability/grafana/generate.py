@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generates the mesh's Grafana dashboards in dashboards/*.json (committed, so Grafana needs no
 build step). Edit the panels here and re-run `python3 deploy/observability/grafana/generate.py`;
-tests/tests/deploy_observability.rs checks the JSON: panel names, metric names, PromQL syntax.
+tests/tests/deploy_observability.rs checks the JSON: panel names, metric names, PromQL syntax,
+and that it is what this script generates (`generate.py OUT_DIR` writes elsewhere).
 
 Metric names and labels are the contract in docs/observability.md. Series come from the scrape
 jobs in ../prometheus/prometheus.yml, which add the target labels namespace, pod and workload.
@@ -9,6 +10,7 @@ jobs in ../prometheus/prometheus.yml, which add the target labels namespace, pod
 import itertools
 import json
 import os
+import sys
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboards")
@@ -226,9 +228,10 @@ def debug():
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
+    out = sys.argv[1] if len(sys.argv) > 1 else OUT
+    os.makedirs(out, exist_ok=True)
     for name, d in [("mesh-executive", executive()), ("mesh-oncall", oncall()), ("mesh-debug", debug())]:
-        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+        with open(os.path.join(out, f"{name}.json"), "w") as f:
             json.dump(d, f, indent=2)
             f.write("\n")
 
