@@ -249,3 +249,29 @@ fn rotel_script_runs_a_collector_that_prints_received_spans() {
         seen.push(line);
     }
 }
+
+#[test]
+fn compose_stack_mounts_configs_that_exist() {
+    let file = obs("compose.yaml");
+    let doc = yaml_doc(&file);
+    let services = doc["services"].as_mapping().expect("compose services");
+    for name in ["otelcol", "jaeger", "prometheus", "grafana"] {
+        assert!(services.contains_key(name), "{file}: service {name}");
+    }
+    let mut mounts = 0;
+    for (name, service) in services {
+        for volume in seq_at(service, "volumes").iter().filter_map(Value::as_str) {
+            let source = volume.split(':').next().unwrap_or_default();
+            if let Some(rel) = source.strip_prefix("./") {
+                let path = repo_root().join(OBS).join(rel);
+                assert!(
+                    path.exists(),
+                    "{file}: {name:?} mounts {source}, which does not exist"
+                );
+                mounts += 1;
+            }
+        }
+    }
+    // Collector config, scrape config, rules, Grafana provisioning and dashboards.
+    assert_eq!(mounts, 5, "{file}: config mounts");
+}
