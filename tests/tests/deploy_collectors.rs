@@ -144,10 +144,13 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A port that was free a moment ago (rotel-agent cannot report a port-0 bind).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+/// Two distinct ports that were free a moment ago (rotel-agent cannot report a port-0 bind).
+/// Both listeners are held until both ports are known, so the two cannot coincide.
+fn two_free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("local addr").port();
+    (port(&a), port(&b))
 }
 
 /// POSTs an OTLP/HTTP JSON body and returns the status line.
@@ -168,7 +171,7 @@ fn post_json(port: u16, path: &str, body: &str) -> std::io::Result<String> {
 #[test]
 fn rotel_script_runs_a_collector_that_prints_received_spans() {
     rotel_command_line(None); // fails with the setup hint if rotel is missing
-    let (grpc, http) = (free_port(), free_port());
+    let (grpc, http) = two_free_ports();
     let mut child = Command::new("bash")
         .arg(repo_root().join(obs("rotel.sh")))
         .env("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}"))
