@@ -147,7 +147,7 @@ const SETTINGS: &[Setting] = &[
     one(
         "drain-grace-ms",
         "MESH_DRAIN_GRACE_MS",
-        "Graceful shutdown period [default: 20000]",
+        "Graceful shutdown period [default: 10000]",
     ),
     one(
         "outbound-services",
@@ -177,10 +177,12 @@ const MAX_DETECT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// hyper's own buffer must hold at least one small head.
 const MIN_MAX_HEADER_BYTES: usize = 1024;
-/// Kubernetes kills a pod 30 s (default `terminationGracePeriodSeconds`) after SIGTERM; 20 s lets
-/// long requests finish and the app make its last outbound calls, and leaves 10 s of margin so
-/// the sidecar exits on its own instead of being killed mid-response.
-const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(20);
+/// Covers common request deadlines (5–10 s) and the app's last outbound calls while it shuts
+/// down, and stays well inside Kubernetes' default 30 s `terminationGracePeriodSeconds`, so the
+/// sidecar exits on its own instead of being killed mid-response. Every shutdown lasts this long
+/// (outbound serves until its end: the proxy cannot see when the app is done), so longer would
+/// slow every rollout.
+const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// Worker threads beyond this are a typo, not a deployment.
 const MAX_WORKERS: usize = 256;
 

@@ -37,7 +37,7 @@ fn defaults() {
     assert_eq!(c.advertise_address.to_string(), "127.0.0.1");
     assert_eq!(c.workers, 1);
     assert_eq!(c.detect_timeout, Duration::from_secs(1));
-    assert_eq!(c.drain_grace, Duration::from_secs(20));
+    assert_eq!(c.drain_grace, Duration::from_secs(10));
     assert!(c.data_dir.is_none() && c.static_config.is_none() && c.addrs_file.is_none());
     assert!(c.tcp_forwards.is_empty() && c.app_ports.is_empty());
 }

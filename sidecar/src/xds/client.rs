@@ -49,9 +49,9 @@ pub struct ClientConfig {
 
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
-    #[error("bad control-plane address: {0}")]
+    #[error("bad control-plane address: {}", chain(.0))]
     Address(tonic::transport::Error),
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", chain(.0))]
     Connect(tonic::transport::Error),
     #[error("stream failed: {0}")]
     Status(#[from] tonic::Status),
@@ -380,6 +380,18 @@ impl Client {
             Err(e) => warn!(error = %e, "config snapshot rejected"),
         }
     }
+}
+
+/// An error with its sources: tonic's transport errors say only "transport error" on their own.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn subscribe(kind: ResourceKind, names: Vec<String>) -> DeltaDiscoveryRequest {

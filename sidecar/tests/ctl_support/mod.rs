@@ -243,3 +243,120 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// === the sidecar binary ===
+
+/// A `mesh-sidecar` process with its bound addresses.
+pub struct Sidecar {
+    pub child: tokio::process::Child,
+    pub addrs: mesh_sidecar::app::BoundAddrs,
+}
+
+impl Sidecar {
+    /// Starts the binary with `args` plus loopback listeners on port 0 and an addresses file in
+    /// `dir`, and waits until it has bound.
+    pub async fn start(dir: &std::path::Path, args: &[&str]) -> Self {
+        let addrs_file = dir.join(format!("addrs-{}.json", unique()));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
+            .args([
+                "--inbound-addr",
+                "127.0.0.1:0",
+                "--outbound-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--addrs-file",
+            ])
+            .arg(&addrs_file)
+            .args(args)
+            .env("MESH_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the sidecar binary starts");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let addrs = loop {
+            if let Ok(body) = std::fs::read(&addrs_file) {
+                break serde_json::from_slice(&body).expect("addresses file is JSON");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sidecar never bound"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Self { child, addrs }
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addrs.admin)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http("GET", &self.admin(path)).await
+    }
+
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        http("POST", &self.admin(path)).await
+    }
+
+    /// Waits until `/ready` answers `status`.
+    pub async fn wait_ready(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.get("/ready").await.0 == status {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/ready never {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("running") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal delivered");
+    }
+
+    /// Waits for the process to exit (bounded) and returns its status.
+    pub async fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(bound, self.child.wait())
+            .await
+            .expect("the sidecar exits in time")
+            .expect("wait works")
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One HTTP/1.1 request with an empty body; returns status and body text.
+pub async fn http(method: &str, url: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Empty::new())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, client.request(req))
+        .await
+        .expect("admin answers in time")
+        .expect("admin reachable");
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("body in time")
+        .expect("body readable")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
