@@ -10,6 +10,8 @@ use crate::state::{Endpoint, OutlierDetection};
 #[derive(Debug)]
 pub struct LbEndpoint {
     pub endpoint: Endpoint,
+    /// `addr` as a URI authority, built once so requests only clone it.
+    pub authority: http::uri::Authority,
     pub stats: Arc<EndpointStats>,
     pub(crate) outlier: Option<Arc<Outlier>>,
 }
@@ -47,8 +49,12 @@ impl LbEndpoint {
         stats: Arc<EndpointStats>,
         outlier: Option<Arc<Outlier>>,
     ) -> Self {
+        // A socket address always formats as a valid authority (`ip:port`, `[v6]:port`).
+        let authority = http::uri::Authority::try_from(endpoint.addr.to_string())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"));
         Self {
             endpoint,
+            authority,
             stats,
             outlier,
         }

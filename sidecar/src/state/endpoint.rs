@@ -40,9 +40,10 @@ impl Endpoint {
             .map(|i| &self.labels[i].1)
     }
 
-    /// True when a peer sidecar fronts this endpoint (it speaks the mesh protocol).
+    /// True when a peer sidecar fronts this endpoint (it speaks the mesh protocol): it has an
+    /// identity, or a proxy registered it (before mTLS, registered proxies have no identity).
     pub fn is_meshed(&self) -> bool {
-        self.identity.is_some()
+        self.identity.is_some() || self.source.starts_with("proxy:")
     }
 }
 
