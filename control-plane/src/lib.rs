@@ -1,1 +1,3 @@
 //! Library root.
+
+pub mod ca;
