@@ -1,3 +1,4 @@
 //! Library root.
 
 pub mod ca;
+pub mod identity_server;
