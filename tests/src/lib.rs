@@ -1,1 +1,3 @@
 //! Shared helpers for end-to-end scenarios.
+
+pub mod netns;

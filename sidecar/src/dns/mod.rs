@@ -1,0 +1,1 @@
+//! DNS capture: answers mesh service names with their VIP, forwards the rest.
