@@ -9,29 +9,42 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::sys::socket::{
-    AddressFamily, SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage, getsockname, getsockopt,
-    sockopt,
+    SockaddrIn, SockaddrIn6, SockaddrStorage, getsockname, getsockopt, sockopt,
 };
 
 /// The address the peer originally dialled before a `REDIRECT` sent it to us.
 ///
-/// Errors with `ErrorKind::NotFound` (ENOENT) when the connection was not redirected (e.g. an
+/// Errors with `ErrorKind::NotFound` when the connection was not redirected (e.g. an
 /// explicit-proxy client connecting to the listener directly): callers treat that as
-/// "no original destination", not as a failure of the connection.
+/// "no original destination", not as a failure of the connection. (The kernel says ENOENT
+/// when conntrack has no entry, or returns our own address when it tracks the connection but
+/// did not NAT it; both become NotFound.)
 ///
 /// Works for `std` and `tokio` TCP streams alike (anything that is a socket fd). An IPv4
 /// connection accepted on a dual-stack IPv6 listener (a v4-mapped peer) is tracked by IPv4
 /// conntrack; both lookups are tried, and a v4-mapped answer is returned as plain IPv4.
 pub fn original_dst<S: AsFd>(sock: &S) -> io::Result<SocketAddr> {
     let local: SockaddrStorage = getsockname(sock.as_fd().as_raw_fd()).map_err(io::Error::from)?;
-    match local.family() {
-        Some(AddressFamily::Inet6) => v6(sock).or_else(|e6| v4(sock).map_err(|_| e6)),
-        Some(AddressFamily::Inet) => v4(sock),
-        _ => Err(io::Error::new(
+    let (orig, local) = if let Some(l) = local.as_sockaddr_in() {
+        (v4(sock)?, SocketAddr::V4(SocketAddrV4::from(*l)))
+    } else if let Some(l) = local.as_sockaddr_in6() {
+        let orig = v6(sock).or_else(|e6| v4(sock).map_err(|_| e6))?;
+        (orig, unmap(SocketAddrV6::from(*l)))
+    } else {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not an IP socket",
-        )),
+        ));
+    };
+    // With conntrack loaded but no NAT on this connection, the kernel answers with the
+    // unchanged destination, i.e. our own address: that is "not redirected" too.
+    if orig == local {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "connection was not redirected",
+        ));
     }
+    Ok(orig)
 }
 
 fn v4<S: AsFd>(sock: &S) -> io::Result<SocketAddr> {
@@ -41,11 +54,15 @@ fn v4<S: AsFd>(sock: &S) -> io::Result<SocketAddr> {
 
 fn v6<S: AsFd>(sock: &S) -> io::Result<SocketAddr> {
     let raw = getsockopt(sock, sockopt::Ip6tOriginalDst).map_err(io::Error::from)?;
-    let addr = SocketAddrV6::from(SockaddrIn6::from(raw));
-    Ok(match addr.ip().to_ipv4_mapped() {
+    Ok(unmap(SocketAddrV6::from(SockaddrIn6::from(raw))))
+}
+
+/// A v4-mapped IPv6 address as the plain IPv4 address it stands for.
+fn unmap(addr: SocketAddrV6) -> SocketAddr {
+    match addr.ip().to_ipv4_mapped() {
         Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, addr.port())),
         None => SocketAddr::V6(addr),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -60,12 +77,8 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         for sock in [&client, &server] {
-            match original_dst(sock) {
-                // Some kernels answer with the unmodified destination when conntrack is loaded
-                // but no NAT happened: that is the listener itself, never something else.
-                Ok(addr) => assert!(addr.ip().is_loopback(), "{addr}"),
-                Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}"),
-            }
+            let err = original_dst(sock).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         }
     }
 
