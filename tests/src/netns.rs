@@ -28,6 +28,8 @@ pub const A_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd99, 0x199, 0, 0, 0, 0, 0, 1);
 pub const B_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd99, 0x199, 0, 0, 0, 0, 0, 2);
 /// The veth end inside each namespace (names are per-namespace, so both can share it).
 pub const VETH: &str = "veth0";
+/// The uid (and gid) sidecars run as in these tests: `mesh-sidecar init`'s default.
+pub const PROXY_UID: u32 = 1337;
 /// Environment variable carrying the role of a re-executed test binary (see `self_command`).
 pub const CHILD_ROLE_ENV: &str = "MESH_NETNS_CHILD";
 
@@ -152,6 +154,32 @@ impl TestNet {
         let pid = child.id();
         self.children.push(child);
         Ok(Lines::new(pid, stdout))
+    }
+
+    /// Makes `side` a meshed host: runs `init` there (as root, it must exit 0), then spawns
+    /// `sidecar` as `PROXY_UID` (so its own connections are exempt from the redirect) and
+    /// returns its stdout lines. With the real binary:
+    /// `init = mesh-sidecar init`, `sidecar = mesh-sidecar --addrs-file … …`.
+    pub fn mesh_host(&mut self, side: Side, init: &Command, sidecar: &Command) -> Result<Lines> {
+        let out = self.ns(side).wrap(init).output().context("running init")?;
+        if !out.status.success() {
+            bail!(
+                "init failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.spawn_as(side, PROXY_UID, PROXY_UID, sidecar)
+    }
+
+    /// Packets counted by the nat rule whose `iptables-save` text is `rule` (e.g.
+    /// `-A MESH_OUTPUT -m owner --uid-owner 1337 -j RETURN`), in `side`; `None` if absent.
+    pub fn nat_packets(&self, side: Side, rule: &str) -> Result<Option<u64>> {
+        let save = self.ns(side).run("iptables-save", &["-c", "-t", "nat"])?;
+        Ok(save.lines().find_map(|line| {
+            let (counters, text) = line.strip_prefix('[')?.split_once("] ")?;
+            (text == rule).then(|| counters.split(':').next()?.parse().ok())?
+        }))
     }
 
     pub fn ns(&self, side: Side) -> &Netns {

@@ -30,13 +30,26 @@ impl Capture {
     ) -> Result<Capture> {
         let path = dir.join(format!("{}-{iface}.pcap", ns.name()));
         let mut cmd = Command::new("tcpdump");
+        // --immediate-mode: hand each packet over at once (libpcap otherwise batches them for
+        // up to a second, and a capture stopped right after the traffic would miss them);
         // -U: write each packet at once; -Z root: keep root so it can write into `dir`;
         // -s 0: whole packets; -n: no name lookups (there is no resolver in the namespace).
-        cmd.args(["-i", iface, "-U", "-n", "-s", "0", "-Z", "root", "-c"])
-            .arg(max_packets.to_string())
-            .arg("-w")
-            .arg(&path)
-            .arg("tcp");
+        cmd.args([
+            "-i",
+            iface,
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-Z",
+            "root",
+            "-c",
+        ])
+        .arg(max_packets.to_string())
+        .arg("-w")
+        .arg(&path)
+        .arg("tcp");
         let mut child = ns
             .wrap(&cmd)
             .stdin(Stdio::null())
@@ -72,12 +85,32 @@ impl Capture {
     /// Stops tcpdump (SIGINT makes it flush and close the file) and returns every TCP payload
     /// captured, one entry per packet that carried data.
     pub fn finish(mut self) -> Result<Vec<Vec<u8>>> {
+        self.settle();
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
             child.wait()?;
         }
         tcp_payloads(&super::read_all(&self.path)?)
+    }
+}
+
+impl Capture {
+    /// Waits until the capture file stops growing: packets of traffic that just ended may
+    /// still be on their way through the capture socket. Polls every 50 ms; "stopped" means
+    /// unchanged for 4 polls; at most 5 s (only a continuously busy link takes that long).
+    fn settle(&self) {
+        let size = || std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let (mut last, mut still) = (size(), 0);
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = size();
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+            if still >= 4 {
+                return;
+            }
+        }
     }
 }
 
