@@ -18,9 +18,11 @@ use clap::Parser;
 use mesh_sidecar::dns::{DnsConfig, DnsServer, MeshNames};
 use mesh_sidecar::init::{InitArgs, run_init};
 use mesh_sidecar::orig_dst::original_dst;
-use mesh_tests::netns::{self, B_ADDR, Capture, PROXY_UID, Side, TestNet, VETH, capture};
+use mesh_tests::netns::{self, A_ADDR, B_ADDR, Capture, PROXY_UID, Side, TestNet, VETH, capture};
 
 const CHILD_TEST: &str = "child_process_entry";
+/// Separates init arguments in the child's environment (never part of a flag).
+const SEP: char = '\u{1f}';
 const APP_PORT: u16 = 8080;
 const BODY: &str = "hello from B\n";
 /// Connections a forwarder or the app serves before exiting: a bound, the test makes two.
@@ -39,8 +41,9 @@ struct Cli {
 fn child_process_entry() {
     match netns::child_role().as_deref() {
         Some("init") => {
-            let cli = Cli::try_parse_from(["init"]).unwrap();
-            run_init(cli.init).unwrap();
+            let args = std::env::var("MESH_INIT_ARGS").unwrap_or_default();
+            let argv = std::iter::once("init").chain(args.split(SEP).filter(|a| !a.is_empty()));
+            run_init(Cli::try_parse_from(argv).unwrap().init).unwrap();
         }
         Some("app") => app(),
         Some("forwarder") => forwarder(),
@@ -49,10 +52,25 @@ fn child_process_entry() {
     }
 }
 
-/// The workload in B: answers every request with `BODY` and reports who called.
+/// A workload: on each port of `APP_PORTS` (default `APP_PORT`) answers every request with
+/// `BODY` and reports the request and who called.
 fn app() {
-    let listener = TcpListener::bind(("0.0.0.0", APP_PORT)).unwrap();
+    let ports = std::env::var("APP_PORTS").unwrap_or_else(|_| APP_PORT.to_string());
+    let listeners: Vec<TcpListener> = ports
+        .split(',')
+        .map(|p| TcpListener::bind(("0.0.0.0", p.parse().unwrap())).unwrap())
+        .collect();
     println!("READY");
+    let serving: Vec<_> = listeners
+        .into_iter()
+        .map(|l| std::thread::spawn(move || serve(l)))
+        .collect();
+    for t in serving {
+        let _ = t.join();
+    }
+}
+
+fn serve(listener: TcpListener) {
     for conn in listener.incoming().take(MAX_CONNS) {
         let Ok(mut conn) = conn else { continue };
         let peer = conn
@@ -99,10 +117,10 @@ fn forwarder() {
             orig
         };
         std::thread::spawn(move || {
-            let Ok(upstream) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
-                return;
-            };
-            pipe(client, upstream);
+            match TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
+                Ok(upstream) => pipe(client, upstream),
+                Err(e) => eprintln!("forwarder: connecting {target}: {e}"),
+            }
         });
     }
 }
@@ -141,6 +159,12 @@ fn dns() {
 
 fn child(role: &str) -> Command {
     netns::self_command(CHILD_TEST, role).unwrap()
+}
+
+fn init_cmd(args: &[&str]) -> Command {
+    let mut cmd = child("init");
+    cmd.env("MESH_INIT_ARGS", args.join(&SEP.to_string()));
+    cmd
 }
 
 fn forwarder_cmd(listen: &str, to: &str) -> Command {
@@ -259,4 +283,68 @@ fn capture_reader_handles_what_tcpdump_writes() {
     assert!(capture::contains(&payloads, b"GET /plain HTTP/1.1"));
     assert!(capture::contains(&payloads, BODY.as_bytes()));
     assert!(!capture::contains(&payloads, b"GET /never-sent"));
+}
+
+#[test]
+fn excluded_ports_bypass_and_own_address_is_intercepted() {
+    if !netns::can_run() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let mut app_b = child("app");
+    app_b.env("APP_PORTS", "8080,8081,8082");
+    let mut app_a = child("app");
+    app_a.env("APP_PORTS", "8090");
+    for (side, cmd) in [(Side::B, &app_b), (Side::A, &app_a)] {
+        net.spawn(side, cmd).unwrap().expect("READY", WAIT).unwrap();
+    }
+    let a_init = init_cmd(&["--exclude-outbound-ports=8081", "--no-dns"]);
+    let outbound = net.mesh_host(Side::A, &a_init, &forwarder_cmd("127.0.0.1:15001", "orig"));
+    let outbound = outbound.unwrap();
+    let b_init = init_cmd(&["--exclude-inbound-ports=8082", "--no-dns"]);
+    let inbound = net.mesh_host(Side::B, &b_init, &forwarder_cmd("0.0.0.0:15006", "local"));
+    let inbound = inbound.unwrap();
+    for lines in [&outbound, &inbound] {
+        lines.expect("READY", WAIT).unwrap();
+    }
+
+    // 8081: outbound excluded in A, still intercepted inbound in B. 8082: the other way round.
+    // 10.199.0.1 is A's own address (routed through `lo`): a service call like any other,
+    // intercepted. 127.0.0.1 never is.
+    for url in [
+        format!("http://{B_ADDR}:8081/"),
+        format!("http://{B_ADDR}:8082/"),
+        format!("http://{A_ADDR}:8090/"),
+        "http://127.0.0.1:8090/".to_string(),
+        // Last, intercepted on both sides: it marks the end of each forwarder's sequence.
+        format!("http://{B_ADDR}:8080/"),
+    ] {
+        assert_eq!(curl(&net, &url), BODY, "{url}");
+    }
+    // Lines arrive in order: a connection that should have bypassed a forwarder would show
+    // up in its sequence before the final 8080 one.
+    let seen = |lines: &netns::Lines, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| lines.expect("CONN orig=", WAIT).unwrap())
+            .collect()
+    };
+    let want = |addrs: &[String]| -> Vec<String> {
+        addrs
+            .iter()
+            .map(|a| format!("{a} uid={PROXY_UID}"))
+            .collect()
+    };
+    let (b, a) = (B_ADDR, A_ADDR);
+    assert_eq!(
+        seen(&outbound, 3),
+        want(&[
+            format!("{b}:8082"),
+            format!("{a}:8090"),
+            format!("{b}:8080")
+        ])
+    );
+    assert_eq!(
+        seen(&inbound, 2),
+        want(&[format!("{b}:8081"), format!("{b}:8080")])
+    );
 }
