@@ -8,19 +8,19 @@
 //! left behind by a killed test process (dead pid) are removed by the next `TestNet::new`.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 pub mod capture;
+mod lines;
 
 pub use capture::Capture;
+pub use lines::Lines;
 
 pub const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 1);
 pub const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 2);
@@ -346,51 +346,6 @@ fn run_ok(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
-/// Lines of a spawned process's stdout, read on a thread so waits can be bounded.
-#[derive(Debug)]
-pub struct Lines {
-    pub pid: u32,
-    rx: mpsc::Receiver<String>,
-}
-
-// === impl Lines ===
-
-impl Lines {
-    fn new(pid: u32, stdout: ChildStdout) -> Lines {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to the end even when nobody listens any more: closing the pipe early would
-            // make the child's next print fail (EPIPE) during teardown.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Lines { pid, rx }
-    }
-
-    /// The next line starting with `prefix` (the rest of it), skipping others; errors after
-    /// `timeout` or when the process closes its stdout.
-    pub fn expect(&self, prefix: &str, timeout: Duration) -> Result<String> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return Ok(rest.trim().to_string());
-                    }
-                }
-                Err(e) => bail!("no line starting with {prefix:?} ({e})"),
-            }
-        }
-    }
-
-    /// Every line received so far (non-blocking).
-    pub fn drain(&self) -> Vec<String> {
-        self.rx.try_iter().collect()
-    }
-}
-
 /// Reads a whole file (used for capture files written by tcpdump).
 pub(crate) fn read_all(path: &PathBuf) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
@@ -401,56 +356,4 @@ pub(crate) fn read_all(path: &PathBuf) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Namespaces and processes are gone after a test panics with a `TestNet` alive.
-    #[test]
-    fn teardown_leaves_nothing_even_on_panic() {
-        if !can_run() {
-            return;
-        }
-        let (tx, rx) = mpsc::channel();
-        let result = std::panic::catch_unwind(move || {
-            let mut net = TestNet::new().unwrap();
-            let mut sleep = Command::new("sleep");
-            // Far longer than the test: only the teardown can end it.
-            sleep.arg("600");
-            let lines = net.spawn(Side::A, &sleep).unwrap();
-            let names = [net.a.name().to_string(), net.b.name().to_string()];
-            tx.send((names, lines.pid)).unwrap();
-            panic!("a failing test");
-        });
-        assert!(result.is_err());
-        let (names, pid) = rx.recv().unwrap();
-        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        let list = String::from_utf8_lossy(&list.stdout);
-        for name in names {
-            assert!(!list.contains(&name), "{name} left behind: {list}");
-        }
-        assert!(
-            !Path::new("/proc").join(pid.to_string()).exists(),
-            "process {pid} left behind"
-        );
-    }
-
-    #[test]
-    fn addresses_only_inside_the_namespaces() {
-        if !can_run() {
-            return;
-        }
-        let net = TestNet::new().unwrap();
-        let host = Command::new("ip").args(["-o", "addr"]).output().unwrap();
-        assert!(!String::from_utf8_lossy(&host.stdout).contains("10.199.0."));
-        let inside = net
-            .a
-            .run("ip", &["-o", "addr", "show", "dev", VETH])
-            .unwrap();
-        assert!(inside.contains(&format!("{A_ADDR}/30")), "{inside}");
-        let routes = net.a.run("ip", &["route"]).unwrap();
-        assert!(
-            routes.contains(&format!("default via {B_ADDR}")),
-            "{routes}"
-        );
-    }
-}
+mod tests;
