@@ -138,8 +138,16 @@ fn pipe(a: TcpStream, b: TcpStream) {
     let _ = t.join();
 }
 
-/// The sidecar's DNS server in A: `web` is a mesh service whose "VIP" is B's address.
+/// A DNS server on `DNS_LISTEN` answering `DNS_SERVICE` (any namespace) with `DNS_IP` and
+/// forwarding other names to `DNS_UPSTREAM` if set. In A it is the sidecar's (`web` is a mesh
+/// service whose "VIP" is B's address); in B it plays the upstream resolver.
 fn dns() {
+    let var = |k: &str| std::env::var(k).unwrap();
+    let listen: SocketAddr = var("DNS_LISTEN").parse().unwrap();
+    let (service, ip): (String, IpAddr) = (var("DNS_SERVICE"), var("DNS_IP").parse().unwrap());
+    let upstreams = std::env::var("DNS_UPSTREAM")
+        .ok()
+        .map(|u| u.parse().unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -149,12 +157,24 @@ fn dns() {
             namespace: "default".into(),
             trust_domain: "mesh.local".into(),
         };
-        let cfg = DnsConfig::new(mesh_sidecar::dns::DEFAULT_DNS_PORT, Vec::new(), names);
-        let lookup = |svc: &str, _ns: &str| (svc == "web").then_some(IpAddr::V4(B_ADDR));
+        let mut cfg = DnsConfig::new(listen.port(), upstreams.into_iter().collect(), names);
+        cfg.listen = listen;
+        let lookup = move |svc: &str, _ns: &str| (svc == service).then_some(ip);
         let server = DnsServer::bind(cfg, Arc::new(lookup)).await.unwrap();
         println!("READY");
         server.serve(std::future::pending()).await;
     });
+}
+
+fn dns_cmd(listen: &str, service: &str, ip: &str, upstream: Option<&str>) -> Command {
+    let mut cmd = child("dns");
+    cmd.env("DNS_LISTEN", listen)
+        .env("DNS_SERVICE", service)
+        .env("DNS_IP", ip);
+    if let Some(upstream) = upstream {
+        cmd.env("DNS_UPSTREAM", upstream);
+    }
+    cmd
 }
 
 fn child(role: &str) -> Command {
@@ -207,10 +227,21 @@ fn curl_is_intercepted_on_both_sides_and_proxy_traffic_is_not() {
         &forwarder_cmd("0.0.0.0:15006", "local"),
     );
     let inbound = inbound.unwrap();
-    let dns = net
-        .spawn_as(Side::A, PROXY_UID, PROXY_UID, &child("dns"))
-        .unwrap();
-    for lines in [&outbound, &inbound, &dns] {
+    // The sidecar's DNS in A (as the proxy uid), forwarding non-mesh names to a resolver in B.
+    let upstream = format!("{B_ADDR}:53");
+    let dns_a = dns_cmd(
+        "127.0.0.1:15053",
+        "web",
+        &B_ADDR.to_string(),
+        Some(&upstream),
+    );
+    let dns = net.spawn_as(Side::A, PROXY_UID, PROXY_UID, &dns_a).unwrap();
+    let resolver = net.spawn(
+        Side::B,
+        &dns_cmd("0.0.0.0:53", "external", "192.0.2.1", None),
+    );
+    let resolver = resolver.unwrap();
+    for lines in [&outbound, &inbound, &dns, &resolver] {
         lines.expect("READY", WAIT).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
@@ -222,6 +253,11 @@ fn curl_is_intercepted_on_both_sides_and_proxy_traffic_is_not() {
         BODY
     );
     assert_eq!(curl(&net, &format!("http://web:{APP_PORT}/by-name")), BODY);
+
+    // A name the mesh does not know: the sidecar's DNS forwards it from the proxy uid, so the
+    // query reaches the resolver in B instead of being captured again.
+    let resolved = net.a.run("getent", &["ahostsv4", "external.test"]).unwrap();
+    assert!(resolved.starts_with("192.0.2.1 "), "{resolved}");
 
     let want = format!("orig={B_ADDR}:{APP_PORT} uid={PROXY_UID}");
     for (side, lines) in [("outbound", &outbound), ("inbound", &inbound)] {
@@ -246,6 +282,7 @@ fn curl_is_intercepted_on_both_sides_and_proxy_traffic_is_not() {
         (Side::A, "-A MESH_OUTPUT -j MESH_REDIRECT"),
         (Side::A, uid_rule.as_str()),
         (Side::A, "-A MESH_DNS -p udp -j REDIRECT --to-ports 15053"),
+        (Side::A, "-A MESH_DNS -m owner --uid-owner 1337 -j RETURN"),
         (Side::B, "-A MESH_INBOUND -p tcp -j MESH_IN_REDIRECT"),
         (Side::B, uid_rule.as_str()),
     ] {
