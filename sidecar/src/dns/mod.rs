@@ -6,6 +6,19 @@
 //! Kubernetes DNS; the outbound listener maps VIP:port back to the service. Everything else is
 //! relayed unchanged to the resolvers of resolv.conf as captured at start-up. The sidecar runs
 //! as the proxy uid, which `init` exempts, so those relayed queries reach the real resolver.
+//!
+//! Wiring (at start-up, before the app starts):
+//! ```no_run
+//! # async fn wire(state: impl mesh_sidecar::dns::VipLookup) -> std::io::Result<()> {
+//! use mesh_sidecar::dns::{DnsConfig, DnsServer, MeshNames, DEFAULT_DNS_PORT, resolv};
+//! let upstreams = resolv::read("/etc/resolv.conf".as_ref())?;
+//! let names = MeshNames { namespace: "default".into(), trust_domain: "cluster.local".into() };
+//! let server =
+//!     DnsServer::bind(DnsConfig::new(DEFAULT_DNS_PORT, upstreams, names), std::sync::Arc::new(state))
+//!         .await?;
+//! tokio::spawn(server.serve(std::future::pending()));
+//! # Ok(()) }
+//! ```
 
 pub mod message;
 pub mod resolv;

@@ -163,6 +163,19 @@ impl TryFrom<&InitArgs> for InterceptOptions {
                 .map(|s| s.trim().parse())
                 .collect()
         }
+        if a.proxy_uid == 0 || a.proxy_gid == Some(0) {
+            return Err(OptionError::RootProxy);
+        }
+        for (flag, port) in [
+            ("outbound-port", a.outbound_port),
+            ("inbound-port", a.inbound_port),
+            ("admin-port", a.admin_port),
+            ("dns-port", a.dns_port),
+        ] {
+            if port == 0 {
+                return Err(OptionError::ZeroPort(flag));
+            }
+        }
         Ok(InterceptOptions {
             proxy_uid: a.proxy_uid,
             proxy_gid: Some(a.proxy_gid.unwrap_or(a.proxy_uid)),

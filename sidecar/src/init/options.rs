@@ -33,6 +33,12 @@ pub enum OptionError {
         "invalid CIDR {0:?}: expected an address with an optional prefix, like 10.0.0.0/8 or fd00::/8"
     )]
     Cidr(String),
+    #[error(
+        "--proxy-uid/--proxy-gid 0 would exempt every root process from interception: run the sidecar as a dedicated uid"
+    )]
+    RootProxy,
+    #[error("--{0} must not be 0")]
+    ZeroPort(&'static str),
 }
 
 /// An inclusive port range; a single port has `first == last`.

@@ -4,7 +4,7 @@ use clap::Parser;
 
 use super::*;
 use crate::init::InitArgs;
-use crate::init::options::InterceptOptions;
+use crate::init::options::{InterceptOptions, OptionError};
 
 #[derive(Parser)]
 struct Cli {
@@ -106,4 +106,17 @@ fn env_style_lists_and_bad_values() {
     let cli = Cli::try_parse_from(["init", "--exclude-outbound-cidrs", "10.0.0.0/40"]).unwrap();
     assert!(InterceptOptions::try_from(&cli.init).is_err());
     assert!(Cli::try_parse_from(["init", "--cleanup", "--dry-run"]).is_err());
+    for (flags, want) in [
+        (&["--proxy-uid=0"][..], OptionError::RootProxy),
+        (&["--proxy-gid=0"], OptionError::RootProxy),
+        (&["--dns-port=0"], OptionError::ZeroPort("dns-port")),
+    ] {
+        let cli =
+            Cli::try_parse_from(std::iter::once("init").chain(flags.iter().copied())).unwrap();
+        assert_eq!(
+            InterceptOptions::try_from(&cli.init),
+            Err(want),
+            "{flags:?}"
+        );
+    }
 }
