@@ -1,15 +1,13 @@
 //! `mesh-sidecar init` for real in a fresh network namespace: idempotent install, update,
 //! foreign rules untouched, complete cleanup (root only; prints SKIPPED otherwise).
 
+mod netns_support;
+
 use std::process::Command;
 
 use clap::Parser;
 use mesh_sidecar::init::{InitArgs, InitOutcome, run_init};
 use mesh_tests::netns::{self, Netns, TestNet};
-
-const CHILD_TEST: &str = "child_process_entry";
-/// Separates init arguments in the child's environment (never part of a flag).
-const SEP: char = '\u{1f}';
 
 #[derive(Parser)]
 struct Cli {
@@ -17,26 +15,15 @@ struct Cli {
     init: InitArgs,
 }
 
-/// Entry point of the re-executed test binary: runs `init` inside the namespace it was started
-/// in, exactly as `mesh-sidecar init` would. A no-op in a normal test run.
+/// Entry point of the re-executed test binary (a no-op in a normal run).
 #[test]
 fn child_process_entry() {
-    if netns::child_role().as_deref() != Some("init") {
-        return;
-    }
-    let args = std::env::var("MESH_INIT_ARGS").unwrap_or_default();
-    let argv = std::iter::once("init").chain(args.split(SEP).filter(|a| !a.is_empty()));
-    let cli = Cli::try_parse_from(argv).expect("init arguments");
-    match run_init(cli.init) {
-        Ok(outcome) => println!("INIT-OK {outcome:?}"),
-        Err(e) => println!("INIT-ERR {e}"),
-    }
+    netns_support::run_child_role();
 }
 
 /// Runs `init ARGS` inside `ns` in a child process and returns its outcome line.
 fn init(ns: &Netns, args: &[&str]) -> String {
-    let mut cmd = netns::self_command(CHILD_TEST, "init").unwrap();
-    cmd.env("MESH_INIT_ARGS", args.join(&SEP.to_string()));
+    let cmd = netns_support::init_cmd(args);
     let out = ns.wrap(&cmd).output().expect("running the init child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout

@@ -8,196 +8,33 @@
 //! `TestNet::mesh_host` is the same helper a full sidecar test uses with the real binary (where
 //! the on-the-wire check flips to "no plaintext").
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
-use std::sync::Arc;
+mod netns_support;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
-use mesh_sidecar::dns::{DnsConfig, DnsServer, MeshNames};
-use mesh_sidecar::init::{InitArgs, run_init};
-use mesh_sidecar::orig_dst::original_dst;
-use mesh_tests::netns::{self, A_ADDR, B_ADDR, Capture, PROXY_UID, Side, TestNet, VETH, capture};
+use mesh_tests::netns::{
+    self, A_ADDR, B_ADDR, B_ADDR6, Capture, PROXY_UID, Side, TestNet, VETH, capture,
+};
+use netns_support::{APP_PORT, BODY, child, dns_cmd, forwarder_cmd, init_cmd};
 
-const CHILD_TEST: &str = "child_process_entry";
-/// Separates init arguments in the child's environment (never part of a flag).
-const SEP: char = '\u{1f}';
-const APP_PORT: u16 = 8080;
-const BODY: &str = "hello from B\n";
-/// Connections a forwarder or the app serves before exiting: a bound, the test makes two.
-const MAX_CONNS: usize = 16;
 /// Bounds every wait on a child; only a hang reaches it.
 const WAIT: Duration = Duration::from_secs(20);
-
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    init: InitArgs,
-}
 
 /// Entry point of the re-executed test binary (a no-op in a normal run).
 #[test]
 fn child_process_entry() {
-    match netns::child_role().as_deref() {
-        Some("init") => {
-            let args = std::env::var("MESH_INIT_ARGS").unwrap_or_default();
-            let argv = std::iter::once("init").chain(args.split(SEP).filter(|a| !a.is_empty()));
-            run_init(Cli::try_parse_from(argv).unwrap().init).unwrap();
-        }
-        Some("app") => app(),
-        Some("forwarder") => forwarder(),
-        Some("dns") => dns(),
-        _ => {}
-    }
-}
-
-/// A workload: on each port of `APP_PORTS` (default `APP_PORT`) answers every request with
-/// `BODY` and reports the request and who called.
-fn app() {
-    let ports = std::env::var("APP_PORTS").unwrap_or_else(|_| APP_PORT.to_string());
-    let listeners: Vec<TcpListener> = ports
-        .split(',')
-        .map(|p| TcpListener::bind(("0.0.0.0", p.parse().unwrap())).unwrap())
-        .collect();
-    println!("READY");
-    let serving: Vec<_> = listeners
-        .into_iter()
-        .map(|l| std::thread::spawn(move || serve(l)))
-        .collect();
-    for t in serving {
-        let _ = t.join();
-    }
-}
-
-fn serve(listener: TcpListener) {
-    for conn in listener.incoming().take(MAX_CONNS) {
-        let Ok(mut conn) = conn else { continue };
-        let peer = conn
-            .peer_addr()
-            .map(|p| p.ip().to_string())
-            .unwrap_or_default();
-        let mut head = BufReader::new(conn.try_clone().unwrap());
-        let mut request_line = String::new();
-        let _ = head.read_line(&mut request_line);
-        let mut line = String::new();
-        while head.read_line(&mut line).is_ok_and(|n| n > 2) {
-            line.clear();
-        }
-        println!("REQ {} FROM {peer}", request_line.trim());
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-            BODY.len()
-        );
-        let _ = conn.write_all(resp.as_bytes());
-    }
-}
-
-/// A redirect-aware TCP forwarder: `FWD_LISTEN` address; `FWD_TO=orig` dials the original
-/// destination (outbound), `FWD_TO=local` dials 127.0.0.1:<original port> (inbound).
-fn forwarder() {
-    let listen = std::env::var("FWD_LISTEN").unwrap();
-    let to_local = std::env::var("FWD_TO").unwrap() == "local";
-    let listener = TcpListener::bind(&listen).unwrap();
-    println!("READY");
-    for conn in listener.incoming().take(MAX_CONNS) {
-        let Ok(client) = conn else { continue };
-        let uid = nix::unistd::geteuid();
-        let orig = match original_dst(&client) {
-            Ok(orig) => orig,
-            Err(e) => {
-                println!("CONN orig=none ({e}) uid={uid}");
-                continue;
-            }
-        };
-        println!("CONN orig={orig} uid={uid}");
-        let target = if to_local {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), orig.port())
-        } else {
-            orig
-        };
-        std::thread::spawn(move || {
-            match TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
-                Ok(upstream) => pipe(client, upstream),
-                Err(e) => eprintln!("forwarder: connecting {target}: {e}"),
-            }
-        });
-    }
-}
-
-fn pipe(a: TcpStream, b: TcpStream) {
-    let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
-    let half = |mut from: TcpStream, mut to: TcpStream| {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
-            let _ = to.shutdown(std::net::Shutdown::Write);
-        })
-    };
-    let t = half(a, b);
-    let _ = half(b2, a2).join();
-    let _ = t.join();
-}
-
-/// A DNS server on `DNS_LISTEN` answering `DNS_SERVICE` (any namespace) with `DNS_IP` and
-/// forwarding other names to `DNS_UPSTREAM` if set. In A it is the sidecar's (`web` is a mesh
-/// service whose "VIP" is B's address); in B it plays the upstream resolver.
-fn dns() {
-    let var = |k: &str| std::env::var(k).unwrap();
-    let listen: SocketAddr = var("DNS_LISTEN").parse().unwrap();
-    let (service, ip): (String, IpAddr) = (var("DNS_SERVICE"), var("DNS_IP").parse().unwrap());
-    let upstreams = std::env::var("DNS_UPSTREAM")
-        .ok()
-        .map(|u| u.parse().unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let names = MeshNames {
-            namespace: "default".into(),
-            trust_domain: "mesh.local".into(),
-        };
-        let mut cfg = DnsConfig::new(listen.port(), upstreams.into_iter().collect(), names);
-        cfg.listen = listen;
-        let lookup = move |svc: &str, _ns: &str| (svc == service).then_some(ip);
-        let server = DnsServer::bind(cfg, Arc::new(lookup)).await.unwrap();
-        println!("READY");
-        server.serve(std::future::pending()).await;
-    });
-}
-
-fn dns_cmd(listen: &str, service: &str, ip: &str, upstream: Option<&str>) -> Command {
-    let mut cmd = child("dns");
-    cmd.env("DNS_LISTEN", listen)
-        .env("DNS_SERVICE", service)
-        .env("DNS_IP", ip);
-    if let Some(upstream) = upstream {
-        cmd.env("DNS_UPSTREAM", upstream);
-    }
-    cmd
-}
-
-fn child(role: &str) -> Command {
-    netns::self_command(CHILD_TEST, role).unwrap()
-}
-
-fn init_cmd(args: &[&str]) -> Command {
-    let mut cmd = child("init");
-    cmd.env("MESH_INIT_ARGS", args.join(&SEP.to_string()));
-    cmd
-}
-
-fn forwarder_cmd(listen: &str, to: &str) -> Command {
-    let mut cmd = child("forwarder");
-    cmd.env("FWD_LISTEN", listen).env("FWD_TO", to);
-    cmd
+    netns_support::run_child_role();
 }
 
 fn curl(net: &TestNet, url: &str) -> String {
-    // --max-time bounds a hang; --noproxy: an unmodified client that knows nothing of a proxy.
+    // --max-time bounds a hang; -g: [v6] literals are not globs; --noproxy: an unmodified client that knows nothing of a proxy.
     let out = net
         .a
-        .output("curl", &["-sS", "--max-time", "10", "--noproxy", "*", url])
+        .output(
+            "curl",
+            &["-sS", "-g", "--max-time", "10", "--noproxy", "*", url],
+        )
         .unwrap();
     assert!(
         out.status.success(),
@@ -218,13 +55,15 @@ fn curl_is_intercepted_on_both_sides_and_proxy_traffic_is_not() {
     let outbound = net.mesh_host(
         Side::A,
         &child("init"),
-        &forwarder_cmd("127.0.0.1:15001", "orig"),
+        // Both loopbacks: the IPv6 rules redirect to [::1].
+        &forwarder_cmd("127.0.0.1:15001,[::1]:15001", "orig"),
     );
     let outbound = outbound.unwrap();
     let inbound = net.mesh_host(
         Side::B,
         &child("init"),
-        &forwarder_cmd("0.0.0.0:15006", "local"),
+        // Dual-stack: IPv4 clients arrive v4-mapped, original_dst unmaps them.
+        &forwarder_cmd("[::]:15006", "local"),
     );
     let inbound = inbound.unwrap();
     // The sidecar's DNS in A (as the proxy uid), forwarding non-mesh names to a resolver in B.
@@ -253,26 +92,35 @@ fn curl_is_intercepted_on_both_sides_and_proxy_traffic_is_not() {
         BODY
     );
     assert_eq!(curl(&net, &format!("http://web:{APP_PORT}/by-name")), BODY);
+    let v6 = SocketAddr::from((B_ADDR6, APP_PORT));
+    assert_eq!(curl(&net, &format!("http://{v6}/by-v6")), BODY);
 
     // A name the mesh does not know: the sidecar's DNS forwards it from the proxy uid, so the
     // query reaches the resolver in B instead of being captured again.
     let resolved = net.a.run("getent", &["ahostsv4", "external.test"]).unwrap();
     assert!(resolved.starts_with("192.0.2.1 "), "{resolved}");
 
-    let want = format!("orig={B_ADDR}:{APP_PORT} uid={PROXY_UID}");
+    let v4 = format!("orig={B_ADDR}:{APP_PORT} uid={PROXY_UID}");
+    let want = [v4.clone(), v4, format!("orig={v6} uid={PROXY_UID}")];
     for (side, lines) in [("outbound", &outbound), ("inbound", &inbound)] {
-        for _ in 0..2 {
-            assert_eq!(lines.expect("CONN", WAIT).unwrap(), want, "{side}");
-        }
+        let seen: Vec<String> = want
+            .iter()
+            .map(|_| lines.expect("CONN", WAIT).unwrap())
+            .collect();
+        assert_eq!(seen, want, "{side}");
         // Exactly one connection per request: the forwarder's own upstream connection was not
         // redirected back to it (that would show here as another CONN, and loop).
         assert_eq!(lines.drain(), Vec::<String>::new(), "{side}");
     }
-    for path in ["/by-address", "/by-name"] {
-        // The app saw the request from loopback: it came through B's inbound forwarder.
+    // The app saw each request from loopback: it came through B's inbound forwarder.
+    for (path, from) in [
+        ("/by-address", "127.0.0.1"),
+        ("/by-name", "127.0.0.1"),
+        ("/by-v6", "::1"),
+    ] {
         assert_eq!(
             app.expect("REQ", WAIT).unwrap(),
-            format!("GET {path} HTTP/1.1 FROM 127.0.0.1")
+            format!("GET {path} HTTP/1.1 FROM {from}")
         );
     }
 

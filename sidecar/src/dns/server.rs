@@ -39,6 +39,9 @@ const SAME_PORT_ATTEMPTS: usize = 8;
 pub struct DnsConfig {
     /// Where to listen (UDP and TCP, same port); port 0 picks one.
     pub listen: SocketAddr,
+    /// Also listen on [::1] at the same port: the IPv6 rules of `init` redirect DNS there.
+    /// Skipped (with a log line) where the host has no IPv6 loopback.
+    pub also_ipv6_loopback: bool,
     /// Resolvers for non-mesh names, tried in order (from resolv.conf at start-up).
     pub upstreams: Vec<SocketAddr>,
     pub names: MeshNames,
@@ -49,8 +52,9 @@ pub struct DnsConfig {
 
 /// A bound DNS server; `serve` runs it.
 pub struct DnsServer {
-    udp: Arc<UdpSocket>,
-    tcp: TcpListener,
+    local_addr: SocketAddr,
+    /// One UDP socket and one TCP listener per listen address.
+    listeners: Vec<(UdpSocket, TcpListener)>,
     shared: Arc<Shared>,
 }
 
@@ -78,6 +82,7 @@ impl DnsConfig {
     pub fn new(port: u16, upstreams: Vec<SocketAddr>, names: MeshNames) -> Self {
         DnsConfig {
             listen: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+            also_ipv6_loopback: true,
             upstreams,
             names,
             forward_timeout: Duration::from_secs(2),
@@ -90,16 +95,27 @@ impl DnsConfig {
 impl DnsServer {
     pub async fn bind(cfg: DnsConfig, lookup: Arc<dyn VipLookup>) -> io::Result<DnsServer> {
         let (udp, tcp) = bind_pair(cfg.listen).await?;
-        let udp_addr = udp.local_addr()?;
+        let local_addr = udp.local_addr()?;
+        let mut listeners = vec![(udp, tcp)];
+        if cfg.also_ipv6_loopback && cfg.listen.is_ipv4() {
+            match bind_pair((Ipv6Addr::LOCALHOST, local_addr.port()).into()).await {
+                Ok(pair) => listeners.push(pair),
+                Err(e) => tracing::info!(error = %e, "dns: not listening on [::1]"),
+            }
+        }
         // Never forward to ourselves (resolv.conf pointing at this very port would loop).
+        let own: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|(udp, _)| udp.local_addr().ok())
+            .collect();
         let upstreams = cfg
             .upstreams
             .into_iter()
-            .filter(|u| *u != udp_addr)
+            .filter(|u| !own.contains(u))
             .collect();
         Ok(DnsServer {
-            udp: Arc::new(udp),
-            tcp,
+            local_addr,
+            listeners,
             shared: Arc::new(Shared {
                 upstreams,
                 names: cfg.names,
@@ -112,17 +128,18 @@ impl DnsServer {
     }
 
     /// The bound address (UDP and TCP share it).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.udp.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes; dropping the task set then stops every loop.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        tokio::select! {
-            () = udp_loop(self.udp, self.shared.clone()) => {}
-            () = tcp_loop(self.tcp, self.shared) => {}
-            () = shutdown => {}
+        let mut loops = tokio::task::JoinSet::new();
+        for (udp, tcp) in self.listeners {
+            loops.spawn(udp_loop(Arc::new(udp), self.shared.clone()));
+            loops.spawn(tcp_loop(tcp, self.shared.clone()));
         }
+        shutdown.await;
     }
 }
 

@@ -63,7 +63,7 @@ async fn server(upstreams: Vec<SocketAddr>) -> SocketAddr {
     // Short, so the dead-upstream test finishes quickly; only bounds a wait.
     cfg.forward_timeout = Duration::from_millis(300);
     let server = DnsServer::bind(cfg, Arc::new(lookup)).await.unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     tokio::spawn(server.serve(std::future::pending()));
     addr
 }
@@ -176,6 +176,23 @@ async fn garbage_is_survived_and_malformed_questions_get_formerr() {
         udp_query(dns, &build_query(31, "api", TYPE_A)).await.addrs,
         vec![VIP]
     );
+}
+
+#[tokio::test]
+async fn ipv6_loopback_is_served_on_the_same_port() {
+    let (up, _) = upstream().await;
+    let dns = server(vec![up]).await;
+    let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), dns.port());
+    let sock = match UdpSocket::bind("[::1]:0").await {
+        Ok(sock) => sock,
+        Err(e) => return eprintln!("SKIPPED: no IPv6 loopback here: {e}"),
+    };
+    sock.send_to(&build_query(50, "api", TYPE_A), v6)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 512];
+    let len = timeout(WAIT, sock.recv(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(parse_response(&buf[..len]).unwrap().addrs, vec![VIP]);
 }
 
 #[tokio::test]
