@@ -6,6 +6,26 @@
 //! namespaces the test created (the host never sees them), so every `TestNet` can reuse them
 //! and nothing leaks onto a real network. Namespaces are named `mesh-t-<pid>-<n>{a,b}`; ones
 //! left behind by a killed test process (dead pid) are removed by the next `TestNet::new`.
+//!
+//! A meshed pair, as the full sidecar test will build it (`sidecar` = the real binary):
+//! ```no_run
+//! # fn demo(sidecar: &str, app: std::process::Command) -> anyhow::Result<()> {
+//! use mesh_tests::netns::{Capture, Side, TestNet, VETH, capture};
+//! let mut net = TestNet::new()?;
+//! net.spawn(Side::B, &app)?.expect("READY", std::time::Duration::from_secs(20))?;
+//! for side in [Side::A, Side::B] {
+//!     let mut init = std::process::Command::new(sidecar);
+//!     init.arg("init");
+//!     let mut proxy = std::process::Command::new(sidecar);
+//!     proxy.args(["--control-plane", "…"]);
+//!     net.mesh_host(side, &init, &proxy)?;
+//! }
+//! let dir = tempfile::tempdir()?;
+//! let cap = Capture::start(&net.a, VETH, dir.path(), 200)?;
+//! net.a.run("curl", &["-sS", "--max-time", "10", "http://10.199.0.2:8080/"])?;
+//! assert!(!capture::contains(&cap.finish()?, b"GET / HTTP/1.1"), "plaintext on the wire");
+//! # Ok(()) }
+//! ```
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
