@@ -1,6 +1,7 @@
 //! Shared helpers for end-to-end scenarios: locate and spawn the real binaries, wait for them.
 
 pub mod http;
+pub mod netns;
 pub mod process;
 
 pub use process::{ControlPlane, Sidecar, SidecarOpts, bin_path};
