@@ -7,6 +7,7 @@ pub mod config;
 pub mod inbound;
 pub mod outbound;
 pub mod proxy;
+pub mod resilience;
 pub mod routing;
 pub mod state;
 pub mod telemetry;
