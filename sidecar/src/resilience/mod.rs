@@ -1,7 +1,10 @@
 //! Resilience: error taxonomy, safe retries with budgets, timeouts, outlier detection, circuit breakers, rate limits and health checks.
 
 pub mod budget;
+pub mod circuit;
 pub mod errors;
+pub mod outlier;
+pub mod ratelimit;
 pub mod replay;
 pub mod retry;
 
