@@ -2,11 +2,14 @@
 
 pub mod budget;
 pub mod circuit;
+pub mod classify;
 pub mod errors;
+pub mod health;
 pub mod outlier;
 pub mod ratelimit;
 pub mod replay;
 pub mod retry;
+pub mod timeouts;
 
 pub use budget::{BudgetConfig, RetryBudget};
 pub use errors::{Cause, CauseCounters, TimeoutKind, X_MESH_ERROR};
