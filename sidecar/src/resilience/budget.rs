@@ -2,8 +2,8 @@
 //!
 //! A budget turns retries from a multiplier of load (3 attempts = 3× traffic when every
 //! backend fails) into a bounded surcharge, so retries cannot start a storm. The window is
-//! split into [`BUCKETS`] buckets of atomic counters; a bucket is recycled when the clock
-//! reaches it again. No locks: the hot path is a few relaxed atomic adds and, for a retry,
+//! split into [`BUCKETS`] buckets of slot-stamped atomic counters; a bucket is recycled when
+//! the clock reaches it again. No locks: the hot path is a few relaxed atomic adds and, for a retry,
 //! a sum over the buckets.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,11 +55,15 @@ pub struct RetryBudget {
 
 #[derive(Debug, Default)]
 struct Bucket {
-    /// Which slot (bucket-widths since `start`) the counts belong to.
-    slot: AtomicU64,
-    requests: AtomicU64,
-    retries: AtomicU64,
+    requests: Stamped,
+    retries: Stamped,
 }
+
+/// A counter stamped with the slot (bucket-widths since `start`) it counts for, packed as
+/// `slot << 32 | count`: recycling a bucket for a new slot and counting in it is one atomic
+/// step, so no update is ever lost to a concurrent recycle.
+#[derive(Debug, Default)]
+struct Stamped(AtomicU64);
 
 // === impl BudgetConfig ===
 
@@ -104,7 +108,7 @@ impl RetryBudget {
     /// Records one original request (not a retry).
     pub fn deposit(&self) {
         let slot = self.slot();
-        self.bucket(slot).requests.fetch_add(1, Ordering::Relaxed);
+        self.bucket(slot).requests.incr(slot);
     }
 
     /// Takes one retry from the budget; `false` (and counted) when it is exhausted.
@@ -113,7 +117,7 @@ impl RetryBudget {
         let bucket = self.bucket(slot);
         // Count first, then check, then undo on refusal: concurrent retries cannot both slip
         // through on the last token.
-        bucket.retries.fetch_add(1, Ordering::AcqRel);
+        bucket.retries.incr(slot);
         let (requests, retries) = self.totals(slot);
         let window_secs = self.cfg.window.as_secs_f64();
         let allowed =
@@ -121,7 +125,7 @@ impl RetryBudget {
         if retries as f64 <= allowed {
             return true;
         }
-        bucket.retries.fetch_sub(1, Ordering::AcqRel);
+        bucket.retries.decr(slot);
         self.exhausted.fetch_add(1, Ordering::Relaxed);
         false
     }
@@ -141,34 +145,56 @@ impl RetryBudget {
         1 + self.start.elapsed().as_millis() as u64 / self.bucket_ms
     }
 
-    /// The bucket of `slot`, recycled if it still holds an older slot's counts. Two threads
-    /// may race on recycling; the loser's increment can be lost, an undercount of one event
-    /// per bucket per window, which a budget tolerates.
     fn bucket(&self, slot: u64) -> &Bucket {
-        let b = &self.buckets[(slot % BUCKETS as u64) as usize];
-        let seen = b.slot.load(Ordering::Acquire);
-        if seen < slot
-            && b.slot
-                .compare_exchange(seen, slot, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            b.requests.store(0, Ordering::Release);
-            b.retries.store(0, Ordering::Release);
-        }
-        b
+        &self.buckets[(slot % BUCKETS as u64) as usize]
     }
 
     fn totals(&self, slot: u64) -> (u64, u64) {
         let oldest = slot.saturating_sub(BUCKETS as u64 - 1);
-        self.buckets
-            .iter()
-            .filter(|b| (oldest..=slot).contains(&b.slot.load(Ordering::Acquire)))
-            .fold((0, 0), |(req, ret), b| {
-                (
-                    req + b.requests.load(Ordering::Acquire),
-                    ret + b.retries.load(Ordering::Acquire),
-                )
-            })
+        self.buckets.iter().fold((0, 0), |(req, ret), b| {
+            (
+                req + b.requests.get(oldest, slot),
+                ret + b.retries.get(oldest, slot),
+            )
+        })
+    }
+}
+
+// === impl Stamped ===
+
+impl Stamped {
+    const COUNT: u64 = u32::MAX as u64;
+
+    fn incr(&self, slot: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(if v >> 32 != slot {
+                    slot << 32 | 1
+                } else if v & Self::COUNT == Self::COUNT {
+                    v // saturated: 4 billion events in one bucket
+                } else {
+                    v + 1
+                })
+            });
+    }
+
+    fn decr(&self, slot: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v >> 32 == slot && v & Self::COUNT > 0).then(|| v - 1)
+            });
+    }
+
+    /// The count, if stamped with a slot in `oldest..=slot`.
+    fn get(&self, oldest: u64, slot: u64) -> u64 {
+        let v = self.0.load(Ordering::Acquire);
+        if (oldest..=slot).contains(&(v >> 32)) {
+            v & Self::COUNT
+        } else {
+            0
+        }
     }
 }
 
