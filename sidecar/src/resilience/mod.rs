@@ -16,6 +16,7 @@
 //! | [`health`] | [`HealthChecker`]: TCP or HTTP probes with thresholds → per-endpoint healthy flag |
 //! | [`timeouts`] | request / per-try / idle / connect timeouts mapped to `timeout:<kind>` |
 //! | [`classify`] | hyper / h2 / io client errors → [`Cause`] |
+//! | [`proto`] | `TryFrom<&proto>` for every policy (0 = proxy default; bad values are errors) |
 //! | [`driver`] | [`call_with_retries`]: all of the above around one outbound request |
 //!
 //! # Wiring into the outbound HTTP path
@@ -59,6 +60,7 @@ pub mod driver;
 pub mod errors;
 pub mod health;
 pub mod outlier;
+pub mod proto;
 pub mod ratelimit;
 pub mod replay;
 pub mod retry;
