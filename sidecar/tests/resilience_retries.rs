@@ -264,3 +264,94 @@ async fn connect_refused_is_retried_on_another_endpoint_even_for_post() {
     assert_eq!(err.cause, Cause::ConnectRefused);
     assert_eq!(err.info.attempts, 3);
 }
+
+/// A raw HTTP/2 server: refuses every stream with `REFUSED_STREAM`, or answers 200.
+async fn h2_backend(refuse: bool) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    if refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    } else {
+                        counter.fetch_add(1, Ordering::AcqRel);
+                        let _ = respond.send_response(http::Response::new(()), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test]
+async fn refused_stream_is_retried_on_another_endpoint_even_for_post() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::{Client, connect::HttpConnector};
+    use hyper_util::rt::TokioExecutor;
+    use mesh_sidecar::resilience::{ClusterResilience, call_with_retries, classify_client_error};
+
+    let (refusing, _) = h2_backend(true).await;
+    let (serving, served) = h2_backend(false).await;
+    let addrs = [refusing, serving];
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let cluster = ClusterResilience::new(&ClusterConfig::default(), 2).unwrap();
+    let tried = parking_lot::Mutex::new(Vec::new());
+    let req = http::Request::post("/orders")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let resp = within_hang(call_with_retries(
+        &cluster,
+        &CallPolicy::default(),
+        req,
+        |avoid| Ok(if avoid == Some(0) { 1 } else { 0 }),
+        |ep, mut req| {
+            tried.lock().push(ep);
+            *req.uri_mut() = format!("http://{}/orders", addrs[ep]).parse().unwrap();
+            let fut = client.request(req);
+            async move { fut.await.map_err(|e| classify_client_error(&e)) }
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        *tried.lock(),
+        [0, 1],
+        "refused by endpoint 0, served by endpoint 1"
+    );
+    assert_eq!(served.load(std::sync::atomic::Ordering::Acquire), 1);
+
+    // The same refusal is classified as such (and retried on the only endpoint, then reported).
+    let solo = ClusterResilience::new(&ClusterConfig::default(), 1).unwrap();
+    let req = http::Request::post("/orders")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let err = within_hang(call_with_retries(
+        &solo,
+        &CallPolicy::default(),
+        req,
+        |_| Ok(0),
+        |_, mut req| {
+            *req.uri_mut() = format!("http://{refusing}/orders").parse().unwrap();
+            let fut = client.request(req);
+            async move { fut.await.map_err(|e| classify_client_error(&e)) }
+        },
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.cause, Cause::RefusedStream);
+    assert_eq!(err.info.attempts, 3);
+}
