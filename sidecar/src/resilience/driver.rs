@@ -1,17 +1,19 @@
 //! The request driver: sends a request through per-try and request timeouts, retry policy, retry budget, backoff, circuit breaker and outlier reporting, avoiding the endpoint that just failed.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::budget::{BudgetConfig, BudgetError, RetryBudget};
-use super::circuit::{CircuitBreaker, CircuitLimits, Resource};
+use super::circuit::{CircuitBreaker, CircuitLimits, Permit, Resource};
 use super::errors::{Cause, TimeoutKind, X_MESH_ERROR};
 use super::health::HealthStatus;
 use super::outlier::{OutlierConfig, OutlierDetector};
@@ -66,6 +68,14 @@ pub struct CallInfo {
 pub struct CallError {
     pub cause: Cause,
     pub info: CallInfo,
+}
+
+/// A response body holding the cluster's concurrent-request permit until it is dropped, so
+/// a streaming response counts against `max_requests` for as long as it streams.
+#[derive(Debug)]
+pub struct GuardedBody<B> {
+    inner: B,
+    _permit: Permit,
 }
 
 /// A simple round-robin picker over available endpoints, for clusters without a smarter
@@ -170,7 +180,7 @@ pub async fn call_with_retries<B, RB, P, S, Fut>(
     req: Request<B>,
     mut pick: P,
     mut send: S,
-) -> Result<Response<RB>, CallError>
+) -> Result<Response<GuardedBody<RB>>, CallError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -178,13 +188,23 @@ where
     S: FnMut(usize, Request<ReplayBody<B>>) -> Fut,
     Fut: Future<Output = Result<Response<RB>, Cause>>,
 {
+    let finish = |result: Result<Response<RB>, Cause>, info, permit| match result {
+        Ok(mut resp) => {
+            resp.extensions_mut().insert(info);
+            Ok(resp.map(|inner| GuardedBody {
+                inner,
+                _permit: permit,
+            }))
+        }
+        Err(cause) => Err(CallError { cause, info }),
+    };
     let mut info = CallInfo {
         attempts: 0,
         endpoint: None,
         budget_exhausted: false,
     };
     let fail = |cause, info| Err(CallError { cause, info });
-    let _request_permit = match cluster.circuit.try_acquire(Resource::Request) {
+    let request_permit = match cluster.circuit.try_acquire(Resource::Request) {
         Ok(p) => p,
         Err(cause) => return fail(cause, info),
     };
@@ -245,22 +265,22 @@ where
             Decision::Retry { backoff } => backoff,
             Decision::Done(stop) => {
                 tracing::trace!(?stop, attempts = info.attempts, "attempt final");
-                return finish(result, info);
+                return finish(result, info, request_permit);
             }
         };
         // The permit for the coming retry; the previous retry's is released here.
         _retry_permit = match cluster.circuit.try_acquire(Resource::Retry) {
             Ok(p) => Some(p),
-            Err(_) => return finish(result, info),
+            Err(_) => return finish(result, info, request_permit),
         };
         if !cluster.budget.try_withdraw() {
             info.budget_exhausted = true;
             tracing::debug!(cause = Cause::BudgetExhausted.as_str(), "retry refused");
-            return finish(result, info);
+            return finish(result, info, request_permit);
         }
         if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
             // No time left for another try: the failure at hand is the honest answer.
-            return finish(result, info);
+            return finish(result, info, request_permit);
         }
         // Release the failed response's connection before waiting.
         drop(result);
@@ -269,16 +289,32 @@ where
     }
 }
 
-fn finish<RB>(
-    result: Result<Response<RB>, Cause>,
-    info: CallInfo,
-) -> Result<Response<RB>, CallError> {
-    match result {
-        Ok(mut resp) => {
-            resp.extensions_mut().insert(info);
-            Ok(resp)
-        }
-        Err(cause) => Err(CallError { cause, info }),
+// === impl GuardedBody ===
+
+impl<B> GuardedBody<B> {
+    /// The inner body; releases the permit.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body + Unpin> Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -35,7 +35,7 @@ async fn drive(
     p: &CallPolicy<'_>,
     r: Request<Full<Bytes>>,
     script: impl Fn(usize, u32) -> Result<Resp, Cause>,
-) -> (Result<Resp, CallError>, Vec<usize>) {
+) -> (Result<Response<GuardedBody<()>>, CallError>, Vec<usize>) {
     let rr = RoundRobin::default();
     let tried = Mutex::new(Vec::new());
     let n = c.outlier.len();
@@ -154,6 +154,44 @@ async fn circuit_open_fails_before_any_attempt() {
     .await;
     assert_eq!(out.unwrap_err().cause, Cause::CircuitOpen);
     assert!(tried.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_response_holds_its_request_permit() {
+    let cfg = ClusterConfig {
+        circuit: CircuitLimits {
+            max_requests: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ClusterResilience::new(&cfg, 1).unwrap();
+    let (held, _) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| status(200),
+    )
+    .await;
+    let held = held.unwrap();
+    let (second, tried) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| status(200),
+    )
+    .await;
+    assert_eq!(second.unwrap_err().cause, Cause::CircuitOpen);
+    assert!(tried.is_empty());
+    drop(held);
+    let (third, _) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| status(200),
+    )
+    .await;
+    assert_eq!(third.unwrap().status(), 200);
 }
 
 async fn slow(send_for: Duration) -> Result<Resp, Cause> {

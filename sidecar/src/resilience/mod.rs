@@ -45,6 +45,7 @@
 //!         async move { fut.await.map_err(|e| classify_client_error(&e)) }
 //!     }).await;
 //! match result {
+//!     // The body keeps the concurrent-request permit while it streams.
 //!     Ok(resp) => resp.map(|b| TimeoutBody::new(b, idle, deadline)),  // idle + request deadline
 //!     Err(e) => error_response(e.cause, None),   // 5xx with x-mesh-error; count e.cause
 //! }
@@ -70,7 +71,7 @@ pub use budget::{BudgetConfig, RetryBudget};
 pub use circuit::{CircuitBreaker, CircuitLimits, Permit, Resource};
 pub use classify::classify_client_error;
 pub use driver::{
-    CallError, CallInfo, CallPolicy, ClusterConfig, ClusterResilience, RoundRobin,
+    CallError, CallInfo, CallPolicy, ClusterConfig, ClusterResilience, GuardedBody, RoundRobin,
     call_with_retries, error_response,
 };
 pub use errors::{Cause, CauseCounters, TimeoutKind, X_MESH_ERROR};

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_sidecar::resilience::{
-    CallError, CallPolicy, ClusterConfig, ClusterResilience, ReplayBody, RoundRobin,
+    CallError, CallPolicy, ClusterConfig, ClusterResilience, GuardedBody, ReplayBody, RoundRobin,
     call_with_retries, classify_client_error,
 };
 use tokio::net::TcpListener;
@@ -220,7 +220,7 @@ impl Harness {
         method: Method,
         body: &'static [u8],
         policy: &CallPolicy<'_>,
-    ) -> Result<Response<Incoming>, CallError> {
+    ) -> Result<Response<GuardedBody<Incoming>>, CallError> {
         let req = Request::builder()
             .method(method)
             .uri("/")
