@@ -1,5 +1,6 @@
 //! The mesh sidecar: a per-workload proxy configured by the control plane.
 
+pub mod accesslog;
 pub mod admin;
 pub mod app;
 pub mod balance;
@@ -11,4 +12,5 @@ pub mod resilience;
 pub mod routing;
 pub mod state;
 pub mod telemetry;
+pub mod trace;
 pub mod xds;
