@@ -17,6 +17,7 @@
 //! | [`timeouts`] | request / per-try / idle / connect timeouts mapped to `timeout:<kind>` |
 //! | [`classify`] | hyper / h2 / io client errors → [`Cause`] |
 //! | [`proto`] | `TryFrom<&proto>` for every policy (0 = proxy default; bad values are errors) |
+//! | [`wiring`] | config from the `state` domain model, per-cluster registry, cause mapping to `proxy::Cause` |
 //! | [`driver`] | [`call_with_retries`]: all of the above around one outbound request |
 //!
 //! # Wiring into the outbound HTTP path
@@ -66,6 +67,7 @@ pub mod ratelimit;
 pub mod replay;
 pub mod retry;
 pub mod timeouts;
+pub mod wiring;
 
 pub use budget::{BudgetConfig, RetryBudget};
 pub use circuit::{CircuitBreaker, CircuitLimits, Permit, Resource};

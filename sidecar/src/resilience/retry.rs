@@ -165,7 +165,7 @@ impl RetryOn {
 }
 
 /// gRPC status code by its lower-case, dash-separated name.
-fn grpc_code(name: &str) -> Option<u16> {
+pub(crate) fn grpc_code(name: &str) -> Option<u16> {
     const NAMES: [&str; 17] = [
         "ok",
         "cancelled",
