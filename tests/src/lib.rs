@@ -1,5 +1,6 @@
 //! Shared helpers for end-to-end scenarios: locate and spawn the real binaries, wait for them.
 
+pub mod admin;
 pub mod http;
 pub mod netns;
 pub mod process;
