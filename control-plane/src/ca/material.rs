@@ -34,9 +34,14 @@ pub(crate) fn generate_root(td: &TrustDomain, validity: Duration) -> Result<CaMa
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "mesh");
-    // The creation time keeps successive roots distinguishable in tools that show the subject.
-    let created = unix(SystemTime::now());
-    dn.push(DnType::CommonName, format!("mesh root CA {td} {created}"));
+    // A random suffix makes every root's subject unique: verifiers look issuers up by subject,
+    // and two roots with one name (a rotation, a foreign mesh) would be confused for each other.
+    let mut suffix = [0u8; 8];
+    rand::rng().fill_bytes(&mut suffix);
+    dn.push(
+        DnType::CommonName,
+        format!("mesh root CA {td} {}", hex::encode(suffix)),
+    );
     params.distinguished_name = dn;
     // Path length 0: this root signs workload leaves only, never another CA.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -137,10 +142,4 @@ pub(crate) fn random_serial() -> SerialNumber {
     // Positive and without a leading zero byte, so the DER INTEGER is minimal as encoded.
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     SerialNumber::from_slice(&bytes)
-}
-
-pub(crate) fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
