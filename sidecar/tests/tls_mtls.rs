@@ -209,3 +209,62 @@ impl Material for Cp {
         (m.cert_pem, m.key_pem)
     }
 }
+
+#[tokio::test]
+async fn wire_between_sidecars_carries_no_plaintext() {
+    let cp = Cp::start().await;
+    let server = cp.workload("server").await;
+    let client = cp.workload("client").await;
+    let (server_addr, _e) = serve(server, InboundMode::Strict).await;
+
+    // A relay that records every byte in both directions.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut inbound, _) = relay.accept().await.unwrap();
+        let mut outbound = TcpStream::connect(server_addr).await.unwrap();
+        let (mut ir, mut iw) = inbound.split();
+        let (mut or, mut ow) = outbound.split();
+        let mut seen = Vec::new();
+        let mut a = [0u8; 4096];
+        let mut b = [0u8; 4096];
+        loop {
+            tokio::select! {
+                n = ir.read(&mut a) => match n { Ok(n) if n > 0 => { seen.extend_from_slice(&a[..n]); if ow.write_all(&a[..n]).await.is_err() { break } } _ => break },
+                n = or.read(&mut b) => match n { Ok(n) if n > 0 => { seen.extend_from_slice(&b[..n]); if iw.write_all(&b[..n]).await.is_err() { break } } _ => break },
+            }
+        }
+        let _ = seen_tx.send(seen);
+    });
+
+    let mut tls = connect(&client, relay_addr, "server", Alpn::H2)
+        .await
+        .unwrap();
+    assert!(read_line(&mut tls).await.contains("sa/client"));
+    let request = b"POST /secret-path HTTP/1.1\r\nHost: svc\r\n\r\ntop-secret-body";
+    tls.write_all(request).await.unwrap();
+    let mut echoed = vec![0u8; request.len()];
+    timeout(STEP, tls.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed[..], &request[..]);
+    tls.shutdown().await.unwrap();
+    drop(tls);
+
+    let seen = timeout(STEP, seen_rx).await.unwrap().unwrap();
+    assert!(seen.len() > request.len(), "traffic went through the relay");
+    for needle in [
+        &b"secret-path"[..],
+        b"top-secret-body",
+        b"HTTP/1.1",
+        b"sa/client",
+    ] {
+        assert!(
+            !seen.windows(needle.len()).any(|w| w == needle),
+            "{:?} visible on the wire",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
