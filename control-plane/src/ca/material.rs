@@ -25,6 +25,8 @@ pub(crate) struct Signer {
     pub issuer: Issuer<'static, KeyPair>,
     /// Intermediates sent with each leaf (the signing cert itself when it is not a root).
     pub chain_pem: Vec<String>,
+    /// The signing cert when it is itself a root (it may then not leave the bundle).
+    pub root_pem: Option<String>,
     pub not_after: SystemTime,
 }
 
@@ -102,10 +104,12 @@ pub(crate) fn load_signer(m: &CaMaterial) -> Result<(Signer, Vec<String>), CaErr
         .concat();
     let signing_pem = encode_cert(&signing_der);
     let mut chain_pem = Vec::new();
+    let mut root_pem = None;
     if self_signed {
         if !roots.contains(&signing_pem) {
-            roots.push(signing_pem);
+            roots.push(signing_pem.clone());
         }
+        root_pem = Some(signing_pem);
     } else {
         if roots.is_empty() {
             return Err(CaError::Material(
@@ -122,6 +126,7 @@ pub(crate) fn load_signer(m: &CaMaterial) -> Result<(Signer, Vec<String>), CaErr
         Signer {
             issuer,
             chain_pem,
+            root_pem,
             not_after,
         },
         roots,
