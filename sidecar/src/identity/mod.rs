@@ -11,13 +11,18 @@
 //! 4. Hand `store` to [`crate::tls::MeshAcceptor`] / [`crate::tls::MeshConnector`]; feed
 //!    `Runtime.trust_bundle_pem` updates to `store.set_trust_bundle`; export
 //!    `store.expiration_timestamp_seconds()` as `mesh_cert_expiration_timestamp_seconds`.
+//! 5. Inbound authorization: `AuthzPolicy::try_from(&resource)?` (a NACK on error), then
+//!    `policy.check(&AuthzRequest { peer, port, path })` with the peer from `tls::PeerIdentity`.
 
+mod authz;
+mod authz_proto;
 mod client;
 mod credentials;
 mod rotate;
 mod spiffe;
 mod store;
 
+pub use authz::{Action, AuthzError, AuthzPolicy, AuthzRequest, Rule, Source};
 pub use client::{IdentityError, JoinToken, TOKEN_ENV, certify, control_plane_tls};
 pub use credentials::{Credentials, CredentialsError, WorkloadKey};
 pub use rotate::{Rotation, renew_delay};
