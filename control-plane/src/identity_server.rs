@@ -10,6 +10,21 @@
 //!   a tonic [`ServerTlsConfig`] (`Server::builder().tls_config(tls.tonic_config())`). Client
 //!   certificates are optional (admin callers may present one) and verified against the bundle.
 //!   Sidecars verify it with the trust bundle and domain name `localhost` (or the CP's address).
+//!
+//! Wiring in the control plane's start-up:
+//! ```ignore
+//! let storage = Arc::new(FileCaStorage::new(data_dir.join("ca")));
+//! let ca = Arc::new(CertificateAuthority::load_or_create(CaConfig { trust_domain, ..Default::default() }, storage)?);
+//! let tokens = JoinTokens::new(store_backed_token_store);      // impl TokenStore over the store
+//! let tls = ControlPlaneTls::issue(&ca)?;
+//! Server::builder().tls_config(tls.tonic_config())?
+//!     .add_service(IdentityService::new(ca.clone(), tokens.clone()).into_server())
+//!     .add_service(discovery) ...;
+//! // Runtime resource: trust_bundle_pem = ca.trust_bundle() (republish after rotate_root).
+//! // Admin API: CreateToken → tokens.create(td.workload(ns, sa)?, ttl) → (secret shown once,
+//! // record.id, record.identity, record.expires_unix); ListTokens → tokens.list();
+//! // RevokeToken → tokens.revoke(id).
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -167,3 +167,32 @@ async fn thousand_garbage_csrs_over_grpc_then_a_valid_one() {
         .unwrap();
     assert!(!resp.leaf_pem.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flood_gets_clear_errors_then_a_valid_request_works() {
+    let mut cp = start().await;
+    let (token, _) = cp.tokens.create(id("a"), None).unwrap();
+    let template = request(&token, &id("a"), &id("a"));
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        let mut client = cp.client.clone();
+        let mut req = template.clone();
+        req.csr_der = vec![(i % 251) as u8; (i as usize % 300) + 1];
+        tasks.push(tokio::spawn(async move {
+            timeout(STEP, client.certify(req))
+                .await
+                .expect("hung")
+                .unwrap_err()
+                .code()
+        }));
+    }
+    for t in tasks {
+        let code = t.await.unwrap();
+        assert!(
+            matches!(code, Code::InvalidArgument | Code::ResourceExhausted),
+            "{code:?}"
+        );
+    }
+    let resp = certify(&mut cp, template).await.unwrap();
+    assert!(!resp.leaf_pem.is_empty());
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use rcgen::{
     CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
     PublicKeyData, SanType,
@@ -56,6 +57,9 @@ pub struct CertificateAuthority {
     config: CaConfig,
     storage: Arc<dyn CaStorage>,
     state: ArcSwap<State>,
+    /// Serialises the rare writers (rotation, retirement) so none loses another's update;
+    /// signing never takes it.
+    write: Mutex<()>,
 }
 
 struct State {
@@ -137,6 +141,7 @@ impl CertificateAuthority {
                 material,
                 roots_pem,
             }),
+            write: Mutex::new(()),
         })
     }
 
@@ -205,12 +210,14 @@ impl CertificateAuthority {
     /// Removes `root_pem` from the bundle (end of a rotation overlap). The root that signs
     /// current leaves cannot be retired.
     pub fn retire_root(&self, root_pem: &str) -> Result<bool, CaError> {
+        let _write = self.write.lock();
         let old = self.state.load();
         let target = split_certs("root", root_pem)?;
-        if old.material.chain_pem.is_empty()
-            && target.contains(&encode_cert(
-                &crate::ca::pem::parse_certs("CA", &old.material.cert_pem)?[0],
-            ))
+        if old
+            .signer
+            .root_pem
+            .as_ref()
+            .is_some_and(|r| target.contains(r))
         {
             return Err(CaError::Material(
                 "cannot retire the root that signs current leaves".to_owned(),
@@ -228,6 +235,7 @@ impl CertificateAuthority {
 
     /// Drops roots that have expired (they can no longer verify anything).
     pub fn retire_expired_roots(&self, now: SystemTime) -> Result<usize, CaError> {
+        let _write = self.write.lock();
         let old = self.state.load();
         let mut m = old.material.clone();
         m.roots_pem

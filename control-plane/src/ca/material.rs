@@ -25,6 +25,8 @@ pub(crate) struct Signer {
     pub issuer: Issuer<'static, KeyPair>,
     /// Intermediates sent with each leaf (the signing cert itself when it is not a root).
     pub chain_pem: Vec<String>,
+    /// The signing cert when it is itself a root (it may then not leave the bundle).
+    pub root_pem: Option<String>,
     pub not_after: SystemTime,
 }
 
@@ -34,9 +36,14 @@ pub(crate) fn generate_root(td: &TrustDomain, validity: Duration) -> Result<CaMa
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "mesh");
-    // The creation time keeps successive roots distinguishable in tools that show the subject.
-    let created = unix(SystemTime::now());
-    dn.push(DnType::CommonName, format!("mesh root CA {td} {created}"));
+    // A random suffix makes every root's subject unique: verifiers look issuers up by subject,
+    // and two roots with one name (a rotation, a foreign mesh) would be confused for each other.
+    let mut suffix = [0u8; 8];
+    rand::rng().fill_bytes(&mut suffix);
+    dn.push(
+        DnType::CommonName,
+        format!("mesh root CA {td} {}", hex::encode(suffix)),
+    );
     params.distinguished_name = dn;
     // Path length 0: this root signs workload leaves only, never another CA.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -97,10 +104,12 @@ pub(crate) fn load_signer(m: &CaMaterial) -> Result<(Signer, Vec<String>), CaErr
         .concat();
     let signing_pem = encode_cert(&signing_der);
     let mut chain_pem = Vec::new();
+    let mut root_pem = None;
     if self_signed {
         if !roots.contains(&signing_pem) {
-            roots.push(signing_pem);
+            roots.push(signing_pem.clone());
         }
+        root_pem = Some(signing_pem);
     } else {
         if roots.is_empty() {
             return Err(CaError::Material(
@@ -117,6 +126,7 @@ pub(crate) fn load_signer(m: &CaMaterial) -> Result<(Signer, Vec<String>), CaErr
         Signer {
             issuer,
             chain_pem,
+            root_pem,
             not_after,
         },
         roots,
@@ -137,10 +147,4 @@ pub(crate) fn random_serial() -> SerialNumber {
     // Positive and without a leading zero byte, so the DER INTEGER is minimal as encoded.
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     SerialNumber::from_slice(&bytes)
-}
-
-pub(crate) fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

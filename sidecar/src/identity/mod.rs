@@ -11,13 +11,23 @@
 //! 4. Hand `store` to [`crate::tls::MeshAcceptor`] / [`crate::tls::MeshConnector`]; feed
 //!    `Runtime.trust_bundle_pem` updates to `store.set_trust_bundle`; export
 //!    `store.expiration_timestamp_seconds()` as `mesh_cert_expiration_timestamp_seconds`.
+//!    An empty bundle in a resource is refused by `TrustBundle::from_pem` (keep the old one).
+//! 5. Inbound authorization: `AuthzPolicy::try_from(&resource)?` (a NACK on error), then
+//!    `policy.check(&AuthzRequest { peer, port, path })` with the peer from `tls::PeerIdentity`.
+//!
+//! Renewal presents the join token again. Revoking a token therefore cuts its workload off
+//! within one leaf lifetime, and the token's TTL bounds how long a workload can keep renewing:
+//! create tokens with a TTL that covers the workload's life (`--ttl`, up to a year).
 
+mod authz;
+mod authz_proto;
 mod client;
 mod credentials;
 mod rotate;
 mod spiffe;
 mod store;
 
+pub use authz::{Action, AuthzError, AuthzPolicy, AuthzRequest, Rule, Source};
 pub use client::{IdentityError, JoinToken, TOKEN_ENV, certify, control_plane_tls};
 pub use credentials::{Credentials, CredentialsError, WorkloadKey};
 pub use rotate::{Rotation, renew_delay};

@@ -8,7 +8,6 @@ use rand::Rng;
 use tonic::transport::Channel;
 
 use super::client::{JoinToken, certify};
-use super::credentials::Credentials;
 use super::store::CertStore;
 
 /// Renew at 70 % of the lifetime: the remaining 30 % (7 h of a 24 h cert, 6 s of a 20 s one)
@@ -40,7 +39,8 @@ impl Rotation {
             let identity = self.store.identity().clone();
             match certify(&mut self.client, &self.token, &identity, self.ttl).await {
                 Ok((creds, bundle)) => {
-                    let wait = renew_delay(&creds, rand::rng().random_range(-1.0..=1.0));
+                    let jitter = rand::rng().random_range(-1.0..=1.0);
+                    let wait = renew_delay(creds.received_at, creds.not_after, jitter);
                     tracing::info!(
                         %identity,
                         expires_unix = creds.not_after.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -53,9 +53,13 @@ impl Rotation {
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
-                    // Even a "permanent" refusal is retried (slowly): the operator may fix the
-                    // token or policy without restarting the sidecar.
-                    let delay = retry_delay(backoff, self.store.credentials().as_deref());
+                    // Even a permanent refusal (bad token, wrong identity) is retried, at the
+                    // slowest pace: the operator may fix the token without a sidecar restart.
+                    if e.is_permanent() {
+                        backoff = BACKOFF_MAX;
+                    }
+                    let not_after = self.store.credentials().map(|c| c.not_after);
+                    let delay = retry_delay(backoff, not_after, SystemTime::now());
                     tracing::warn!(%identity, error = %e, retry_in_secs = delay.as_secs_f64(), "certificate request failed");
                     tokio::time::sleep(delay).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -65,13 +69,10 @@ impl Rotation {
     }
 }
 
-/// When to renew `creds`: at 70 % ± `jitter`×10 % of the time from receipt to expiry.
-/// `jitter` is in −1..=1.
-pub fn renew_delay(creds: &Credentials, jitter: f64) -> Duration {
-    let lifetime = creds
-        .not_after
-        .duration_since(creds.received_at)
-        .unwrap_or_default();
+/// When to renew a certificate received at `received_at`: after 70 % ± `jitter`×10 % of the
+/// time from receipt to `not_after`. `jitter` is in −1..=1.
+pub fn renew_delay(received_at: SystemTime, not_after: SystemTime, jitter: f64) -> Duration {
+    let lifetime = not_after.duration_since(received_at).unwrap_or_default();
     let fraction = RENEW_FRACTION + JITTER_FRACTION * jitter.clamp(-1.0, 1.0);
     lifetime.mul_f64(fraction)
 }
@@ -79,11 +80,59 @@ pub fn renew_delay(creds: &Credentials, jitter: f64) -> Duration {
 /// The backoff, but while a certificate is still valid never so long that the retry would land
 /// after its expiry: at most a tenth of its remaining life, and at least 100 ms so a
 /// nearly-expired cert does not spin.
-fn retry_delay(backoff: Duration, current: Option<&Credentials>) -> Duration {
-    let Some(c) = current else { return backoff };
-    let left = c
-        .not_after
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    backoff.min(left / 10).max(Duration::from_millis(100))
+/// Once it has expired (or before the first one) the plain backoff applies.
+fn retry_delay(backoff: Duration, not_after: Option<SystemTime>, now: SystemTime) -> Duration {
+    let left = not_after
+        .and_then(|t| t.duration_since(now).ok())
+        .filter(|left| !left.is_zero());
+    match left {
+        Some(left) => backoff.min(left / 10).max(Duration::from_millis(100)),
+        None => backoff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_between_60_and_80_percent() {
+        let now = SystemTime::now();
+        let end = now + Duration::from_secs(100);
+        assert_eq!(renew_delay(now, end, 0.0), Duration::from_secs(70));
+        assert_eq!(renew_delay(now, end, -1.0), Duration::from_secs(60));
+        assert_eq!(renew_delay(now, end, 1.0), Duration::from_secs(80));
+        assert_eq!(
+            renew_delay(now, end, 7.0),
+            Duration::from_secs(80),
+            "clamped"
+        );
+        assert_eq!(
+            renew_delay(end, now, 0.0),
+            Duration::ZERO,
+            "already expired: now"
+        );
+    }
+
+    #[test]
+    fn retry_never_outlasts_the_current_cert() {
+        let now = SystemTime::now();
+        assert_eq!(retry_delay(BACKOFF_MAX, None, now), BACKOFF_MAX);
+        let soon = now + Duration::from_secs(50);
+        assert_eq!(
+            retry_delay(BACKOFF_MAX, Some(soon), now),
+            Duration::from_secs(5)
+        );
+        assert_eq!(retry_delay(BACKOFF_START, Some(soon), now), BACKOFF_START);
+        let nearly = now + Duration::from_millis(10);
+        assert_eq!(
+            retry_delay(BACKOFF_MAX, Some(nearly), now),
+            Duration::from_millis(100)
+        );
+        let expired = now - Duration::from_secs(1);
+        assert_eq!(
+            retry_delay(BACKOFF_START, Some(expired), now),
+            BACKOFF_START
+        );
+    }
 }

@@ -25,6 +25,7 @@
 mod bundle;
 mod client;
 mod detect;
+mod mode_proto;
 mod resolve;
 mod server;
 mod verify;
@@ -36,6 +37,7 @@ use rustls::crypto::CryptoProvider;
 pub use bundle::{BundleError, TrustBundle};
 pub use client::{ConnectError, MeshConnector};
 pub use detect::{DETECT_TIMEOUT, Detected, detect};
+pub use mode_proto::UnknownTlsMode;
 pub use resolve::CertResolver;
 pub use server::{AcceptError, InboundMode, InboundStream, MeshAcceptor, PeerIdentity};
 pub use verify::{MeshClientVerifier, MeshServerVerifier, PeerCertError, peer_spiffe_id};
