@@ -3,6 +3,10 @@
 //! init rules send the connection to sidecar A, which reaches sidecar B's inbound listener
 //! (its own connection exempt by uid) and B's sidecar delivers to the app. Configured with
 //! `--static-config` (one resource set per sidecar), so no control plane is needed.
+//!
+//! Until the binary serves its data path, the same scenario runs with the sidecar's own
+//! outbound/inbound/DNS code started from the library inside each namespace as the proxy uid
+//! (`lib_sidecar`): everything real except the binary's wiring.
 
 mod netns_support;
 
@@ -23,7 +27,72 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Entry point of the re-executed test binary (a no-op in a normal run).
 #[test]
 fn child_process_entry() {
+    if netns::child_role().as_deref() == Some("lib-sidecar") {
+        lib_sidecar();
+    }
     netns_support::run_child_role();
+}
+
+/// The sidecar's data path from the library: `LIB_SIDE=client` serves outbound (:15001) and
+/// DNS (:15053) from a state holding `client_config()`; `server` serves inbound (:15006).
+fn lib_sidecar() {
+    use mesh_sidecar::dns::{DnsConfig, DnsServer, MeshNames};
+    use mesh_sidecar::inbound::{self, InboundConfig, InboundCtx, Plaintext};
+    use mesh_sidecar::outbound::{self, OutboundConfig, OutboundCtx};
+    use mesh_sidecar::state::{Cluster, Endpoints, StateHandle};
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let state = StateHandle::default();
+        let (_trigger, drain) = mesh_sidecar::proxy::drain::channel();
+        if std::env::var("LIB_SIDE").unwrap() == "client" {
+            for r in client_config() {
+                match r.kind.unwrap() {
+                    Kind::Cluster(c) => {
+                        let c = Cluster::try_from(&c).unwrap();
+                        state.update(|s| s.clusters.insert(c.name.clone(), Arc::new(c)));
+                    }
+                    Kind::Endpoints(e) => {
+                        let e = Endpoints::try_from(&e).unwrap();
+                        state.update(|s| s.endpoints.insert(e.service.clone(), Arc::new(e)));
+                    }
+                    _ => {}
+                }
+            }
+            let l = tokio::net::TcpListener::bind("127.0.0.1:15001")
+                .await
+                .unwrap();
+            let ctx = OutboundCtx::new(state.clone(), OutboundConfig::default());
+            tokio::spawn(outbound::serve(l, ctx, drain));
+            // DNS answers from the same state: the wiring the binary will have.
+            let vips = state.clone();
+            let lookup =
+                move |svc: &str, _ns: &str| vips.load().clusters.get(svc).and_then(|c| c.vip);
+            let names = MeshNames {
+                namespace: "default".into(),
+                trust_domain: "cluster.local".into(),
+            };
+            let cfg = DnsConfig::new(mesh_sidecar::dns::DEFAULT_DNS_PORT, Vec::new(), names);
+            let dns = DnsServer::bind(cfg, Arc::new(lookup)).await.unwrap();
+            tokio::spawn(dns.serve(std::future::pending()));
+        } else {
+            let l = tokio::net::TcpListener::bind("0.0.0.0:15006")
+                .await
+                .unwrap();
+            let cfg = InboundConfig {
+                app_ports: vec![APP_PORT],
+                ..Default::default()
+            };
+            let ctx = InboundCtx::new(state, cfg);
+            tokio::spawn(inbound::serve(l, ctx, Arc::new(Plaintext), drain));
+        }
+        println!("READY");
+        std::future::pending::<()>().await;
+    });
 }
 
 fn resource(name: &str, kind: Kind) -> pb::Resource {
@@ -55,6 +124,9 @@ fn client_config() -> Vec<pb::Resource> {
                     address: format!("{B_ADDR}:15006"),
                     app_port: u32::from(APP_PORT),
                     weight: 1,
+                    // A sidecar-backed endpoint (as the control plane reports one): meshed,
+                    // so HTTP travels sidecar to sidecar as HTTP/2.
+                    identity: "spiffe://cluster.local/ns/default/sa/web".into(),
                     ..Default::default()
                 }],
             }),
@@ -149,9 +221,48 @@ fn curl_by_mesh_name_goes_through_both_real_sidecars() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), BODY);
 
-    // Which rules carried it, by their packet counters: A redirected curl to its sidecar and
-    // exempted the sidecar's own connection; B let that connection reach its sidecar's inbound
-    // port directly (a peer sidecar, not redirected again).
+    assert_carried_by_both_sidecars(&net, capture);
+}
+
+#[test]
+fn curl_by_mesh_name_goes_through_the_proxy_code_on_both_sides() {
+    if !netns::can_run() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let app = net.spawn(Side::B, &child("app")).unwrap();
+    app.expect("READY", WAIT).unwrap();
+    for (side, role) in [(Side::B, "server"), (Side::A, "client")] {
+        let mut sidecar = child("lib-sidecar");
+        sidecar.env("LIB_SIDE", role);
+        let lines = net.mesh_host(side, &init_cmd(&[]), &sidecar).unwrap();
+        lines.expect("READY", WAIT).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let capture = Capture::start(&net.a, VETH, dir.path(), 200).unwrap();
+
+    let out = net.a.output(
+        "curl",
+        &["-sS", "--max-time", "10", "http://web:8080/by-name"],
+    );
+    let out = out.unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), BODY);
+    // Restored to HTTP/1.1 by B's sidecar, which dialled the app on loopback.
+    let req = app.expect("REQ", WAIT).unwrap();
+    assert_eq!(req, "GET /by-name HTTP/1.1 FROM 127.0.0.1");
+    assert_carried_by_both_sidecars(&net, capture);
+}
+
+/// What shows the request went app → sidecar A → sidecar B → app: rule counters (A redirected
+/// curl's DNS and connection to its sidecar and exempted the sidecar's own connection; B let
+/// that connection reach its sidecar's inbound port directly, and exempted the sidecar's dial
+/// to the app), and HTTP/2, not the app's HTTP/1, on the link between them.
+fn assert_carried_by_both_sidecars(net: &TestNet, capture: Capture) {
     let uid_rule = format!("-A MESH_OUTPUT -m owner --uid-owner {PROXY_UID} -j RETURN");
     for (side, rule) in [
         (Side::A, "-A MESH_DNS -p udp -j REDIRECT --to-ports 15053"),
@@ -169,9 +280,7 @@ fn curl_by_mesh_name_goes_through_both_real_sidecars() {
             "{side:?} `{rule}` matched nothing"
         );
     }
-
-    // Sidecar to sidecar is HTTP/2: the app's HTTP/1 request line never crosses the link.
-    // (Once mTLS wraps these connections, the h2 preface disappears from the wire as well.)
+    // (Once mTLS wraps sidecar-to-sidecar connections, the h2 preface disappears as well.)
     let payloads = capture.finish().unwrap();
     assert!(
         !capture::contains(&payloads, b"GET /by-name HTTP/1.1"),
