@@ -258,6 +258,32 @@ fn curl_by_mesh_name_goes_through_the_proxy_code_on_both_sides() {
     assert_carried_by_both_sidecars(&net, capture);
 }
 
+#[test]
+fn opaque_tcp_to_the_vip_is_mapped_back_to_the_service() {
+    if !netns::can_run() {
+        return;
+    }
+    let mut net = TestNet::new().unwrap();
+    let app = net.spawn(Side::B, &child("app")).unwrap();
+    app.expect("READY", WAIT).unwrap();
+    for (side, role) in [(Side::B, "server"), (Side::A, "client")] {
+        let mut sidecar = child("lib-sidecar");
+        sidecar.env("LIB_SIDE", role);
+        let lines = net.mesh_host(side, &init_cmd(&[]), &sidecar).unwrap();
+        lines.expect("READY", WAIT).unwrap();
+    }
+    // A plain TCP client (bash's /dev/tcp) dialling the VIP, which exists nowhere: only the
+    // interception and the outbound's VIP:port → service mapping make it reach B's app.
+    let script =
+        format!("exec 3<>/dev/tcp/{WEB_VIP}/{APP_PORT}; printf 'ping\\n' >&3; head -n 1 <&3");
+    let out = net
+        .a
+        .run("timeout", &["10", "bash", "-c", &script])
+        .unwrap();
+    assert_eq!(out, "echo: ping\n");
+    assert_eq!(app.expect("TCP", WAIT).unwrap(), "ping FROM 127.0.0.1");
+}
+
 /// What shows the request went app → sidecar A → sidecar B → app: rule counters (A redirected
 /// curl's DNS and connection to its sidecar and exempted the sidecar's own connection; B let
 /// that connection reach its sidecar's inbound port directly, and exempted the sidecar's dial
