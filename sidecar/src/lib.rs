@@ -12,6 +12,7 @@ pub mod init;
 pub mod orig_dst;
 pub mod outbound;
 pub mod proxy;
+pub mod resilience;
 pub mod routing;
 pub mod state;
 pub mod telemetry;

@@ -1,0 +1,323 @@
+//! The request driver: sends a request through per-try and request timeouts, retry policy, retry budget, backoff, circuit breaker and outlier reporting, avoiding the endpoint that just failed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::budget::{BudgetConfig, BudgetError, RetryBudget};
+use super::circuit::{CircuitBreaker, CircuitLimits, Permit, Resource};
+use super::errors::{Cause, TimeoutKind, X_MESH_ERROR};
+use super::health::HealthStatus;
+use super::outlier::{OutlierConfig, OutlierDetector};
+use super::ratelimit::RetryAfter;
+use super::replay::{BoxError, DEFAULT_REPLAY_LIMIT, ReplayBody};
+use super::retry::{Decision, Outcome, RetryPolicy, should_retry};
+use super::timeouts::{attempt_limit, within};
+
+/// Resilience settings of one cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterConfig {
+    pub outlier: OutlierConfig,
+    pub circuit: CircuitLimits,
+    pub budget: BudgetConfig,
+}
+
+/// The shared resilience state of one cluster; build it once per cluster (and again when its
+/// endpoint list changes, since outlier state is indexed by endpoint position).
+#[derive(Debug)]
+pub struct ClusterResilience {
+    pub budget: RetryBudget,
+    pub outlier: OutlierDetector,
+    pub circuit: Arc<CircuitBreaker>,
+    /// Active health flags, when the cluster has health checks.
+    pub health: Option<Arc<HealthStatus>>,
+}
+
+/// What one request's route asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct CallPolicy<'a> {
+    /// `None`: only failures that never reached the app are retried.
+    pub retry: Option<&'a RetryPolicy>,
+    pub request_timeout: Option<Duration>,
+    /// Overrides the retry policy's per-try timeout.
+    pub per_try_timeout: Option<Duration>,
+    pub replay_limit: usize,
+}
+
+/// Attached to responses (as an extension) and failures: what the driver did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallInfo {
+    pub attempts: u32,
+    /// The endpoint of the last attempt, if any was made.
+    pub endpoint: Option<usize>,
+    /// A retry was wanted but the budget was empty (logged as `budget-exhausted`).
+    pub budget_exhausted: bool,
+}
+
+/// The request failed without a response to pass on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{cause} after {} attempt(s)", info.attempts)]
+pub struct CallError {
+    pub cause: Cause,
+    pub info: CallInfo,
+}
+
+/// A response body holding the cluster's concurrent-request permit until it is dropped, so
+/// a streaming response counts against `max_requests` for as long as it streams.
+#[derive(Debug)]
+pub struct GuardedBody<B> {
+    inner: B,
+    _permit: Permit,
+}
+
+/// A simple round-robin picker over available endpoints, for clusters without a smarter
+/// balancer (and for tests).
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+// === impl ClusterResilience ===
+
+impl ClusterResilience {
+    /// State for a cluster of `endpoints` endpoints.
+    pub fn new(cfg: &ClusterConfig, endpoints: usize) -> Result<Self, BudgetError> {
+        Ok(ClusterResilience {
+            budget: RetryBudget::new(cfg.budget)?,
+            outlier: OutlierDetector::new(cfg.outlier, endpoints),
+            circuit: CircuitBreaker::new(cfg.circuit),
+            health: None,
+        })
+    }
+
+    /// Uses these active health flags in [`Self::is_available`].
+    pub fn with_health(mut self, health: Arc<HealthStatus>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// True when endpoint `idx` may get new requests: not ejected and not unhealthy.
+    pub fn is_available(&self, idx: usize) -> bool {
+        !self.outlier.is_ejected(idx) && self.health.as_ref().is_none_or(|h| h.is_healthy(idx))
+    }
+}
+
+// === impl CallPolicy ===
+
+impl Default for CallPolicy<'_> {
+    fn default() -> Self {
+        CallPolicy {
+            retry: None,
+            request_timeout: None,
+            per_try_timeout: None,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+        }
+    }
+}
+
+// === impl RoundRobin ===
+
+impl RoundRobin {
+    /// The next available endpoint of `n`, skipping `avoid` when anything else is
+    /// available. `no-endpoints` for an empty cluster, `all-ejected` when none is available.
+    pub fn pick(
+        &self,
+        n: usize,
+        avoid: Option<usize>,
+        available: impl Fn(usize) -> bool,
+    ) -> Result<usize, Cause> {
+        if n == 0 {
+            return Err(Cause::NoEndpoints);
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut fallback = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            if available(idx) {
+                if Some(idx) != avoid {
+                    return Ok(idx);
+                }
+                fallback = Some(idx);
+            }
+        }
+        fallback.ok_or(Cause::AllEjected)
+    }
+}
+
+/// Builds the response the proxy sends for `cause`: its status, `x-mesh-error`, and
+/// `Retry-After` when given.
+pub fn error_response<B: Default>(cause: Cause, retry_after: Option<RetryAfter>) -> Response<B> {
+    let mut resp = Response::new(B::default());
+    *resp.status_mut() =
+        http::StatusCode::from_u16(cause.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let headers = resp.headers_mut();
+    headers.insert(X_MESH_ERROR, HeaderValue::from_static(cause.as_str()));
+    if let Some(ra) = retry_after {
+        headers.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(ra.header_secs()),
+        );
+    }
+    resp
+}
+
+/// Sends `req` to the cluster with retries (see the module docs of `resilience` for wiring).
+///
+/// `pick(avoid)` chooses an endpoint, avoiding the one that just failed when possible;
+/// `send(endpoint, request)` performs one attempt and maps transport errors to a [`Cause`]
+/// (see [`super::classify::classify_client_error`]).
+pub async fn call_with_retries<B, RB, P, S, Fut>(
+    cluster: &ClusterResilience,
+    policy: &CallPolicy<'_>,
+    req: Request<B>,
+    mut pick: P,
+    mut send: S,
+) -> Result<Response<GuardedBody<RB>>, CallError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    P: FnMut(Option<usize>) -> Result<usize, Cause>,
+    S: FnMut(usize, Request<ReplayBody<B>>) -> Fut,
+    Fut: Future<Output = Result<Response<RB>, Cause>>,
+{
+    let finish = |result: Result<Response<RB>, Cause>, info, permit| match result {
+        Ok(mut resp) => {
+            resp.extensions_mut().insert(info);
+            Ok(resp.map(|inner| GuardedBody {
+                inner,
+                _permit: permit,
+            }))
+        }
+        Err(cause) => Err(CallError { cause, info }),
+    };
+    let mut info = CallInfo {
+        attempts: 0,
+        endpoint: None,
+        budget_exhausted: false,
+    };
+    let fail = |cause, info| Err(CallError { cause, info });
+    let request_permit = match cluster.circuit.try_acquire(Resource::Request) {
+        Ok(p) => p,
+        Err(cause) => return fail(cause, info),
+    };
+    cluster.budget.deposit();
+    let deadline = policy.request_timeout.map(|d| Instant::now() + d);
+    let per_try = policy
+        .per_try_timeout
+        .or(policy.retry.and_then(|r| r.per_try_timeout));
+
+    let (parts, body) = req.into_parts();
+    let body = ReplayBody::new(body, policy.replay_limit);
+    // A never-polled clone: the source of every later replay.
+    let replay = body.try_replay();
+    let mut next_body = Some(body);
+    let mut avoid = None;
+    let mut _retry_permit = None;
+
+    loop {
+        let endpoint = match pick(avoid) {
+            Ok(e) => e,
+            Err(cause) => return fail(cause, info),
+        };
+        let Some(body) = next_body
+            .take()
+            .or_else(|| replay.as_ref().and_then(|r| r.try_replay()))
+        else {
+            // Unreachable in practice: retries are only decided while replayable.
+            return fail(Cause::UpstreamError, info);
+        };
+        info.attempts += 1;
+        info.endpoint = Some(endpoint);
+        let limit = attempt_limit(Instant::now(), deadline, per_try);
+        let result = match within(
+            limit,
+            send(endpoint, Request::from_parts(parts.clone(), body)),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(cause) => Err(cause),
+        };
+        let outcome = match &result {
+            Ok(resp) => Outcome::from_response(resp.status().as_u16(), resp.headers()),
+            Err(cause) => Outcome::Failed(*cause),
+        };
+        cluster.outlier.report(endpoint, &outcome);
+        if outcome == Outcome::Failed(Cause::Timeout(TimeoutKind::Request)) {
+            return fail(Cause::Timeout(TimeoutKind::Request), info);
+        }
+        let replayable = replay.as_ref().is_some_and(|r| !r.overflowed());
+        let backoff = match should_retry(
+            policy.retry,
+            &parts.method,
+            info.attempts,
+            &outcome,
+            replayable,
+        ) {
+            Decision::Retry { backoff } => backoff,
+            Decision::Done(stop) => {
+                tracing::trace!(?stop, attempts = info.attempts, "attempt final");
+                return finish(result, info, request_permit);
+            }
+        };
+        // The permit for the coming retry; the previous retry's is released here.
+        _retry_permit = match cluster.circuit.try_acquire(Resource::Retry) {
+            Ok(p) => Some(p),
+            Err(_) => return finish(result, info, request_permit),
+        };
+        if !cluster.budget.try_withdraw() {
+            info.budget_exhausted = true;
+            tracing::debug!(cause = Cause::BudgetExhausted.as_str(), "retry refused");
+            return finish(result, info, request_permit);
+        }
+        if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
+            // No time left for another try: the failure at hand is the honest answer.
+            return finish(result, info, request_permit);
+        }
+        // Release the failed response's connection before waiting.
+        drop(result);
+        tokio::time::sleep(backoff).await;
+        avoid = Some(endpoint);
+    }
+}
+
+// === impl GuardedBody ===
+
+impl<B> GuardedBody<B> {
+    /// The inner body; releases the permit.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body + Unpin> Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

@@ -1,0 +1,364 @@
+//! Unit tests for the request driver with scripted attempts on the paused clock.
+
+use super::*;
+use crate::resilience::retry::RetryOn;
+use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
+
+type Resp = Response<()>;
+
+fn cluster(n: usize) -> ClusterResilience {
+    ClusterResilience::new(&ClusterConfig::default(), n).unwrap()
+}
+
+fn status(s: u16) -> Result<Resp, Cause> {
+    let mut r = Response::new(());
+    *r.status_mut() = http::StatusCode::from_u16(s).unwrap();
+    Ok(r)
+}
+
+fn req(method: http::Method, body: &'static [u8]) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri("/x")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+fn policy(on: &[&str], attempts: u32) -> RetryPolicy {
+    RetryPolicy::new(attempts, RetryOn::parse(on).unwrap())
+}
+
+/// Runs the driver with round-robin picking; `script(endpoint, attempt_no)` answers.
+async fn drive(
+    c: &ClusterResilience,
+    p: &CallPolicy<'_>,
+    r: Request<Full<Bytes>>,
+    script: impl Fn(usize, u32) -> Result<Resp, Cause>,
+) -> (Result<Response<GuardedBody<()>>, CallError>, Vec<usize>) {
+    let rr = RoundRobin::default();
+    let tried = Mutex::new(Vec::new());
+    let n = c.outlier.len();
+    let out = call_with_retries(
+        c,
+        p,
+        r,
+        |avoid| rr.pick(n, avoid, |i| c.is_available(i)),
+        |ep, req| {
+            tried.lock().push(ep);
+            let attempt = tried.lock().len() as u32;
+            let answer = script(ep, attempt);
+            async move {
+                let _ = req.into_body().collect().await;
+                answer
+            }
+        },
+    )
+    .await;
+    (out, tried.into_inner())
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_503_is_not_retried_by_default() {
+    let c = cluster(3);
+    let (out, tried) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::POST, b"x"),
+        |_, _| status(503),
+    )
+    .await;
+    assert_eq!(out.unwrap().status(), 503);
+    assert_eq!(tried.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_refused_is_retried_elsewhere_even_for_post() {
+    let c = cluster(3);
+    let (out, tried) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::POST, b"x"),
+        |ep, _| {
+            if ep == 0 {
+                Err(Cause::ConnectRefused)
+            } else {
+                status(200)
+            }
+        },
+    )
+    .await;
+    let resp = out.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(tried, [0, 1]);
+    assert_eq!(resp.extensions().get::<CallInfo>().unwrap().attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn opt_in_5xx_retry_for_get() {
+    let c = cluster(2);
+    let p = policy(&["5xx"], 3);
+    let cp = CallPolicy {
+        retry: Some(&p),
+        ..Default::default()
+    };
+    let (out, tried) = drive(&c, &cp, req(http::Method::GET, b""), |ep, _| {
+        status(if ep == 0 { 503 } else { 200 })
+    })
+    .await;
+    assert_eq!(out.unwrap().status(), 200);
+    assert_eq!(tried, [0, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_exhaustion_returns_the_original_failure() {
+    let cfg = ClusterConfig {
+        budget: BudgetConfig {
+            ratio: 0.0,
+            min_per_second: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ClusterResilience::new(&cfg, 2).unwrap();
+    let (out, tried) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| Err(Cause::ConnectRefused),
+    )
+    .await;
+    let err = out.unwrap_err();
+    assert_eq!(err.cause, Cause::ConnectRefused);
+    assert!(err.info.budget_exhausted);
+    assert_eq!(tried.len(), 1);
+    assert_eq!(c.budget.exhausted(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuit_open_fails_before_any_attempt() {
+    let cfg = ClusterConfig {
+        circuit: CircuitLimits {
+            max_requests: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ClusterResilience::new(&cfg, 1).unwrap();
+    let (out, tried) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| status(200),
+    )
+    .await;
+    assert_eq!(out.unwrap_err().cause, Cause::CircuitOpen);
+    assert!(tried.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_response_holds_its_request_permit() {
+    let cfg = ClusterConfig {
+        circuit: CircuitLimits {
+            max_requests: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ClusterResilience::new(&cfg, 1).unwrap();
+    let (held, _) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| status(200),
+    )
+    .await;
+    let held = held.unwrap();
+    let (second, tried) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| status(200),
+    )
+    .await;
+    assert_eq!(second.unwrap_err().cause, Cause::CircuitOpen);
+    assert!(tried.is_empty());
+    drop(held);
+    let (third, _) = drive(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::GET, b""),
+        |_, _| status(200),
+    )
+    .await;
+    assert_eq!(third.unwrap().status(), 200);
+}
+
+async fn slow(send_for: Duration) -> Result<Resp, Cause> {
+    tokio::time::sleep(send_for).await;
+    status(200)
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeout_fires_and_is_retried_only_when_opted_in() {
+    let c = cluster(2);
+    let hang = |_ep, _req| slow(Duration::from_secs(10));
+    let cp = CallPolicy {
+        per_try_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let err = call_with_retries(&c, &cp, req(http::Method::GET, b""), |_| Ok(0), hang)
+        .await
+        .unwrap_err();
+    assert_eq!(err.cause, Cause::Timeout(TimeoutKind::PerTry));
+    assert_eq!(err.info.attempts, 1);
+
+    let p = policy(&["gateway-error"], 3);
+    let cp = CallPolicy {
+        retry: Some(&p),
+        ..cp
+    };
+    let err = call_with_retries(&c, &cp, req(http::Method::GET, b""), |_| Ok(1), hang)
+        .await
+        .unwrap_err();
+    assert_eq!(err.cause, Cause::Timeout(TimeoutKind::PerTry));
+    assert_eq!(err.info.attempts, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_timeout_bounds_all_attempts() {
+    let c = cluster(2);
+    let p = policy(&["gateway-error"], 10);
+    let cp = CallPolicy {
+        retry: Some(&p),
+        request_timeout: Some(Duration::from_millis(2500)),
+        per_try_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let err = call_with_retries(
+        &c,
+        &cp,
+        req(http::Method::GET, b""),
+        |_| Ok(0),
+        |_, _| slow(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.cause, Cause::Timeout(TimeoutKind::Request));
+    assert_eq!(err.info.attempts, 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(2500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn body_is_replayed_on_retry_and_big_bodies_are_not_retried() {
+    let c = cluster(2);
+    let seen = Mutex::new(Vec::new());
+    let resp = call_with_retries(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::POST, b"payload"),
+        |avoid| Ok(if avoid == Some(0) { 1 } else { 0 }),
+        |ep, req| {
+            let seen = &seen;
+            async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                seen.lock().push(body);
+                if ep == 0 {
+                    Err(Cause::RefusedStream)
+                } else {
+                    status(200)
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(*seen.lock(), ["payload", "payload"]);
+
+    let cp = CallPolicy {
+        replay_limit: 4,
+        ..Default::default()
+    };
+    let (out, tried) = drive(&c, &cp, req(http::Method::GET, b"too big"), |_, _| {
+        Err(Cause::ConnectRefused)
+    })
+    .await;
+    assert_eq!(out.unwrap_err().cause, Cause::ConnectRefused);
+    assert_eq!(tried.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_waited_out() {
+    let c = cluster(2);
+    let p = policy(&["503"], 2);
+    let cp = CallPolicy {
+        retry: Some(&p),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let (out, _) = drive(&c, &cp, req(http::Method::GET, b""), |_, attempt| {
+        if attempt == 1 {
+            let mut r = Response::new(());
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut().insert("retry-after", HeaderValue::from(1));
+            Ok(r)
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    assert_eq!(out.unwrap().status(), 200);
+    assert!(start.elapsed() >= Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_feed_outlier_detection_and_picks_skip_ejected() {
+    let c = cluster(3);
+    for _ in 0..3 {
+        let _ = call_with_retries(
+            &c,
+            &CallPolicy::default(),
+            req(http::Method::GET, b""),
+            |avoid| Ok(if avoid.is_none() { 0 } else { 1 }),
+            |ep, _| async move {
+                if ep == 0 {
+                    Err(Cause::ConnectRefused)
+                } else {
+                    status(200)
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(c.outlier.is_ejected(0));
+    let rr = RoundRobin::default();
+    for _ in 0..10 {
+        assert_ne!(rr.pick(3, None, |i| c.is_available(i)).unwrap(), 0);
+    }
+}
+
+#[test]
+fn round_robin_edges() {
+    let rr = RoundRobin::default();
+    assert_eq!(rr.pick(0, None, |_| true), Err(Cause::NoEndpoints));
+    assert_eq!(rr.pick(2, None, |_| false), Err(Cause::AllEjected));
+    // Only the avoided endpoint is left: it is used rather than failing.
+    assert_eq!(rr.pick(2, Some(1), |i| i == 1), Ok(1));
+}
+
+#[test]
+fn error_responses_describe_themselves() {
+    let r: Response<()> = error_response(
+        Cause::RateLimited,
+        Some(RetryAfter(Duration::from_millis(1200))),
+    );
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()[X_MESH_ERROR], "rate-limited");
+    assert_eq!(r.headers()[http::header::RETRY_AFTER], "2");
+    let r: Response<()> = error_response(Cause::Timeout(TimeoutKind::Request), None);
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.headers()[X_MESH_ERROR], "timeout:request");
+}

@@ -1,0 +1,327 @@
+//! Retry policy and the decision whether to retry an attempt: safe by default, status retries opt-in.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+use rand::Rng;
+
+use super::errors::Cause;
+
+/// Attempts (first included) for failures that never reached the app when no policy says
+/// otherwise: the first try plus two retries lets a request route around two dead endpoints
+/// (the retry avoids the endpoint that just failed) before giving up.
+pub const DEFAULT_SAFE_ATTEMPTS: u32 = 3;
+
+/// Envoy's default base interval: short enough to be invisible next to a connect failure,
+/// long enough to spread a burst of retries over a few milliseconds.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
+
+/// Ten times the base, as Envoy does: after three doublings the delay stops growing, so a
+/// request with default attempts never waits more than a quarter second between tries.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// The longest `Retry-After` the proxy waits out itself. A longer requested pause is the
+/// client's decision: the response (with its `Retry-After`) goes back unretried.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(1);
+
+/// A bad retry policy.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error(
+        "unknown retry_on condition {0:?} (expected 5xx, gateway-error, reset, connect-failure, retriable-4xx, a status code like \"503\", or grpc:<code>)"
+    )]
+    UnknownCondition(String),
+    #[error("retry_on status {0} is not an HTTP error status (400..=599)")]
+    BadStatus(u16),
+    #[error("unknown gRPC code name {0:?} (e.g. grpc:unavailable, grpc:resource-exhausted)")]
+    UnknownGrpcCode(String),
+    #[error("backoff max {max:?} is below backoff base {base:?}")]
+    BackoffOrder { base: Duration, max: Duration },
+}
+
+/// The set of conditions a route opts into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Any 5xx status, and upstream resets / per-try timeouts (they are 503/504 too).
+    pub server_error: bool,
+    /// 502, 503, 504 (and resets / per-try timeouts, which the proxy reports as such).
+    pub gateway_error: bool,
+    /// The upstream reset the stream or connection after the request was sent.
+    pub reset: bool,
+    /// Connect failures; always retried anyway (never reached the app), kept for completeness.
+    pub connect_failure: bool,
+    /// 409 Conflict: the canonical "try again" 4xx.
+    pub retriable_4xx: bool,
+    /// Specific statuses.
+    pub statuses: Vec<u16>,
+    /// gRPC status codes (from a trailers-only response's `grpc-status` header).
+    pub grpc_codes: Vec<u16>,
+}
+
+/// A route's retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts including the first, for the opted-in conditions.
+    pub attempts: u32,
+    pub retry_on: RetryOn,
+    /// Timeout of one attempt; `None` = only the request timeout applies.
+    pub per_try_timeout: Option<Duration>,
+    /// Also retry non-idempotent methods (POST, PATCH) on status conditions.
+    pub allow_non_idempotent: bool,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What one attempt produced, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with a status.
+    Response {
+        status: u16,
+        /// `grpc-status` of a trailers-only gRPC response.
+        grpc: Option<u16>,
+        retry_after: Option<Duration>,
+    },
+    /// The attempt failed without a response.
+    Failed(Cause),
+}
+
+/// Whether to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Retry after this pause.
+    Retry { backoff: Duration },
+    /// Return this attempt's result to the client.
+    Done(Stop),
+}
+
+/// Why the attempt's result is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Success, or a failure no condition matches.
+    NotRetryable,
+    AttemptsExhausted,
+    /// A status condition matched, but the method is not idempotent and the route did not allow it.
+    NonIdempotent,
+    /// The request body overflowed the replay buffer.
+    NotReplayable,
+    /// The upstream asked for a longer pause than [`RETRY_AFTER_CAP`].
+    RetryAfterTooLong,
+}
+
+// === impl RetryOn ===
+
+impl RetryOn {
+    /// Parses the route's `retry_on` strings.
+    pub fn parse<S: AsRef<str>>(conditions: &[S]) -> Result<Self, PolicyError> {
+        let mut on = RetryOn::default();
+        for c in conditions {
+            let c = c.as_ref().trim();
+            match c {
+                "5xx" => on.server_error = true,
+                "gateway-error" => on.gateway_error = true,
+                "reset" => on.reset = true,
+                "connect-failure" => on.connect_failure = true,
+                "retriable-4xx" => on.retriable_4xx = true,
+                _ => {
+                    if let Some(name) = c.strip_prefix("grpc:") {
+                        let code = grpc_code(name)
+                            .ok_or_else(|| PolicyError::UnknownGrpcCode(name.to_string()))?;
+                        on.grpc_codes.push(code);
+                    } else if let Ok(status) = c.parse::<u16>() {
+                        if !(400..=599).contains(&status) {
+                            return Err(PolicyError::BadStatus(status));
+                        }
+                        on.statuses.push(status);
+                    } else {
+                        return Err(PolicyError::UnknownCondition(c.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(on)
+    }
+
+    /// True when the outcome matches one of the opted-in conditions.
+    pub fn matches(&self, outcome: &Outcome) -> bool {
+        match *outcome {
+            Outcome::Response { status, grpc, .. } => {
+                (self.server_error && status >= 500)
+                    || (self.gateway_error && matches!(status, 502..=504))
+                    || (self.retriable_4xx && status == 409)
+                    || self.statuses.contains(&status)
+                    || grpc.is_some_and(|g| self.grpc_codes.contains(&g))
+            }
+            Outcome::Failed(cause) => {
+                let upstream = cause.is_upstream();
+                (self.reset && cause == Cause::UpstreamReset)
+                    || (self.connect_failure && cause.is_retry_safe())
+                    || (upstream && self.server_error)
+                    || (upstream && self.gateway_error)
+                    || (upstream && self.statuses.contains(&cause.status()))
+            }
+        }
+    }
+}
+
+/// gRPC status code by its lower-case, dash-separated name.
+pub(crate) fn grpc_code(name: &str) -> Option<u16> {
+    const NAMES: [&str; 17] = [
+        "ok",
+        "cancelled",
+        "unknown",
+        "invalid-argument",
+        "deadline-exceeded",
+        "not-found",
+        "already-exists",
+        "permission-denied",
+        "resource-exhausted",
+        "failed-precondition",
+        "aborted",
+        "out-of-range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data-loss",
+        "unauthenticated",
+    ];
+    let name = name.to_ascii_lowercase().replace('_', "-");
+    NAMES.iter().position(|n| *n == name).map(|i| i as u16)
+}
+
+// === impl RetryPolicy ===
+
+impl RetryPolicy {
+    /// A policy with default backoff and no per-try timeout.
+    pub fn new(attempts: u32, retry_on: RetryOn) -> Self {
+        RetryPolicy {
+            attempts,
+            retry_on,
+            per_try_timeout: None,
+            allow_non_idempotent: false,
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+        }
+    }
+
+    /// Checks the backoff bounds.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.backoff_max < self.backoff_base {
+            return Err(PolicyError::BackoffOrder {
+                base: self.backoff_base,
+                max: self.backoff_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// Reads status, `grpc-status` and `Retry-After` (delta-seconds form; an HTTP-date is
+    /// ignored and the normal backoff applies) from a response head.
+    pub fn from_response(status: u16, headers: &HeaderMap) -> Self {
+        let num = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        Outcome::Response {
+            status,
+            grpc: num("grpc-status").and_then(|g| u16::try_from(g).ok()),
+            retry_after: num("retry-after").map(Duration::from_secs),
+        }
+    }
+
+    /// True when the endpoint should be blamed (5xx or an upstream failure).
+    pub fn is_failure(&self) -> bool {
+        match *self {
+            Outcome::Response { status, .. } => status >= 500,
+            Outcome::Failed(cause) => cause.is_upstream(),
+        }
+    }
+
+    /// True for the outlier detector's "gateway failure" class.
+    pub fn is_gateway_failure(&self) -> bool {
+        match *self {
+            Outcome::Response { status, .. } => matches!(status, 502..=504),
+            Outcome::Failed(cause) => cause.is_gateway_failure(),
+        }
+    }
+}
+
+/// Idempotent methods (RFC 9110 §9.2.2): sending them twice has the effect of sending once.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Decides whether to retry after `attempts_made` attempts ended with `outcome`.
+///
+/// Without a policy only failures that provably never reached the app are retried (any
+/// method). With a policy, its conditions also retry, but only idempotent methods unless the
+/// route allows others. A body that overflowed the replay buffer is never retried.
+pub fn should_retry(
+    policy: Option<&RetryPolicy>,
+    method: &Method,
+    attempts_made: u32,
+    outcome: &Outcome,
+    replayable: bool,
+) -> Decision {
+    let safe = matches!(outcome, Outcome::Failed(c) if c.is_retry_safe());
+    let opted_in = policy.is_some_and(|p| p.retry_on.matches(outcome));
+    if !safe && !opted_in {
+        return Decision::Done(Stop::NotRetryable);
+    }
+    if !replayable {
+        return Decision::Done(Stop::NotReplayable);
+    }
+    let max_attempts = match policy {
+        Some(p) if safe => p.attempts.max(DEFAULT_SAFE_ATTEMPTS),
+        Some(p) => p.attempts,
+        None => DEFAULT_SAFE_ATTEMPTS,
+    };
+    if attempts_made >= max_attempts {
+        return Decision::Done(Stop::AttemptsExhausted);
+    }
+    if !safe && !is_idempotent(method) && !policy.is_some_and(|p| p.allow_non_idempotent) {
+        return Decision::Done(Stop::NonIdempotent);
+    }
+    let (base, max) = policy.map_or((DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX), |p| {
+        (p.backoff_base, p.backoff_max)
+    });
+    let jittered = backoff(base, max, attempts_made, rand::rng().random::<f64>());
+    match outcome {
+        Outcome::Response {
+            retry_after: Some(ra),
+            ..
+        } => {
+            if *ra > RETRY_AFTER_CAP {
+                Decision::Done(Stop::RetryAfterTooLong)
+            } else {
+                Decision::Retry {
+                    backoff: (*ra).max(jittered),
+                }
+            }
+        }
+        _ => Decision::Retry { backoff: jittered },
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, min(max, base × 2^(retry-1))]`,
+/// where `retry` is 1 for the first retry and `unit` is a random number in `[0, 1)`.
+/// Full jitter spreads synchronized retries best (AWS architecture blog, "Exponential
+/// Backoff And Jitter").
+pub fn backoff(base: Duration, max: Duration, retry: u32, unit: f64) -> Duration {
+    let exp = retry.saturating_sub(1).min(20);
+    let ceiling = base.saturating_mul(1u32 << exp).min(max);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+#[path = "retry_tests.rs"]
+mod tests;

@@ -1,0 +1,190 @@
+//! Unit tests for the retry decision.
+
+use super::*;
+use crate::resilience::errors::TimeoutKind;
+
+fn status(s: u16) -> Outcome {
+    Outcome::Response {
+        status: s,
+        grpc: None,
+        retry_after: None,
+    }
+}
+
+fn policy(on: &[&str], attempts: u32) -> RetryPolicy {
+    RetryPolicy::new(attempts, RetryOn::parse(on).unwrap())
+}
+
+#[test]
+fn no_policy_retries_only_never_reached_app() {
+    for m in [Method::GET, Method::POST] {
+        assert!(matches!(
+            should_retry(None, &m, 1, &Outcome::Failed(Cause::ConnectRefused), true),
+            Decision::Retry { .. }
+        ));
+        assert!(matches!(
+            should_retry(None, &m, 1, &Outcome::Failed(Cause::RefusedStream), true),
+            Decision::Retry { .. }
+        ));
+        assert_eq!(
+            should_retry(None, &m, 1, &status(503), true),
+            Decision::Done(Stop::NotRetryable)
+        );
+        assert_eq!(
+            should_retry(None, &m, 1, &Outcome::Failed(Cause::UpstreamReset), true),
+            Decision::Done(Stop::NotRetryable)
+        );
+    }
+    assert_eq!(
+        should_retry(
+            None,
+            &Method::GET,
+            DEFAULT_SAFE_ATTEMPTS,
+            &Outcome::Failed(Cause::ConnectRefused),
+            true
+        ),
+        Decision::Done(Stop::AttemptsExhausted)
+    );
+}
+
+#[test]
+fn status_retries_are_opt_in_and_idempotent_only() {
+    let p = policy(&["5xx"], 3);
+    assert!(matches!(
+        should_retry(Some(&p), &Method::GET, 1, &status(503), true),
+        Decision::Retry { .. }
+    ));
+    assert_eq!(
+        should_retry(Some(&p), &Method::POST, 1, &status(503), true),
+        Decision::Done(Stop::NonIdempotent)
+    );
+    let mut allow = p.clone();
+    allow.allow_non_idempotent = true;
+    assert!(matches!(
+        should_retry(Some(&allow), &Method::POST, 1, &status(503), true),
+        Decision::Retry { .. }
+    ));
+    assert_eq!(
+        should_retry(Some(&p), &Method::GET, 3, &status(503), true),
+        Decision::Done(Stop::AttemptsExhausted)
+    );
+    assert_eq!(
+        should_retry(Some(&p), &Method::GET, 1, &status(404), true),
+        Decision::Done(Stop::NotRetryable)
+    );
+    assert_eq!(
+        should_retry(Some(&p), &Method::GET, 1, &status(200), true),
+        Decision::Done(Stop::NotRetryable)
+    );
+}
+
+#[test]
+fn overflowed_body_is_never_retried() {
+    assert_eq!(
+        should_retry(
+            None,
+            &Method::GET,
+            1,
+            &Outcome::Failed(Cause::ConnectRefused),
+            false
+        ),
+        Decision::Done(Stop::NotReplayable)
+    );
+}
+
+#[test]
+fn conditions_match() {
+    let gw = RetryOn::parse(&["gateway-error"]).unwrap();
+    assert!(gw.matches(&status(502)) && gw.matches(&status(504)));
+    assert!(!gw.matches(&status(500)));
+    assert!(gw.matches(&Outcome::Failed(Cause::Timeout(TimeoutKind::PerTry))));
+    assert!(!gw.matches(&Outcome::Failed(Cause::RateLimited)));
+
+    let codes = RetryOn::parse(&["409", "retriable-4xx", "grpc:unavailable"]).unwrap();
+    assert_eq!(codes.statuses, [409]);
+    assert!(codes.matches(&Outcome::Response {
+        status: 200,
+        grpc: Some(14),
+        retry_after: None
+    }));
+    assert!(!codes.matches(&status(503)));
+
+    let reset = RetryOn::parse(&["reset"]).unwrap();
+    assert!(reset.matches(&Outcome::Failed(Cause::UpstreamReset)));
+    assert!(!reset.matches(&status(503)));
+}
+
+#[test]
+fn bad_conditions_are_errors() {
+    assert_eq!(
+        RetryOn::parse(&["5xxx"]),
+        Err(PolicyError::UnknownCondition("5xxx".into()))
+    );
+    assert_eq!(RetryOn::parse(&["200"]), Err(PolicyError::BadStatus(200)));
+    assert_eq!(
+        RetryOn::parse(&["grpc:nope"]),
+        Err(PolicyError::UnknownGrpcCode("nope".into()))
+    );
+    let mut p = policy(&[], 2);
+    p.backoff_max = Duration::from_millis(1);
+    assert!(p.validate().is_err());
+}
+
+#[test]
+fn backoff_is_bounded_full_jitter() {
+    let (b, m) = (DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX);
+    assert_eq!(backoff(b, m, 1, 0.0), Duration::ZERO);
+    assert_eq!(backoff(b, m, 1, 1.0), b);
+    assert_eq!(backoff(b, m, 2, 1.0), b * 2);
+    assert_eq!(backoff(b, m, 10, 1.0), m);
+    assert_eq!(backoff(b, m, 1000, 1.0), m);
+    for _ in 0..100 {
+        let Decision::Retry { backoff } = should_retry(
+            None,
+            &Method::GET,
+            2,
+            &Outcome::Failed(Cause::ConnectRefused),
+            true,
+        ) else {
+            panic!("expected retry")
+        };
+        assert!(backoff <= b * 2);
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_and_capped() {
+    let p = policy(&["503"], 3);
+    let mut headers = HeaderMap::new();
+    headers.insert("retry-after", "1".parse().unwrap());
+    let o = Outcome::from_response(503, &headers);
+    assert_eq!(
+        should_retry(Some(&p), &Method::GET, 1, &o, true),
+        Decision::Retry {
+            backoff: Duration::from_secs(1)
+        }
+    );
+    headers.insert("retry-after", "120".parse().unwrap());
+    let o = Outcome::from_response(503, &headers);
+    assert_eq!(
+        should_retry(Some(&p), &Method::GET, 1, &o, true),
+        Decision::Done(Stop::RetryAfterTooLong)
+    );
+    headers.insert(
+        "retry-after",
+        "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+    );
+    let Outcome::Response { retry_after, .. } = Outcome::from_response(503, &headers) else {
+        unreachable!()
+    };
+    assert_eq!(retry_after, None);
+}
+
+#[test]
+fn failure_classes() {
+    assert!(status(503).is_failure() && status(503).is_gateway_failure());
+    assert!(status(500).is_failure() && !status(500).is_gateway_failure());
+    assert!(!status(404).is_failure());
+    assert!(Outcome::Failed(Cause::ConnectRefused).is_gateway_failure());
+    assert!(!Outcome::Failed(Cause::CircuitOpen).is_failure());
+}
