@@ -68,16 +68,13 @@ fn lib_sidecar() {
                 .unwrap();
             let ctx = OutboundCtx::new(state.clone(), OutboundConfig::default());
             tokio::spawn(outbound::serve(l, ctx, drain));
-            // DNS answers from the same state: the wiring the binary will have.
-            let vips = state.clone();
-            let lookup =
-                move |svc: &str, _ns: &str| vips.load().clusters.get(svc).and_then(|c| c.vip);
+            // DNS answers from the same state (on-demand, as the binary will wire it).
             let names = MeshNames {
                 namespace: "default".into(),
                 trust_domain: "cluster.local".into(),
             };
             let cfg = DnsConfig::new(mesh_sidecar::dns::DEFAULT_DNS_PORT, Vec::new(), names);
-            let dns = DnsServer::bind(cfg, Arc::new(lookup)).await.unwrap();
+            let dns = DnsServer::bind(cfg, Arc::new(state.clone())).await.unwrap();
             tokio::spawn(dns.serve(std::future::pending()));
         } else {
             let l = tokio::net::TcpListener::bind("0.0.0.0:15006")
