@@ -1,3 +1,5 @@
-//! Binary entry point.
+//! Binary entry point: parse, run, map the outcome to an exit code.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    mesh_cli::main()
+}

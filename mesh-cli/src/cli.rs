@@ -1,0 +1,82 @@
+//! Command-line grammar (clap derive): global flags and the command tree.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// Operate the mesh: traffic policy, status, debugging and sidecar injection.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh-cli",
+    version,
+    after_help = "Examples:\n  mesh-cli status\n  mesh-cli route set reviews --to v1=90,v2=10 --wait\n  mesh-cli inject -f app.yaml | kubectl apply -f -\n\nExit codes: 0 ok, 2 bad input, 3 control plane unreachable or failed, 4 --wait failed (NACK or timeout)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Admin address of the control plane [default: `admin` in <data-dir>/addrs.json, else 127.0.0.1:15011].
+    #[arg(
+        long,
+        global = true,
+        env = "MESH_CONTROL_PLANE_ADMIN",
+        value_name = "ADDR"
+    )]
+    pub control_plane: Option<String>,
+    /// The control plane's data directory (admin token, bound addresses) [default: $HOME/.mesh/control-plane].
+    #[arg(long, global = true, env = "MESH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add the mesh (init container + native sidecar) to every workload of a manifest.
+    #[command(
+        after_help = "Example:\n  mesh-cli inject -f deploy.yaml | kubectl apply -f -\n  kubectl get deploy web -o yaml | mesh-cli inject -f -\n\nOpt a workload out with the pod annotation `mesh.io/inject: disabled`."
+    )]
+    Inject(InjectArgs),
+    /// Remove exactly what `inject` added.
+    #[command(after_help = "Example:\n  mesh-cli uninject -f injected.yaml > plain.yaml")]
+    Uninject(FileArg),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  mesh-cli completion bash > /etc/bash_completion.d/mesh-cli"
+    )]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FileArg {
+    /// Manifest to read; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    #[command(flatten)]
+    pub file: FileArg,
+    /// Sidecar image [default: ghcr.io/mesh/mesh-sidecar:<mesh-cli version>].
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Discovery address of the control plane as seen from the pods.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "mesh-control-plane.mesh-system.svc:15010"
+    )]
+    pub discovery: String,
+}
