@@ -1,10 +1,13 @@
 //! mesh-cli: the operator command line (library part, so tests can drive the pure pieces).
 
 pub mod cli;
+mod client;
 mod commands;
 pub mod error;
 pub mod inject;
 pub mod output;
+mod proxy_http;
+pub mod spec;
 
 use std::process::ExitCode;
 

@@ -1,13 +1,17 @@
 //! Dispatch from the parsed command line to each command's implementation.
 
 mod inject;
+mod ops;
+mod proxy;
+mod route;
 
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
-use crate::error::Result;
+use crate::error::{CliError, Result};
 
 pub fn run(cli: Cli) -> Result<()> {
+    let global = cli.global;
     match cli.command {
         Command::Inject(args) => inject::inject(&args),
         Command::Uninject(args) => inject::uninject(&args),
@@ -20,5 +24,23 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Route(cmd) => net(route::run(&global, cmd)),
+        Command::Policy(cmd) => net(ops::policy(&global, cmd)),
+        Command::Status => net(ops::status(&global)),
+        Command::Endpoints(args) => net(ops::endpoints(&global, args)),
+        Command::Token(cmd) => net(ops::token(&global, cmd)),
+        Command::Check => net(ops::check(&global)),
+        Command::ProxyConfig(args) => net(proxy::config(&global, args)),
+        Command::Stat(args) => net(proxy::stat(&global, args)),
+        Command::Explain(args) => net(proxy::explain(&global, args)),
     }
+}
+
+/// One short-lived command: a current-thread runtime is all it needs.
+fn net(fut: impl Future<Output = Result<()>>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::server(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(fut)
 }

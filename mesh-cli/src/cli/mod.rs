@@ -1,8 +1,14 @@
 //! Command-line grammar (clap derive): global flags and the command tree.
 
+mod ops;
+mod route;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use ops::*;
+pub use route::*;
 
 use crate::output::Format;
 
@@ -48,6 +54,51 @@ pub enum Command {
     /// Remove exactly what `inject` added.
     #[command(after_help = "Example:\n  mesh-cli uninject -f injected.yaml > plain.yaml")]
     Uninject(FileArg),
+    /// Traffic rules of a service: weighted splits, matches, timeouts, retries, faults, mirroring.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mesh-cli route set reviews --to v1=90,v2=10 --wait\n  mesh-cli route list"
+    )]
+    Route(RouteCommand),
+    /// Cluster policy of a service: load balancing, outlier detection, limits, health check, TLS.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mesh-cli policy set reviews --lb ring-hash --hash-on header:x-user\n  mesh-cli policy get reviews -o yaml"
+    )]
+    Policy(PolicyCommand),
+    /// Control plane health and every connected proxy with the config it ACKed (and NACKed).
+    #[command(after_help = "Example:\n  mesh-cli status\n  mesh-cli status -o json")]
+    Status,
+    /// Endpoints of a service with state, weight, zone and identity; `drain` one of them.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Example:\n  mesh-cli endpoints reviews\n  mesh-cli endpoints drain reviews 10.0.0.7:15006"
+    )]
+    Endpoints(EndpointsArgs),
+    /// Join tokens for workloads: create, list, revoke.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mesh-cli token create --namespace default --service-account reviews --ttl 24h"
+    )]
+    Token(TokenCommand),
+    /// Pre-flight: control plane reachable, CA not near expiry, every proxy in sync.
+    #[command(after_help = "Example:\n  mesh-cli check && echo ready")]
+    Check,
+    /// What a proxy really applied, from its admin /config_dump.
+    #[command(
+        after_help = "Example:\n  mesh-cli proxy-config 127.0.0.1:15000 routes\n  mesh-cli proxy-config 127.0.0.1:15000 -o json"
+    )]
+    ProxyConfig(ProxyConfigArgs),
+    /// Golden metrics (rps, success rate, latency percentiles) per service and version, from sidecars.
+    #[command(
+        after_help = "Example:\n  mesh-cli stat reviews --proxy-admin 127.0.0.1:15000 --proxy-admin 127.0.0.1:25000"
+    )]
+    Stat(StatArgs),
+    /// Which route rule and backend a request would take through a proxy, and why.
+    #[command(
+        after_help = "Example:\n  mesh-cli explain 127.0.0.1:15000 GET http://reviews:9080/api/v1 -H x-canary:1"
+    )]
+    Explain(ExplainArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  mesh-cli completion bash > /etc/bash_completion.d/mesh-cli"

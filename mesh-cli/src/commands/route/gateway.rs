@@ -1,0 +1,612 @@
+//! Gateway API HTTPRoute/GRPCRoute ↔ mesh `Route`, for the subset the mesh implements.
+//!
+//! Anything outside the subset is refused with the field's path, so an `apply` never silently
+//! drops a behaviour the author asked for. Subset convention: a backendRef named
+//! `<service>-v<digit>…` (e.g. `reviews-v2`) is subset `v2` of `reviews`.
+
+use mesh_proto::types::v1 as pb;
+use serde_json::json;
+use serde_norway::{Mapping, Value};
+
+use crate::spec;
+
+type R<T> = Result<T, String>;
+
+/// Parses every HTTPRoute/GRPCRoute document; other kinds are refused by name.
+pub fn parse(text: &str) -> R<Vec<pb::Route>> {
+    let docs = crate::inject::parse_documents(text).map_err(|e| e.to_string())?;
+    docs.iter()
+        .enumerate()
+        .map(|(i, d)| route(d).map_err(|e| format!("document {i}: {e}")))
+        .collect()
+}
+
+fn route(doc: &Value) -> R<pb::Route> {
+    let kind = str_at(doc, "kind", "")?;
+    let grpc = match kind.as_str() {
+        "HTTPRoute" => false,
+        "GRPCRoute" => true,
+        other => {
+            return Err(format!(
+                "kind: {other:?} is not supported (only HTTPRoute and GRPCRoute)"
+            ));
+        }
+    };
+    let api = str_at(doc, "apiVersion", "")?;
+    if !api.starts_with("gateway.networking.k8s.io/") {
+        return Err(format!("apiVersion: {api:?} is not a Gateway API version"));
+    }
+    let spec_v = doc.get("spec").ok_or("spec: missing")?;
+    let spec_m = mapping(spec_v, "spec")?;
+    only(spec_m, "spec", &["parentRefs", "hostnames", "rules"])?;
+    let service = match seq(spec_v.get("hostnames"), "spec.hostnames")?.first() {
+        Some(h) => h
+            .as_str()
+            .and_then(|h| h.split('.').next())
+            .ok_or("spec.hostnames[0]: not a string")?
+            .to_string(),
+        None => str_at(
+            doc.get("metadata").ok_or("metadata: missing")?,
+            "name",
+            "metadata.",
+        )?,
+    };
+    let service = spec::name(&service, "service").map_err(|e| format!("spec.hostnames[0]: {e}"))?;
+    let rules = seq(spec_v.get("rules"), "spec.rules")?
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rule(r, &format!("spec.rules[{i}]"), i, &service, grpc))
+        .collect::<R<Vec<_>>>()?;
+    Ok(pb::Route { service, rules })
+}
+
+fn rule(v: &Value, at: &str, index: usize, service: &str, grpc: bool) -> R<pb::RouteRule> {
+    let m = mapping(v, at)?;
+    only(
+        m,
+        at,
+        &["name", "matches", "filters", "backendRefs", "timeouts"],
+    )?;
+    let mut r = pb::RouteRule {
+        name: match v.get("name") {
+            Some(n) => n
+                .as_str()
+                .ok_or(format!("{at}.name: not a string"))?
+                .to_string(),
+            None => format!("rule-{index}"),
+        },
+        ..Default::default()
+    };
+    for (j, mv) in seq(v.get("matches"), &format!("{at}.matches"))?
+        .iter()
+        .enumerate()
+    {
+        r.matches
+            .push(route_match(mv, &format!("{at}.matches[{j}]"), grpc)?);
+    }
+    for (k, f) in seq(v.get("filters"), &format!("{at}.filters"))?
+        .iter()
+        .enumerate()
+    {
+        filter(f, &format!("{at}.filters[{k}]"), &mut r)?;
+    }
+    let mut raw = Vec::new();
+    for (l, b) in seq(v.get("backendRefs"), &format!("{at}.backendRefs"))?
+        .iter()
+        .enumerate()
+    {
+        let bat = format!("{at}.backendRefs[{l}]");
+        only(
+            mapping(b, &bat)?,
+            &bat,
+            &["name", "weight", "port", "kind", "group", "namespace"],
+        )?;
+        if let Some(k) = b
+            .get("kind")
+            .and_then(Value::as_str)
+            .filter(|k| *k != "Service")
+        {
+            return Err(format!("{bat}.kind: {k} is not supported (only Service)"));
+        }
+        let (svc, subset) = backend_name(&str_at(b, "name", &format!("{bat}."))?);
+        let weight = match b.get("weight") {
+            None => 1,
+            Some(w) => w
+                .as_u64()
+                .and_then(|w| u32::try_from(w).ok())
+                .ok_or(format!("{bat}.weight: not a whole number"))?,
+        };
+        raw.push(pb::WeightedBackend {
+            service: svc,
+            subset,
+            weight,
+        });
+    }
+    if raw.is_empty() && r.redirect.is_none() {
+        raw.push(pb::WeightedBackend {
+            service: service.to_string(),
+            subset: String::new(),
+            weight: 1,
+        });
+    }
+    r.backends = normalize(raw).map_err(|e| format!("{at}.backendRefs: {e}"))?;
+    if let Some(t) = v.get("timeouts") {
+        only(
+            mapping(t, &format!("{at}.timeouts"))?,
+            &format!("{at}.timeouts"),
+            &["request"],
+        )?;
+        let d = str_at(t, "request", &format!("{at}.timeouts."))?;
+        r.timeout_ms =
+            spec::millis(spec::duration(&d).map_err(|e| format!("{at}.timeouts.request: {e}"))?);
+    }
+    Ok(r)
+}
+
+fn route_match(v: &Value, at: &str, grpc: bool) -> R<pb::RouteMatch> {
+    let m = mapping(v, at)?;
+    let mut out = pb::RouteMatch::default();
+    if grpc {
+        only(m, at, &["method", "headers"])?;
+        if let Some(mv) = v.get("method") {
+            let mat = format!("{at}.method");
+            only(mapping(mv, &mat)?, &mat, &["type", "service", "method"])?;
+            if let Some(t) = mv
+                .get("type")
+                .and_then(Value::as_str)
+                .filter(|t| *t != "Exact")
+            {
+                return Err(format!("{mat}.type: {t} is not supported (only Exact)"));
+            }
+            let svc = mv
+                .get("service")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let method = mv.get("method").and_then(Value::as_str).unwrap_or_default();
+            out.path = Some(match (svc, method) {
+                ("", _) => return Err(format!("{mat}.service: required by the mesh")),
+                (s, "") => pb::PathMatch {
+                    kind: pb::PathMatchKind::Prefix as i32,
+                    value: format!("/{s}/"),
+                },
+                (s, m) => pb::PathMatch {
+                    kind: pb::PathMatchKind::Exact as i32,
+                    value: format!("/{s}/{m}"),
+                },
+            });
+        }
+    } else {
+        only(m, at, &["path", "headers", "queryParams", "method"])?;
+        if let Some(p) = v.get("path") {
+            let pat = format!("{at}.path");
+            only(mapping(p, &pat)?, &pat, &["type", "value"])?;
+            let kind = match p
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("PathPrefix")
+            {
+                "PathPrefix" => pb::PathMatchKind::Prefix,
+                "Exact" => pb::PathMatchKind::Exact,
+                "RegularExpression" => pb::PathMatchKind::Regex,
+                t => return Err(format!("{pat}.type: {t} is not supported")),
+            };
+            let value = p
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or("/")
+                .to_string();
+            out.path = Some(pb::PathMatch {
+                kind: kind as i32,
+                value,
+            });
+        }
+        if let Some(method) = v.get("method") {
+            out.method = method
+                .as_str()
+                .ok_or(format!("{at}.method: not a string"))?
+                .to_string();
+        }
+        out.query_params = kv_matches(v.get("queryParams"), &format!("{at}.queryParams"))?;
+    }
+    out.headers = kv_matches(v.get("headers"), &format!("{at}.headers"))?;
+    Ok(out)
+}
+
+fn kv_matches(v: Option<&Value>, at: &str) -> R<Vec<pb::KeyValueMatch>> {
+    seq(v, at)?
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let hat = format!("{at}[{i}]");
+            only(mapping(h, &hat)?, &hat, &["type", "name", "value"])?;
+            let kind = match h.get("type").and_then(Value::as_str).unwrap_or("Exact") {
+                "Exact" => pb::ValueMatchKind::Exact,
+                "RegularExpression" => pb::ValueMatchKind::Regex,
+                t => return Err(format!("{hat}.type: {t} is not supported")),
+            };
+            Ok(pb::KeyValueMatch {
+                name: str_at(h, "name", &format!("{hat}."))?,
+                kind: kind as i32,
+                value: str_at(h, "value", &format!("{hat}."))?,
+            })
+        })
+        .collect()
+}
+
+fn filter(f: &Value, at: &str, r: &mut pb::RouteRule) -> R<()> {
+    let ty = str_at(f, "type", &format!("{at}."))?;
+    let key = match ty.as_str() {
+        "RequestHeaderModifier" => "requestHeaderModifier",
+        "ResponseHeaderModifier" => "responseHeaderModifier",
+        "URLRewrite" => "urlRewrite",
+        "RequestRedirect" => "requestRedirect",
+        "RequestMirror" => "requestMirror",
+        other => return Err(format!("{at}.type: {other} is not supported")),
+    };
+    only(mapping(f, at)?, at, &["type", key])?;
+    let body = f.get(key).ok_or(format!("{at}.{key}: missing"))?;
+    let bat = format!("{at}.{key}");
+    match key {
+        "requestHeaderModifier" | "responseHeaderModifier" => {
+            only(mapping(body, &bat)?, &bat, &["set", "add", "remove"])?;
+            let ops = if key == "requestHeaderModifier" {
+                &mut r.request_headers
+            } else {
+                &mut r.response_headers
+            };
+            for (op, kind) in [
+                ("set", pb::HeaderOpKind::Set),
+                ("add", pb::HeaderOpKind::Add),
+            ] {
+                for (i, h) in seq(body.get(op), &format!("{bat}.{op}"))?
+                    .iter()
+                    .enumerate()
+                {
+                    let hat = format!("{bat}.{op}[{i}].");
+                    ops.push(pb::HeaderOp {
+                        kind: kind as i32,
+                        name: str_at(h, "name", &hat)?,
+                        value: str_at(h, "value", &hat)?,
+                    });
+                }
+            }
+            for (i, h) in seq(body.get("remove"), &format!("{bat}.remove"))?
+                .iter()
+                .enumerate()
+            {
+                let name = h
+                    .as_str()
+                    .ok_or(format!("{bat}.remove[{i}]: not a string"))?
+                    .to_string();
+                ops.push(pb::HeaderOp {
+                    kind: pb::HeaderOpKind::Remove as i32,
+                    name,
+                    value: String::new(),
+                });
+            }
+        }
+        "urlRewrite" => {
+            only(mapping(body, &bat)?, &bat, &["path"])?;
+            let p = body.get("path").ok_or(format!("{bat}.path: missing"))?;
+            only(
+                mapping(p, &format!("{bat}.path"))?,
+                &format!("{bat}.path"),
+                &["type", "replacePrefixMatch"],
+            )?;
+            let t = str_at(p, "type", &format!("{bat}.path."))?;
+            if t != "ReplacePrefixMatch" {
+                return Err(format!(
+                    "{bat}.path.type: {t} is not supported (only ReplacePrefixMatch)"
+                ));
+            }
+            r.rewrite_prefix = str_at(p, "replacePrefixMatch", &format!("{bat}.path."))?;
+        }
+        "requestRedirect" => {
+            only(
+                mapping(body, &bat)?,
+                &bat,
+                &["scheme", "hostname", "statusCode", "path"],
+            )?;
+            let get = |k: &str| {
+                body.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let path = match body.get("path") {
+                None => String::new(),
+                Some(p) => {
+                    only(
+                        mapping(p, &format!("{bat}.path"))?,
+                        &format!("{bat}.path"),
+                        &["type", "replaceFullPath"],
+                    )?;
+                    if p.get("type").and_then(Value::as_str) != Some("ReplaceFullPath") {
+                        return Err(format!(
+                            "{bat}.path.type: only ReplaceFullPath is supported"
+                        ));
+                    }
+                    str_at(p, "replaceFullPath", &format!("{bat}.path."))?
+                }
+            };
+            let status = body
+                .get("statusCode")
+                .and_then(Value::as_u64)
+                .unwrap_or(302);
+            r.redirect = Some(pb::Redirect {
+                scheme: get("scheme"),
+                host: get("hostname"),
+                path,
+                status: status as u32,
+            });
+        }
+        _ => {
+            only(mapping(body, &bat)?, &bat, &["backendRef", "percent"])?;
+            let b = body
+                .get("backendRef")
+                .ok_or(format!("{bat}.backendRef: missing"))?;
+            only(
+                mapping(b, &format!("{bat}.backendRef"))?,
+                &format!("{bat}.backendRef"),
+                &["name", "port", "kind", "group", "namespace"],
+            )?;
+            let (svc, subset) = backend_name(&str_at(b, "name", &format!("{bat}.backendRef."))?);
+            let percent = body
+                .get("percent")
+                .map_or(Some(100), Value::as_u64)
+                .filter(|p| *p <= 100);
+            let percent = percent.ok_or(format!("{bat}.percent: a whole number from 0 to 100"))?;
+            r.mirror = Some(pb::Mirror {
+                service: svc,
+                subset,
+                permille: percent as u32 * 10,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `reviews-v2` → (`reviews`, `v2`); any other name is a whole service.
+fn backend_name(name: &str) -> (String, String) {
+    if let Some((svc, ver)) = name.rsplit_once('-')
+        && ver.len() >= 2
+        && ver.starts_with('v')
+        && ver.as_bytes()[1].is_ascii_digit()
+        && !svc.is_empty()
+    {
+        return (svc.to_string(), ver.to_string());
+    }
+    (name.to_string(), String::new())
+}
+
+/// Gateway API weights are relative; the mesh's are percentages. Largest-remainder rounding
+/// keeps the sum exactly 100 and leaves weights already summing to 100 unchanged.
+fn normalize(mut b: Vec<pb::WeightedBackend>) -> R<Vec<pb::WeightedBackend>> {
+    let total: u64 = b.iter().map(|b| u64::from(b.weight)).sum();
+    if b.is_empty() {
+        return Ok(b);
+    }
+    if total == 0 {
+        return Err("every weight is 0: no traffic could flow".into());
+    }
+    let exact: Vec<u64> = b.iter().map(|x| u64::from(x.weight) * 100).collect();
+    let mut given: Vec<u64> = exact.iter().map(|e| e / total).collect();
+    let mut rest = 100 - given.iter().sum::<u64>();
+    let mut order: Vec<usize> = (0..b.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(exact[i] % total));
+    for &i in order.iter().cycle().take(b.len() * 2) {
+        if rest == 0 {
+            break;
+        }
+        given[i] += 1;
+        rest -= 1;
+    }
+    for (x, g) in b.iter_mut().zip(given) {
+        x.weight = g as u32;
+    }
+    Ok(b)
+}
+
+/// Renders a route as an HTTPRoute that `parse` turns back into the same route.
+pub fn export(route: &pb::Route) -> R<Value> {
+    let mut rules = Vec::new();
+    for r in &route.rules {
+        let why = |what: &str| {
+            format!(
+                "rule {:?} uses {what}, which HTTPRoute cannot express",
+                r.name
+            )
+        };
+        if r.retry.as_ref().is_some_and(|x| x.attempts > 1) {
+            return Err(why("retries"));
+        }
+        if r.fault.is_some() {
+            return Err(why("fault injection"));
+        }
+        if r.rate_limit.is_some() {
+            return Err(why("a rate limit"));
+        }
+        let mut rule = json!({"name": r.name});
+        let matches: Vec<_> = r.matches.iter().map(export_match).collect();
+        if !matches.is_empty() {
+            rule["matches"] = json!(matches);
+        }
+        let mut filters = Vec::new();
+        for (key, ty, ops) in [
+            (
+                "requestHeaderModifier",
+                "RequestHeaderModifier",
+                &r.request_headers,
+            ),
+            (
+                "responseHeaderModifier",
+                "ResponseHeaderModifier",
+                &r.response_headers,
+            ),
+        ] {
+            if !ops.is_empty() {
+                filters.push(json!({"type": ty, key: export_header_ops(ops)}));
+            }
+        }
+        if !r.rewrite_prefix.is_empty() {
+            filters.push(json!({"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": r.rewrite_prefix}}}));
+        }
+        if let Some(rd) = &r.redirect {
+            let mut body = json!({"statusCode": rd.status});
+            for (k, v) in [("scheme", &rd.scheme), ("hostname", &rd.host)] {
+                if !v.is_empty() {
+                    body[k] = json!(v);
+                }
+            }
+            if !rd.path.is_empty() {
+                body["path"] = json!({"type": "ReplaceFullPath", "replaceFullPath": rd.path});
+            }
+            filters.push(json!({"type": "RequestRedirect", "requestRedirect": body}));
+        }
+        if let Some(m) = &r.mirror {
+            if !m.permille.is_multiple_of(10) {
+                return Err(why("a sub-percent mirror share"));
+            }
+            let name = export_backend(&m.service, &m.subset).map_err(|e| why(&e))?;
+            filters.push(json!({"type": "RequestMirror", "requestMirror": {"backendRef": {"name": name}, "percent": m.permille / 10}}));
+        }
+        if !filters.is_empty() {
+            rule["filters"] = json!(filters);
+        }
+        let refs: Vec<_> = r
+            .backends
+            .iter()
+            .map(|b| {
+                Ok(json!({"name": export_backend(&b.service, &b.subset)?, "weight": b.weight}))
+            })
+            .collect::<R<_>>()
+            .map_err(|e| why(&e))?;
+        if !refs.is_empty() {
+            rule["backendRefs"] = json!(refs);
+        }
+        if r.timeout_ms > 0 {
+            rule["timeouts"] = json!({"request": format!("{}ms", r.timeout_ms)});
+        }
+        rules.push(rule);
+    }
+    let doc = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": route.service},
+        "spec": {"hostnames": [route.service], "rules": rules},
+    });
+    serde_norway::to_value(doc).map_err(|e| e.to_string())
+}
+
+fn export_backend(service: &str, subset: &str) -> R<String> {
+    if subset.is_empty() {
+        return Ok(service.to_string());
+    }
+    let name = format!("{service}-{subset}");
+    if backend_name(&name) == (service.to_string(), subset.to_string()) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "subset {subset:?} (the backendRef convention needs v<digit>…)"
+        ))
+    }
+}
+
+fn export_match(m: &pb::RouteMatch) -> serde_json::Value {
+    let mut out = json!({});
+    if let Some(p) = &m.path {
+        let ty = match pb::PathMatchKind::try_from(p.kind) {
+            Ok(pb::PathMatchKind::Exact) => "Exact",
+            Ok(pb::PathMatchKind::Regex) => "RegularExpression",
+            _ => "PathPrefix",
+        };
+        out["path"] = json!({"type": ty, "value": p.value});
+    }
+    if !m.method.is_empty() {
+        out["method"] = json!(m.method);
+    }
+    for (key, kvs) in [("headers", &m.headers), ("queryParams", &m.query_params)] {
+        if !kvs.is_empty() {
+            let list: Vec<_> = kvs
+                .iter()
+                .map(|kv| {
+                    let ty = if kv.kind == pb::ValueMatchKind::Regex as i32 {
+                        "RegularExpression"
+                    } else {
+                        "Exact"
+                    };
+                    json!({"type": ty, "name": kv.name, "value": kv.value})
+                })
+                .collect();
+            out[key] = json!(list);
+        }
+    }
+    out
+}
+
+fn export_header_ops(ops: &[pb::HeaderOp]) -> serde_json::Value {
+    let mut body = json!({});
+    let pick = |k: pb::HeaderOpKind| -> Vec<&pb::HeaderOp> {
+        ops.iter()
+            .filter(|o| o.kind == k as i32 || (k == pb::HeaderOpKind::Set && o.kind == 0))
+            .collect()
+    };
+    for (key, kind) in [
+        ("set", pb::HeaderOpKind::Set),
+        ("add", pb::HeaderOpKind::Add),
+    ] {
+        let l: Vec<_> = pick(kind)
+            .iter()
+            .map(|o| json!({"name": o.name, "value": o.value}))
+            .collect();
+        if !l.is_empty() {
+            body[key] = json!(l);
+        }
+    }
+    let rm: Vec<_> = pick(pb::HeaderOpKind::Remove)
+        .iter()
+        .map(|o| json!(o.name))
+        .collect();
+    if !rm.is_empty() {
+        body["remove"] = json!(rm);
+    }
+    body
+}
+
+fn mapping<'a>(v: &'a Value, at: &str) -> R<&'a Mapping> {
+    v.as_mapping().ok_or(format!("{at}: expected a mapping"))
+}
+
+fn seq<'a>(v: Option<&'a Value>, at: &str) -> R<&'a [Value]> {
+    match v {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Sequence(s)) => Ok(s),
+        Some(_) => Err(format!("{at}: expected a list")),
+    }
+}
+
+fn str_at(v: &Value, key: &str, prefix: &str) -> R<String> {
+    match v.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("{prefix}{key}: expected a string")),
+        None => Err(format!("{prefix}{key}: missing")),
+    }
+}
+
+/// Refuses any key outside `allowed`, naming its full path.
+fn only(m: &Mapping, at: &str, allowed: &[&str]) -> R<()> {
+    for k in m.keys() {
+        let k = k.as_str().unwrap_or("?");
+        if !allowed.contains(&k) {
+            return Err(format!(
+                "{at}.{k} is not supported (supported here: {})",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "gateway_tests.rs"]
+mod tests;
