@@ -303,14 +303,14 @@ fn header_name(s: &str) -> Result<String, String> {
 /// Service and subset names: DNS-label-like, so they are safe in resource names and metrics.
 pub fn name(s: &str, what: &str) -> Result<String, String> {
     let ok = !s.is_empty()
-        && s.len() <= 63
+        && s.len() <= 253
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "{s:?} is not a valid {what} name (letters, digits, '-', '_', '.'; at most 63)"
+            "{s:?} is not a valid {what} name (letters, digits, '-', '_', '.'; at most 253)"
         ))
     }
 }

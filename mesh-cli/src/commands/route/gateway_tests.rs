@@ -159,7 +159,8 @@ fn unsupported_fields_are_named() {
 fn export_round_trips() {
     for text in [SPLIT, ROUTING] {
         for route in parse(text).unwrap() {
-            let yaml = serde_norway::to_string(&export(&route).unwrap()).unwrap();
+            let yaml =
+                serde_norway::to_string(&super::super::export::export(&route).unwrap()).unwrap();
             assert_eq!(parse(&yaml).unwrap(), vec![route], "{yaml}");
         }
     }

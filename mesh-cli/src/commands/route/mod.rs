@@ -1,5 +1,6 @@
 //! `mesh-cli route …`: set/get/list/delete against the admin API, plus Gateway API apply/export.
 
+mod export;
 mod gateway;
 mod rule;
 pub mod show;
@@ -51,7 +52,7 @@ pub async fn run(global: &Global, cmd: RouteCommand) -> Result<()> {
                 CliError::usage(format!("service {:?} has no route to export", s.service))
             })?;
             let route = entry.route.unwrap_or_default();
-            let doc = gateway::export(&route).map_err(CliError::usage)?;
+            let doc = export::export(&route).map_err(CliError::usage)?;
             print!(
                 "{}",
                 serde_norway::to_string(&doc)
