@@ -1,1 +1,205 @@
-//! Library root.
+//! The mesh control plane: durable store, service registry, discovery (delta xDS) server,
+//! admin API and metrics, startable in-process with [`run`].
+
+pub mod api;
+pub mod ca;
+pub mod config;
+pub mod core;
+pub mod encode;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod registry;
+pub mod snapshot;
+pub mod store;
+pub mod validate;
+pub mod xds;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_proto::admin::v1::admin_server::AdminServer;
+use mesh_proto::discovery::v1::discovery_server::DiscoveryServer;
+use mesh_proto::identity::v1::identity_server::IdentityServer;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::{Args, Config};
+
+use crate::core::{Core, CoreConfig, CoreError};
+use crate::store::{RedbStore, StoreError};
+
+/// HTTP/2 keepalive on the discovery port: a proxy that vanished without closing its
+/// connection (host died, network partition) is noticed within ~30 s, and its endpoint lease
+/// starts running out instead of living forever.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the control plane listens, as written to `addrs.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Addrs {
+    pub discovery: SocketAddr,
+    pub admin: SocketAddr,
+    pub http: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("binding {what} on {addr}: {source} (is another control plane running?)")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("loading state: {0}")]
+    Core(#[from] CoreError),
+}
+
+/// A running control plane. Dropping it leaves it running; call [`Handle::shutdown`].
+pub struct Handle {
+    pub addrs: Addrs,
+    pub admin_token: String,
+    pub core: Arc<Core>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the control plane: opens the store, loads state, binds every listener, writes the
+/// address files, and serves in background tasks of the current runtime.
+pub async fn run(config: Config) -> Result<Handle, RunError> {
+    let dir = &config.data_dir;
+    create_private_dir(dir)?;
+    let admin_token = api::auth::load_or_create(dir).map_err(|source| RunError::Io {
+        what: "writing the admin token in",
+        path: dir.clone(),
+        source,
+    })?;
+    let db = dir.join("mesh.redb");
+    let store = tokio::task::spawn_blocking(move || RedbStore::open(&db))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+    let core_config = CoreConfig {
+        trust_domain: config.trust_domain.clone(),
+        vip_range: config.vip_range,
+        lease_grace: config.lease_grace,
+        coalesce: config.coalesce,
+    };
+    let core = Core::load(core_config, Arc::new(store), metrics::Metrics::new())?;
+
+    let discovery = bind("discovery", config.discovery_addr).await?;
+    let admin = bind("admin", config.admin_addr).await?;
+    let http = bind("http", config.http_addr).await?;
+    let local = |l: &TcpListener, what| {
+        l.local_addr().map_err(|source| RunError::Io {
+            what,
+            path: PathBuf::new(),
+            source,
+        })
+    };
+    let addrs = Addrs {
+        discovery: local(&discovery, "discovery address")?,
+        admin: local(&admin, "admin address")?,
+        http: local(&http, "http address")?,
+    };
+
+    let mut tasks = vec![tokio::spawn(core.clone().run_builder())];
+    let discovery_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(DiscoveryServer::new(xds::DiscoveryService::new(
+            core.clone(),
+        )))
+        .add_service(IdentityServer::new(ca::IdentityService));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = discovery_server
+            .serve_with_incoming(TcpListenerStream::new(discovery))
+            .await
+        {
+            tracing::error!(error = %e, "discovery server failed");
+        }
+    }));
+    let auth = api::auth::Auth::new(&admin_token);
+    let admin_server = tonic::transport::Server::builder().add_service(
+        AdminServer::with_interceptor(api::AdminService::new(core.clone()), move |req| {
+            auth.check(req)
+        }),
+    );
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = admin_server
+            .serve_with_incoming(TcpListenerStream::new(admin))
+            .await
+        {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }));
+    tasks.push(tokio::spawn(http::serve(http, core.clone())));
+
+    let json = serde_json::to_vec(&addrs).unwrap_or_default();
+    write_atomic(&dir.join("addrs.json"), &json)?;
+    if let Some(f) = &config.addrs_file {
+        write_atomic(f, &json)?;
+    }
+    tracing::info!(
+        discovery = %addrs.discovery, admin = %addrs.admin, http = %addrs.http,
+        data_dir = %dir.display(), "control plane ready"
+    );
+    Ok(Handle {
+        addrs,
+        admin_token,
+        core,
+        tasks,
+    })
+}
+
+// === impl Handle ===
+
+impl Handle {
+    /// Stops accepting and serving. Every acknowledged write is already durable.
+    pub fn shutdown(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), RunError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| RunError::Io {
+            what: "creating data dir",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Write to a temp file next to the target, then rename: readers never see half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let io = |source| RunError::Io {
+        what: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}

@@ -1,0 +1,116 @@
+//! Process configuration: command-line flags with `MESH_*` environment fallbacks, parsed once
+//! into a typed `Config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::registry::VipRange;
+
+/// The mesh control plane: discovery, admin API, metrics.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "mesh-control-plane", version)]
+pub struct Args {
+    /// Directory for the store (mesh.redb), the admin token and addrs.json.
+    /// Default: $HOME/.mesh/control-plane.
+    #[arg(long, env = "MESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Discovery + identity gRPC listen address (port 0 = any free port).
+    #[arg(long, env = "MESH_DISCOVERY_ADDR", default_value = "127.0.0.1:15010")]
+    pub discovery_addr: SocketAddr,
+    /// Admin gRPC listen address (bearer-token authenticated).
+    #[arg(long, env = "MESH_ADMIN_ADDR", default_value = "127.0.0.1:15011")]
+    pub admin_addr: SocketAddr,
+    /// HTTP listen address for /metrics and /ready.
+    #[arg(long, env = "MESH_HTTP_ADDR", default_value = "127.0.0.1:15014")]
+    pub http_addr: SocketAddr,
+    /// SPIFFE trust domain of the mesh.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// IPv4 range service VIPs are allocated from. The default is reserved class-E space that
+    /// is never routed, so a VIP can never reach a real host by accident.
+    #[arg(long, env = "MESH_VIP_RANGE", default_value = "240.240.0.0/16")]
+    pub vip_range: VipRange,
+    /// How long a proxy's endpoint outlives its discovery stream (ms): long enough to ride out
+    /// a control-plane or proxy reconnect without flapping the endpoint out of every client.
+    #[arg(long, env = "MESH_LEASE_GRACE_MS", default_value_t = 10_000)]
+    pub lease_grace_ms: u64,
+    /// Window (ms) in which registry changes are batched into one push. 50 ms turns a burst
+    /// (a deployment rolling 100 pods, a node failing) into a handful of pushes while adding
+    /// delay far below what a human or a health check notices.
+    #[arg(long, env = "MESH_COALESCE_MS", default_value_t = 50)]
+    pub coalesce_ms: u64,
+    /// Also write the bound addresses as JSON to this file (atomically, after binding).
+    #[arg(long, env = "MESH_ADDRS_FILE")]
+    pub addrs_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub discovery_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub trust_domain: String,
+    pub vip_range: VipRange,
+    pub lease_grace: Duration,
+    pub coalesce: Duration,
+    pub addrs_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--data-dir is not set and $HOME is unknown")]
+    NoDataDir,
+    #[error("--trust-domain {0:?}: must be non-empty [a-z0-9.-_]")]
+    TrustDomain(String),
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Builds the config from parsed flags; `home` is `$HOME` as read once at start-up.
+    pub fn from_args(a: Args, home: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let data_dir = match a.data_dir {
+            Some(d) => d,
+            None => home
+                .ok_or(ConfigError::NoDataDir)?
+                .join(".mesh/control-plane"),
+        };
+        let td = &a.trust_domain;
+        if td.is_empty()
+            || !td.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
+            })
+        {
+            return Err(ConfigError::TrustDomain(td.clone()));
+        }
+        Ok(Self {
+            data_dir,
+            discovery_addr: a.discovery_addr,
+            admin_addr: a.admin_addr,
+            http_addr: a.http_addr,
+            trust_domain: a.trust_domain,
+            vip_range: a.vip_range,
+            lease_grace: Duration::from_millis(a.lease_grace_ms),
+            coalesce: Duration::from_millis(a.coalesce_ms),
+            addrs_file: a.addrs_file,
+        })
+    }
+
+    /// Defaults with every port 0 (for tests and embedding).
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self {
+            data_dir,
+            discovery_addr: any,
+            admin_addr: any,
+            http_addr: any,
+            trust_domain: "cluster.local".to_string(),
+            vip_range: "240.240.0.0/16".parse().unwrap_or_else(|_| unreachable!()),
+            lease_grace: Duration::from_secs(10),
+            coalesce: Duration::from_millis(50),
+            addrs_file: None,
+        }
+    }
+}

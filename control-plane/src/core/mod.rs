@@ -1,0 +1,238 @@
+//! The control plane's core: configuration and registry state, loaded from and persisted to
+//! the store, and turned into published snapshot resources (immediately for admin writes,
+//! coalesced for registry churn).
+
+mod config_ops;
+mod resources;
+mod service_ops;
+mod tokens;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use tokens::TokenRecord;
+
+use crate::metrics::Metrics;
+use crate::model::{AuthzPolicy, ClusterPolicy, Endpoint, Route, Runtime, ServiceDecl};
+use crate::registry::{Exhausted, Registry, VipRange};
+use crate::snapshot::{Key, Kind, Snapshot};
+use crate::store::{Op, Store, StoreError, Table, list_typed};
+use crate::validate::ValidationError;
+use crate::xds::ProxyHandle;
+
+/// Settings the core needs from the process configuration.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub trust_domain: String,
+    pub vip_range: VipRange,
+    pub lease_grace: Duration,
+    pub coalesce: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
+}
+
+pub struct Core {
+    pub config: CoreConfig,
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
+    pub snapshot: Snapshot,
+    /// Keys changed by registry churn, with the time of their first change, waiting for the
+    /// coalescing window to close.
+    dirty: Mutex<HashMap<Key, Instant>>,
+    dirty_notify: Notify,
+    /// Connected proxies by stream id (for ListProxies and the connected gauge).
+    pub proxies: DashMap<u64, Arc<ProxyHandle>>,
+    pub metrics: Metrics,
+}
+
+/// Everything the resources are built from. Guarded by one mutex: writers are admin calls and
+/// stream connects/disconnects, all rare next to reads of the published snapshot.
+pub(crate) struct State {
+    pub registry: Registry,
+    pub routes: BTreeMap<String, Route>,
+    pub clusters: BTreeMap<String, ClusterPolicy>,
+    pub authz: BTreeMap<String, AuthzPolicy>,
+    pub runtime: Runtime,
+    pub tokens: BTreeMap<String, TokenRecord>,
+}
+
+/// The key under which the runtime singleton is stored and published.
+pub const RUNTIME: &str = "runtime";
+
+/// Static endpoints are keyed `service|address` (`|` never appears in either).
+fn static_key(service: &str, e: &Endpoint) -> String {
+    format!("{service}|{}", e.address)
+}
+
+// === impl Core ===
+
+impl Core {
+    /// Loads every durable table and publishes the initial snapshot.
+    pub fn load(
+        config: CoreConfig,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, CoreError> {
+        let mut registry = Registry::new(config.vip_range);
+        for (service, ip) in list_typed::<Ipv4Addr>(&*store, Table::Vips)? {
+            if !registry.vips.restore(&service, ip) {
+                tracing::warn!(%service, %ip, "stored VIP outside --vip-range; reallocating");
+            }
+        }
+        for (_, decl) in list_typed::<ServiceDecl>(&*store, Table::Services)? {
+            registry.declare(decl);
+        }
+        for (key, e) in list_typed::<Endpoint>(&*store, Table::StaticEndpoints)? {
+            let service = key.split('|').next().unwrap_or_default();
+            registry.upsert_static(service, e);
+        }
+        let state = State {
+            registry,
+            routes: list_typed(&*store, Table::Routes)?.into_iter().collect(),
+            clusters: list_typed(&*store, Table::ClusterPolicies)?
+                .into_iter()
+                .collect(),
+            authz: list_typed(&*store, Table::AuthzPolicies)?
+                .into_iter()
+                .collect(),
+            runtime: list_typed::<Runtime>(&*store, Table::Runtime)?
+                .into_iter()
+                .find(|(k, _)| k == RUNTIME)
+                .map(|(_, r)| r)
+                .unwrap_or_default(),
+            tokens: list_typed(&*store, Table::Tokens)?.into_iter().collect(),
+        };
+        let core = Arc::new(Self {
+            config,
+            store,
+            state: Mutex::new(state),
+            snapshot: Snapshot::default(),
+            dirty: Mutex::new(HashMap::new()),
+            dirty_notify: Notify::new(),
+            proxies: DashMap::new(),
+            metrics,
+        });
+        let mut keys: Vec<Key> = vec![(Kind::Runtime, RUNTIME.into())];
+        {
+            let mut st = core.state.lock();
+            let services: Vec<String> = st
+                .registry
+                .known_services()
+                .into_iter()
+                .map(|v| v.service)
+                .collect();
+            for s in &services {
+                core.ensure_vip(&mut st, s)?;
+                keys.extend(service_keys(s));
+            }
+            keys.extend(st.routes.keys().map(|s| (Kind::Route, s.as_str().into())));
+            keys.extend(st.authz.keys().map(|s| (Kind::Authz, s.as_str().into())));
+        }
+        core.rebuild(keys.into_iter().map(|k| (k, Instant::now())));
+        Ok(core)
+    }
+
+    /// Applies ops in one store transaction, counting it.
+    fn persist(&self, op: &'static str, ops: Vec<Op>) -> Result<(), CoreError> {
+        let res = self.store.apply(ops);
+        self.metrics.store_op(op, res.is_ok());
+        Ok(res?)
+    }
+
+    /// Allocates (and persists) a VIP for a service that has none yet.
+    fn ensure_vip(&self, st: &mut State, service: &str) -> Result<Ipv4Addr, CoreError> {
+        let (ip, new) = st.registry.vips.ensure(service)?;
+        if new {
+            self.persist("put_vip", vec![Op::put(Table::Vips, service, &ip)])?;
+        }
+        Ok(ip)
+    }
+
+    /// Rebuilds the given resources from the current state and publishes them, in
+    /// make-before-break order. Returns the new versions.
+    pub(crate) fn rebuild(
+        &self,
+        keys: impl IntoIterator<Item = (Key, Instant)>,
+    ) -> HashMap<Key, Option<Arc<str>>> {
+        let st = self.state.lock();
+        let mut versions = HashMap::new();
+        let batch: Vec<_> = keys
+            .into_iter()
+            .map(|(key, changed_at)| {
+                let v = resources::build(&st, &key, changed_at);
+                versions.insert(key.clone(), v.as_ref().map(|v| v.version.clone()));
+                (key, v)
+            })
+            .collect();
+        // Published while still holding the state lock, so two rebuilds can never publish
+        // out of order (an older state overwriting a newer one).
+        self.snapshot.publish(batch);
+        versions
+    }
+
+    /// Queues keys for the next coalesced rebuild.
+    fn mark_dirty(&self, keys: impl IntoIterator<Item = Key>) {
+        let now = Instant::now();
+        let mut d = self.dirty.lock();
+        for k in keys {
+            d.entry(k).or_insert(now);
+        }
+        drop(d);
+        self.dirty_notify.notify_one();
+    }
+
+    /// Rebuilds dirty resources at most once per coalescing window: a burst of endpoint
+    /// changes becomes one publish (and one push per subscriber), not one per change.
+    pub async fn run_builder(self: Arc<Self>) {
+        loop {
+            self.dirty_notify.notified().await;
+            tokio::time::sleep(self.config.coalesce).await;
+            let batch: Vec<(Key, Instant)> = self.dirty.lock().drain().collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let core = self.clone();
+            // Building a large Endpoints resource is CPU work under the state lock; keep it
+            // off the async workers.
+            let _ = tokio::task::spawn_blocking(move || core.rebuild(batch)).await;
+        }
+    }
+
+    /// Whether a service is declared or has endpoints.
+    pub fn is_known(&self, service: &str) -> bool {
+        self.state.lock().registry.is_known(service)
+    }
+}
+
+/// The per-service resources that depend on the registry.
+fn service_keys(service: &str) -> [Key; 3] {
+    let name: Arc<str> = service.into();
+    [
+        (Kind::Cluster, name.clone()),
+        (Kind::Endpoints, name.clone()),
+        (Kind::Listener, name),
+    ]
+}
+
+pub(crate) fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,284 @@
+//! The service registry: declared and announced services, their endpoints (proxy leases and
+//! static registrations, with health/drain state) and VIPs. Pure in-memory bookkeeping; the
+//! core persists what must survive a restart.
+
+mod vip;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub use vip::{BadRange, Exhausted, VipAllocator, VipRange};
+
+use crate::model::{Endpoint, EndpointSource, EndpointState, ProxyNode, ServiceDecl};
+use crate::validate::DEFAULT_NAMESPACE;
+
+#[derive(Debug)]
+pub struct Registry {
+    services: BTreeMap<String, ServiceEntry>,
+    pub vips: VipAllocator,
+}
+
+#[derive(Debug, Default)]
+struct ServiceEntry {
+    decl: Option<ServiceDecl>,
+    /// Namespace and ports learned from announcing proxies (for undeclared services).
+    announced_namespace: Option<String>,
+    announced_ports: BTreeSet<u16>,
+    endpoints: BTreeMap<SocketAddr, Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    endpoint: Endpoint,
+    lease: Lease,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Lease {
+    Static,
+    /// Held by `holders` live streams; `generation` changes on every (re)announce so an
+    /// expiry timer armed before a reconnect does nothing.
+    Proxy {
+        holders: u32,
+        generation: u64,
+    },
+}
+
+/// What the admin API and the Cluster resource need to know about a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceView {
+    pub service: String,
+    pub namespace: String,
+    pub ports: Vec<u16>,
+    pub vip: Option<Ipv4Addr>,
+    pub endpoint_count: usize,
+    pub declared: bool,
+}
+
+/// A proxy's hold on its endpoint; give it back with [`Registry::release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseKey {
+    pub service: String,
+    pub address: SocketAddr,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    pub fn new(range: VipRange) -> Self {
+        Self {
+            services: BTreeMap::new(),
+            vips: VipAllocator::new(range),
+        }
+    }
+
+    /// A service exists when it was declared or has at least one endpoint.
+    pub fn is_known(&self, service: &str) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(|e| e.decl.is_some() || !e.endpoints.is_empty())
+    }
+
+    pub fn declare(&mut self, decl: ServiceDecl) {
+        let name = decl.service.clone();
+        self.services.entry(name).or_default().decl = Some(decl);
+    }
+
+    /// Removes the declaration and the static endpoints; proxy-held endpoints stay (their
+    /// proxies still run), so the service may remain known.
+    pub fn undeclare(&mut self, service: &str) -> (bool, Vec<SocketAddr>) {
+        let Some(e) = self.services.get_mut(service) else {
+            return (false, Vec::new());
+        };
+        let existed = e.decl.take().is_some();
+        let statics: Vec<SocketAddr> = e
+            .endpoints
+            .iter()
+            .filter(|(_, s)| matches!(s.lease, Lease::Static))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &statics {
+            e.endpoints.remove(a);
+        }
+        (existed, statics)
+    }
+
+    /// Registers (or renews) a proxy's workload endpoint.
+    pub fn announce(&mut self, node: &ProxyNode) -> LeaseKey {
+        let entry = self.services.entry(node.service.clone()).or_default();
+        entry
+            .announced_namespace
+            .get_or_insert_with(|| node.namespace.clone());
+        entry.announced_ports.extend(node.app_ports.iter().copied());
+        let mut endpoint = node.endpoint();
+        let address = endpoint.address;
+        match entry.endpoints.get_mut(&address) {
+            Some(slot) => match &mut slot.lease {
+                Lease::Proxy {
+                    holders,
+                    generation,
+                } => {
+                    *holders += 1;
+                    *generation += 1;
+                    // An operator's drain outlives a reconnect of the same workload.
+                    endpoint.state = slot.endpoint.state;
+                    slot.endpoint = endpoint;
+                }
+                // A static registration of the same address wins: the operator said so.
+                Lease::Static => {}
+            },
+            None => {
+                entry.endpoints.insert(
+                    address,
+                    Slot {
+                        endpoint,
+                        lease: Lease::Proxy {
+                            holders: 1,
+                            generation: 0,
+                        },
+                    },
+                );
+            }
+        }
+        LeaseKey {
+            service: node.service.clone(),
+            address,
+        }
+    }
+
+    /// A stream holding the lease ended. Returns the generation to pass to [`Self::expire`]
+    /// after the grace period when this was the last holder.
+    pub fn release(&mut self, key: &LeaseKey) -> Option<u64> {
+        let slot = self
+            .services
+            .get_mut(&key.service)?
+            .endpoints
+            .get_mut(&key.address)?;
+        match &mut slot.lease {
+            Lease::Proxy {
+                holders,
+                generation,
+            } => {
+                *holders = holders.saturating_sub(1);
+                (*holders == 0).then_some(*generation)
+            }
+            Lease::Static => None,
+        }
+    }
+
+    /// Removes a proxy endpoint whose lease ran out, unless it was renewed meanwhile.
+    pub fn expire(&mut self, key: &LeaseKey, at_generation: u64) -> bool {
+        let Some(entry) = self.services.get_mut(&key.service) else {
+            return false;
+        };
+        let expired = matches!(
+            entry.endpoints.get(&key.address).map(|s| s.lease),
+            Some(Lease::Proxy { holders: 0, generation }) if generation == at_generation
+        );
+        if expired {
+            entry.endpoints.remove(&key.address);
+            self.gc(&key.service);
+        }
+        expired
+    }
+
+    pub fn upsert_static(&mut self, service: &str, mut endpoint: Endpoint) {
+        endpoint.source = EndpointSource::Static;
+        self.services
+            .entry(service.to_string())
+            .or_default()
+            .endpoints
+            .insert(
+                endpoint.address,
+                Slot {
+                    endpoint,
+                    lease: Lease::Static,
+                },
+            );
+    }
+
+    /// Removes an endpoint of either kind; returns it.
+    pub fn remove_endpoint(&mut self, service: &str, address: SocketAddr) -> Option<Endpoint> {
+        let slot = self.services.get_mut(service)?.endpoints.remove(&address)?;
+        self.gc(service);
+        Some(slot.endpoint)
+    }
+
+    pub fn set_state(
+        &mut self,
+        service: &str,
+        address: SocketAddr,
+        state: EndpointState,
+    ) -> Option<Endpoint> {
+        let slot = self
+            .services
+            .get_mut(service)?
+            .endpoints
+            .get_mut(&address)?;
+        slot.endpoint.state = state;
+        Some(slot.endpoint.clone())
+    }
+
+    pub fn endpoint(&self, service: &str, address: SocketAddr) -> Option<&Endpoint> {
+        Some(
+            &self
+                .services
+                .get(service)?
+                .endpoints
+                .get(&address)?
+                .endpoint,
+        )
+    }
+
+    /// The endpoints of a service, ordered by address.
+    pub fn endpoints(&self, service: &str) -> Vec<Endpoint> {
+        self.services
+            .get(service)
+            .map(|e| e.endpoints.values().map(|s| s.endpoint.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn view(&self, service: &str) -> Option<ServiceView> {
+        if !self.is_known(service) {
+            return None;
+        }
+        let e = self.services.get(service)?;
+        let (namespace, mut ports) = match &e.decl {
+            Some(d) => (d.namespace.clone(), d.ports.clone()),
+            None => (
+                e.announced_namespace
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+                Vec::new(),
+            ),
+        };
+        ports.extend(e.announced_ports.iter().copied());
+        ports.sort_unstable();
+        ports.dedup();
+        Some(ServiceView {
+            service: service.to_string(),
+            namespace,
+            ports,
+            vip: self.vips.get(service),
+            endpoint_count: e.endpoints.len(),
+            declared: e.decl.is_some(),
+        })
+    }
+
+    pub fn known_services(&self) -> Vec<ServiceView> {
+        self.services.keys().filter_map(|s| self.view(s)).collect()
+    }
+
+    /// Forgets a service entry that no longer holds anything (its VIP stays allocated).
+    fn gc(&mut self, service: &str) {
+        if let Some(e) = self.services.get(service)
+            && e.decl.is_none()
+            && e.endpoints.is_empty()
+        {
+            self.services.remove(service);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! One proxy's discovery stream: applies subscription changes and ACK/NACKs, and pushes the
+//! difference between what the proxy holds and the snapshot, type by type in push order.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mesh_proto::WILDCARD;
+use mesh_proto::discovery::v1::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tonic::{Status, Streaming};
+
+use super::state::{ProxyHandle, Sent, TypeState};
+use crate::core::Core;
+use crate::metrics::TypeLabels;
+use crate::model::ProxyNode;
+use crate::registry::LeaseKey;
+use crate::snapshot::{Content, Kind, personal_listener};
+
+/// Most names one proxy may subscribe to per type: far above any real proxy (which subscribes
+/// to the services it calls) and small enough that one stream cannot exhaust memory.
+const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+
+pub(super) struct ProxyStream {
+    core: Arc<Core>,
+    handle: Arc<ProxyHandle>,
+    tx: Tx,
+    notify: Arc<Notify>,
+    nonce: u64,
+}
+
+// === impl ProxyStream ===
+
+impl ProxyStream {
+    pub(super) fn new(id: u64, core: Arc<Core>, node: ProxyNode, tx: Tx) -> Self {
+        let handle = Arc::new(ProxyHandle {
+            id,
+            node,
+            connected_since_unix_ms: crate::core::now_unix_ms(),
+            connected_at: Instant::now(),
+            types: Default::default(),
+        });
+        let notify = core.snapshot.register_stream(id);
+        core.proxies.insert(id, handle.clone());
+        core.metrics.connected_proxies.inc();
+        Self {
+            core,
+            handle,
+            tx,
+            notify,
+            nonce: 0,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        first: DeltaDiscoveryRequest,
+        mut inbound: Streaming<DeltaDiscoveryRequest>,
+        lease: LeaseKey,
+    ) {
+        let mut result = self.on_request(first).await;
+        while result.is_ok() {
+            result = tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => self.on_request(req).await,
+                    Ok(None) => Err(None),
+                    Err(status) => {
+                        tracing::debug!(stream = self.handle.id, %status, "stream error");
+                        Err(None)
+                    }
+                },
+                () = self.notify.notified() => self.push_all().await,
+                () = self.tx.closed() => Err(None),
+            };
+        }
+        if let Err(Some(status)) = result {
+            tracing::warn!(stream = self.handle.id, proxy = %self.handle.node.id, %status, "closing stream");
+            let _ = self.tx.send(Err(status)).await;
+        }
+        self.close(lease);
+    }
+
+    fn close(self, lease: LeaseKey) {
+        let id = self.handle.id;
+        let keys: Vec<_> = {
+            let types = self.handle.types.lock();
+            Kind::ALL
+                .iter()
+                .flat_map(|k| {
+                    types[k.index()]
+                        .effective(self.handle.wildcard_name(*k))
+                        .into_iter()
+                        .map(|n| (*k, Arc::<str>::from(n)))
+                })
+                .collect()
+        };
+        self.core.snapshot.remove_stream(id, keys);
+        self.core.proxies.remove(&id);
+        self.core.metrics.connected_proxies.dec();
+        self.core.release(lease);
+        tracing::info!(stream = id, proxy = %self.handle.node.id, "proxy disconnected");
+    }
+
+    /// `Err(Some(status))` ends the stream with that status; `Err(None)` ends it quietly.
+    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Option<Status>> {
+        if req.type_url.is_empty() {
+            if req.resource_names_subscribe.is_empty() && req.response_nonce.is_empty() {
+                return Ok(()); // node-only request
+            }
+            return Err(Some(Status::invalid_argument("type_url is required")));
+        }
+        let kind = Kind::from_type_url(&req.type_url).ok_or_else(|| {
+            Some(Status::invalid_argument(format!(
+                "unknown type_url {:?}",
+                req.type_url
+            )))
+        })?;
+        let changed = self.apply(kind, req).map_err(Some)?;
+        if changed {
+            self.push(kind).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies ACK/NACK and subscription changes. Returns whether the subscription changed.
+    fn apply(&self, kind: Kind, req: DeltaDiscoveryRequest) -> Result<bool, Status> {
+        let wildcard_name = self.handle.wildcard_name(kind).to_string();
+        let mut types = self.handle.types.lock();
+        let ts = &mut types[kind.index()];
+        if !req.response_nonce.is_empty() {
+            if ts.last_nonce.as_deref() == Some(req.response_nonce.as_str()) {
+                self.ack_or_nack(kind, ts, req.error_detail.as_ref());
+            } else {
+                // Stale: a newer response is in flight; its ACK/NACK will tell.
+                tracing::debug!(stream = self.handle.id, nonce = %req.response_nonce, "stale nonce ignored");
+            }
+        }
+        let before = ts.effective(&wildcard_name);
+        let had_initial = !req.initial_resource_versions.is_empty();
+        for name in &req.resource_names_subscribe {
+            if name == WILDCARD {
+                if !kind.wildcard_allowed() {
+                    return Err(Status::invalid_argument(format!(
+                        "wildcard subscription is not allowed for {}",
+                        kind.type_url()
+                    )));
+                }
+                ts.wildcard = true;
+            } else {
+                check_name(name)?;
+                ts.subscribed.insert(name.clone());
+            }
+        }
+        for (name, version) in req.initial_resource_versions {
+            if name == WILDCARD {
+                continue;
+            }
+            check_name(&name)?;
+            if !(ts.wildcard && name == wildcard_name) {
+                ts.subscribed.insert(name.clone());
+            }
+            ts.known.insert(name, Some(version.into()));
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == WILDCARD {
+                ts.wildcard = false;
+            } else {
+                ts.subscribed.remove(name);
+            }
+        }
+        if ts.subscribed.len() > MAX_SUBSCRIPTIONS {
+            return Err(Status::resource_exhausted(format!(
+                "more than {MAX_SUBSCRIPTIONS} subscriptions for {}",
+                kind.type_url()
+            )));
+        }
+        let after = ts.effective(&wildcard_name);
+        for gone in before.difference(&after) {
+            ts.known.remove(gone);
+            ts.sent.remove(gone);
+            ts.acked.remove(gone);
+            self.core
+                .snapshot
+                .unwatch(self.handle.id, &(kind, gone.as_str().into()));
+        }
+        for new in after.difference(&before) {
+            self.core
+                .snapshot
+                .watch(self.handle.id, (kind, new.as_str().into()));
+        }
+        Ok(before != after || had_initial)
+    }
+
+    fn ack_or_nack(
+        &self,
+        kind: Kind,
+        ts: &mut TypeState,
+        error: Option<&mesh_proto::discovery::v1::ErrorDetail>,
+    ) {
+        let inflight = std::mem::take(&mut ts.inflight);
+        match error {
+            None => {
+                let now = Instant::now();
+                for (_, items) in inflight {
+                    for (name, version, changed_at) in items {
+                        match version {
+                            Some(v) => {
+                                ts.acked.insert(name, v.to_string());
+                            }
+                            None => {
+                                ts.acked.remove(&name);
+                            }
+                        }
+                        self.core
+                            .metrics
+                            .push_latency
+                            .observe(now.duration_since(changed_at).as_secs_f64());
+                    }
+                }
+                ts.last_ack = Some(now);
+            }
+            Some(e) => {
+                // The proxy keeps its last good config; we keep `known` as sent so the
+                // rejected version is not pushed again until the content changes.
+                ts.nack_count += 1;
+                ts.last_nack_error = e.message.clone();
+                ts.last_nack_unix_ms = crate::core::now_unix_ms();
+                self.core
+                    .metrics
+                    .nacks
+                    .get_or_create(&TypeLabels {
+                        type_url: kind.type_url(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    stream = self.handle.id, proxy = %self.handle.node.id,
+                    type_url = kind.type_url(), error = %e.message, "proxy rejected config"
+                );
+            }
+        }
+    }
+
+    async fn push_all(&mut self) -> Result<(), Option<Status>> {
+        for kind in Kind::ALL {
+            self.push(kind).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what differs for one type, if anything.
+    async fn push(&mut self, kind: Kind) -> Result<(), Option<Status>> {
+        self.nonce += 1;
+        let nonce = format!("{}-{}", self.handle.id, self.nonce);
+        let Some(resp) = self.diff(kind, nonce) else {
+            return Ok(());
+        };
+        let labels = TypeLabels {
+            type_url: kind.type_url(),
+        };
+        let count = (resp.resources.len() + resp.removed_resources.len()) as u64;
+        self.tx.send(Ok(resp)).await.map_err(|_| None)?;
+        self.core.metrics.pushes.get_or_create(&labels).inc();
+        self.core
+            .metrics
+            .resources_pushed
+            .get_or_create(&labels)
+            .inc_by(count);
+        Ok(())
+    }
+
+    fn diff(&self, kind: Kind, nonce: String) -> Option<DeltaDiscoveryResponse> {
+        let wildcard_name = self.handle.wildcard_name(kind).to_string();
+        let mut types = self.handle.types.lock();
+        let ts = &mut types[kind.index()];
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        let mut items: Vec<Sent> = Vec::new();
+        let names: BTreeSet<String> = ts.effective(&wildcard_name);
+        for name in names {
+            let current = self.core.snapshot.get(kind, &name).map(|v| {
+                let (version, resource) = match &v.content {
+                    Content::Resource(r) => (v.version.clone(), (**r).clone()),
+                    Content::Listener(t) => personal_listener(t, &self.handle.node.app_ports),
+                };
+                (version, resource, v.changed_at)
+            });
+            match (ts.known.get(&name), current) {
+                (Some(Some(have)), Some((v, _, _))) if *have == v => {}
+                (_, Some((v, resource, changed_at))) => {
+                    resources.push(resource);
+                    ts.known.insert(name.clone(), Some(v.clone()));
+                    ts.sent.insert(name.clone(), v.to_string());
+                    items.push((name, Some(v), changed_at));
+                }
+                (Some(None), None) => {}
+                (_, None) => {
+                    ts.known.insert(name.clone(), None);
+                    ts.sent.remove(&name);
+                    removed.push(name.clone());
+                    items.push((name, None, Instant::now()));
+                }
+            }
+        }
+        if items.is_empty() {
+            return None;
+        }
+        ts.last_nonce = Some(nonce.clone());
+        ts.inflight.push((nonce.clone(), items));
+        Some(DeltaDiscoveryResponse {
+            system_version_info: self.core.snapshot.generation().to_string(),
+            type_url: kind.type_url().to_string(),
+            resources,
+            removed_resources: removed,
+            nonce,
+        })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Status> {
+    // Resource names are service names (≤ 253 bytes) or "runtime".
+    if name.is_empty() || name.len() > 253 {
+        return Err(Status::invalid_argument(format!(
+            "bad resource name {name:?}"
+        )));
+    }
+    Ok(())
+}
