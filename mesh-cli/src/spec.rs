@@ -261,8 +261,12 @@ pub fn header_kv(s: &str) -> Result<KeyValue, String> {
     })
 }
 
+/// `--retry-on 5xx,reset` (a newtype: clap would read `Option<Vec<_>>` as a repeated flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn(pub Vec<String>);
+
 /// `--retry-on 5xx,reset`.
-pub fn retry_on(s: &str) -> Result<Vec<String>, String> {
+pub fn retry_on(s: &str) -> Result<RetryOn, String> {
     s.split(',')
         .map(str::trim)
         .map(|c| {
@@ -278,7 +282,8 @@ pub fn retry_on(s: &str) -> Result<Vec<String>, String> {
                 ))
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(RetryOn)
 }
 
 fn split_opt(s: &str) -> (&str, Option<String>) {

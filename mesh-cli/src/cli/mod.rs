@@ -66,6 +66,12 @@ pub enum Command {
         after_help = "Example:\n  mesh-cli policy set reviews --lb ring-hash --hash-on header:x-user\n  mesh-cli policy get reviews -o yaml"
     )]
     Policy(PolicyCommand),
+    /// Declared services (routes and policies need their service to exist): create, list, delete.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mesh-cli service create reviews --port 9080\n  mesh-cli service list"
+    )]
+    Service(ServiceCommand),
     /// Control plane health and every connected proxy with the config it ACKed (and NACKed).
     #[command(after_help = "Example:\n  mesh-cli status\n  mesh-cli status -o json")]
     Status,

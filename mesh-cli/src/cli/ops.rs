@@ -229,3 +229,29 @@ pub struct ExplainArgs {
     #[arg(short = 'H', long = "header", value_name = "NAME:VALUE")]
     pub headers: Vec<String>,
 }
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Declare a service before any proxy announces it (kept across restarts; gets a VIP).
+    #[command(
+        after_help = "Example:\n  mesh-cli service create reviews --namespace bookinfo --port 9080"
+    )]
+    Create {
+        #[arg(value_parser = service_name)]
+        service: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Service port (repeatable).
+        #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u32).range(1..=65535))]
+        ports: Vec<u32>,
+    },
+    /// Every service: declared or announced by proxies, with VIP and endpoint count.
+    #[command(after_help = "Example:\n  mesh-cli service list -o json")]
+    List,
+    /// Delete a declared service.
+    #[command(after_help = "Example:\n  mesh-cli service delete reviews")]
+    Delete {
+        #[arg(value_parser = service_name)]
+        service: String,
+    },
+}

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::spec::{self, Backends, FaultAbort, FaultDelay, KeyValue, MatchSpec, MirrorSpec};
+use crate::spec::{
+    self, Backends, FaultAbort, FaultDelay, KeyValue, MatchSpec, MirrorSpec, RetryOn,
+};
 
 fn service_name(s: &str) -> Result<String, String> {
     spec::name(s, "service")
@@ -77,7 +79,7 @@ pub struct RouteSetArgs {
     pub retries: Option<u32>,
     /// Retry conditions: 5xx, gateway-error, reset, connect-failure, retriable-4xx, a status, grpc:<code>.
     #[arg(long, value_name = "COND,…", value_parser = spec::retry_on, requires = "retries")]
-    pub retry_on: Option<Vec<String>>,
+    pub retry_on: Option<RetryOn>,
     /// Timeout of each attempt.
     #[arg(long, value_name = "DURATION", value_parser = spec::duration, requires = "retries")]
     pub per_try_timeout: Option<Duration>,

@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Route(cmd) => net(route::run(&global, cmd)),
         Command::Policy(cmd) => net(ops::policy(&global, cmd)),
+        Command::Service(cmd) => net(ops::service(&global, cmd)),
         Command::Status => net(ops::status(&global)),
         Command::Endpoints(args) => net(ops::endpoints(&global, args)),
         Command::Token(cmd) => net(ops::token(&global, cmd)),

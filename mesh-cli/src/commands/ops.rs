@@ -6,12 +6,13 @@ mod status;
 use std::collections::BTreeMap;
 
 use mesh_proto::admin::v1::{
-    CreateTokenRequest, EndpointRef, ListRequest, RevokeTokenRequest, ServiceRef,
+    CreateServiceRequest, CreateTokenRequest, EndpointRef, ListRequest, RevokeTokenRequest,
+    ServiceRef,
 };
 use mesh_proto::types::v1 as pb;
 use serde::Serialize;
 
-use crate::cli::{EndpointsArgs, EndpointsCommand, Global, TokenCommand};
+use crate::cli::{EndpointsArgs, EndpointsCommand, Global, ServiceCommand, TokenCommand};
 use crate::client;
 use crate::error::{CliError, Result};
 use crate::output::{Table, print_structured};
@@ -189,6 +190,87 @@ pub async fn token(global: &Global, cmd: TokenCommand) -> Result<()> {
                 )));
             }
             println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+pub async fn service(global: &Global, cmd: ServiceCommand) -> Result<()> {
+    let mut admin = client::connect(global).await?;
+    match cmd {
+        ServiceCommand::Create {
+            service,
+            namespace,
+            ports,
+        } => {
+            let req = CreateServiceRequest {
+                service: service.clone(),
+                namespace,
+                ports,
+            };
+            let resp = admin.client.create_service(req).await;
+            let info = resp
+                .map_err(|s| admin.error(&format!("creating service {service}"), s))?
+                .into_inner();
+            if !print_structured(global.output, &info)? {
+                println!(
+                    "service {} created in namespace {} (VIP {})",
+                    info.service, info.namespace, info.vip
+                );
+            }
+        }
+        ServiceCommand::List => {
+            let resp = admin.client.list_services(ListRequest {}).await;
+            let mut services = resp
+                .map_err(|s| admin.error("listing services", s))?
+                .into_inner()
+                .services;
+            services.sort_by(|a, b| a.service.cmp(&b.service));
+            if !print_structured(global.output, &services)? {
+                let mut t = Table::new(&[
+                    "SERVICE",
+                    "NAMESPACE",
+                    "VIP",
+                    "PORTS",
+                    "ENDPOINTS",
+                    "DECLARED",
+                ]);
+                for s in services {
+                    let ports = s
+                        .ports
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    t.row(vec![
+                        s.service,
+                        s.namespace,
+                        s.vip,
+                        ports,
+                        s.endpoint_count.to_string(),
+                        s.declared.to_string(),
+                    ]);
+                }
+                t.print();
+            }
+        }
+        ServiceCommand::Delete { service } => {
+            let resp = admin
+                .client
+                .delete_service(ServiceRef {
+                    service: service.clone(),
+                })
+                .await;
+            let existed = resp
+                .map_err(|s| admin.error(&format!("deleting service {service}"), s))?
+                .into_inner()
+                .existed;
+            if !existed {
+                return Err(CliError::usage(format!(
+                    "no declared service {service:?} (see `mesh-cli service list`)"
+                )));
+            }
+            println!("service {service} deleted");
         }
     }
     Ok(())

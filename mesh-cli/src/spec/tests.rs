@@ -112,6 +112,9 @@ fn faults_mirror_headers_retries() {
     );
     assert!(header_kv("x-env=canary").is_ok());
     assert!(header_kv("bad header=1").is_err());
-    assert_eq!(retry_on("5xx,reset,503,grpc:unavailable").unwrap().len(), 4);
+    assert_eq!(
+        retry_on("5xx,reset,503,grpc:unavailable").unwrap().0.len(),
+        4
+    );
     assert!(retry_on("5xx,sometimes").is_err());
 }

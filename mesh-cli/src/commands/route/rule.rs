@@ -51,6 +51,7 @@ pub fn build(args: &RouteSetArgs) -> Result<pb::RouteRule> {
         retry_on: args
             .retry_on
             .clone()
+            .map(|r| r.0)
             .unwrap_or_else(|| vec!["5xx".into(), "reset".into(), "connect-failure".into()]),
         per_try_timeout_ms: args.per_try_timeout.map_or(0, spec::millis),
         ..Default::default()
