@@ -54,27 +54,29 @@ impl ControlPlane {
                 "127.0.0.1:0",
                 "--admin-addr",
                 "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
             ])
+            .args(["--http-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn mesh-control-plane");
-        let addrs = dir.path().join("addrs.json");
+        // Owned by the guard from here on: any panic below still kills the process.
+        let mut cp = Self {
+            dir,
+            child,
+            admin: String::new(),
+            discovery: String::new(),
+        };
         let start = Instant::now();
         loop {
-            if let Ok(b) = std::fs::read(&addrs)
-                && dir.path().join("admin-token").exists()
+            if let Ok(b) = std::fs::read(cp.dir.path().join("addrs.json"))
+                && cp.dir.path().join("admin-token").exists()
             {
                 let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-                return Self {
-                    admin: v["admin"].as_str().unwrap().to_string(),
-                    discovery: v["discovery"].as_str().unwrap().to_string(),
-                    dir,
-                    child,
-                };
+                cp.admin = v["admin"].as_str().unwrap().to_string();
+                cp.discovery = v["discovery"].as_str().unwrap().to_string();
+                return cp;
             }
             assert!(
                 start.elapsed() < HANG,
