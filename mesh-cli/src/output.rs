@@ -19,7 +19,11 @@ pub fn print_structured<T: Serialize>(format: Format, value: &T) -> Result<bool>
         Format::Json => serde_json::to_string_pretty(value)
             .map(|s| s + "\n")
             .map_err(|e| CliError::server(format!("cannot encode JSON: {e}")))?,
-        Format::Yaml => serde_norway::to_string(value)
+        // Through JSON's data model, so YAML has exactly the JSON shape (enums as
+        // `{header: x}` mappings, not YAML tags).
+        Format::Yaml => serde_json::to_value(value)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_norway::to_string(&v).map_err(|e| e.to_string()))
             .map_err(|e| CliError::server(format!("cannot encode YAML: {e}")))?,
     };
     print!("{text}");
