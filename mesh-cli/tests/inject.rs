@@ -126,7 +126,7 @@ fn annotations_reach_init_args_env_and_resources() {
         &docs(&injected(&find("statefulset")))[0]["spec"]["template"]["spec"]["initContainers"];
     assert_eq!(
         sts[0]["args"],
-        docs("[init, --proxy-uid, '1337', --exclude-inbound-ports, '15000,9187']")[0]
+        docs("[init, --proxy-uid, '1337', --exclude-inbound-ports, '9187']")[0]
     );
     let env = sts[1]["env"].as_sequence().unwrap();
     assert!(
@@ -142,8 +142,8 @@ fn annotations_reach_init_args_env_and_resources() {
 
     let ds =
         &docs(&injected(&find("daemonset")))[0]["spec"]["template"]["spec"]["initContainers"][0];
-    assert_eq!(ds["args"][5], "--exclude-outbound-ports");
-    assert_eq!(ds["args"][6], "9200,9300");
+    assert_eq!(ds["args"][3], "--exclude-outbound-ports");
+    assert_eq!(ds["args"][4], "9200,9300");
 
     let rs =
         &docs(&injected(&find("replicaset")))[0]["spec"]["template"]["spec"]["initContainers"][1];

@@ -129,11 +129,11 @@ pub struct InjectArgs {
     /// Sidecar image [default: ghcr.io/mesh/mesh-sidecar:<mesh-cli version>].
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
-    /// Discovery address of the control plane as seen from the pods.
+    /// Discovery URL of the control plane as seen from the pods (deploy/kubernetes's Service).
     #[arg(
         long,
-        value_name = "HOST:PORT",
-        default_value = "mesh-control-plane.mesh-system.svc:15010"
+        value_name = "URL",
+        default_value = "http://mesh-control-plane.mesh-system.svc:15010"
     )]
     pub discovery: String,
 }

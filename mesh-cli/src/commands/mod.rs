@@ -3,7 +3,7 @@
 mod inject;
 mod ops;
 mod proxy;
-mod route;
+pub(crate) mod route;
 
 use clap::CommandFactory;
 

@@ -32,7 +32,7 @@ impl InjectConfig {
             image: format!("ghcr.io/mesh/mesh-sidecar:{version}"),
             version: version.to_string(),
             // The Service deploy/kubernetes creates for the control plane's discovery port.
-            control_plane: "mesh-control-plane.mesh-system.svc:15010".to_string(),
+            control_plane: "http://mesh-control-plane.mesh-system.svc:15010".to_string(),
         }
     }
 }

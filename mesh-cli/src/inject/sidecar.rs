@@ -36,7 +36,8 @@ pub(super) struct PodContext {
     injected: bool,
     host_network: bool,
     service: String,
-    version: Option<String>,
+    /// Pod labels as `k=v,k=v` (the `version` label selects the endpoint's subset).
+    labels: String,
     app_ports: Vec<u16>,
     exclude_inbound: Vec<u16>,
     exclude_outbound: Vec<u16>,
@@ -107,7 +108,11 @@ impl PodContext {
             service: label("app")
                 .or_else(|| label("app.kubernetes.io/name"))
                 .unwrap_or_else(|| name.to_string()),
-            version: label("version").or_else(|| label("app.kubernetes.io/version")),
+            labels: labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
             app_ports,
             exclude_inbound: ports(ANN_EXCLUDE_INBOUND)?,
             exclude_outbound: ports(ANN_EXCLUDE_OUTBOUND)?,
@@ -196,16 +201,17 @@ fn containers<'a>(spec: Option<&'a Value>, key: &str) -> &'a [Value] {
 
 /// `mesh-sidecar init`: only NET_ADMIN/NET_RAW, as root, nothing else.
 fn init_container(ctx: &PodContext, cfg: &InjectConfig) -> serde_json::Value {
-    // The kubelet probes the proxy's admin port directly: never redirect it.
-    let mut inbound = vec![ADMIN_PORT];
-    inbound.extend(&ctx.exclude_inbound);
+    // `mesh-sidecar init` itself never redirects the proxy's ports (15000/15001/15006) or the
+    // control plane's; only the workload's own exclusions are passed.
     let mut args = vec![
         "init".to_string(),
         "--proxy-uid".to_string(),
         PROXY_UID.to_string(),
-        "--exclude-inbound-ports".to_string(),
-        join(&inbound),
     ];
+    if !ctx.exclude_inbound.is_empty() {
+        args.push("--exclude-inbound-ports".to_string());
+        args.push(join(&ctx.exclude_inbound));
+    }
     if !ctx.exclude_outbound.is_empty() {
         args.push("--exclude-outbound-ports".to_string());
         args.push(join(&ctx.exclude_outbound));
@@ -236,11 +242,16 @@ fn proxy_container(ctx: &PodContext, cfg: &InjectConfig) -> serde_json::Value {
         json!({"name": "MESH_SERVICE", "value": ctx.service}),
         json!({"name": "MESH_NAMESPACE", "valueFrom": field("metadata.namespace")}),
         json!({"name": "MESH_SERVICE_ACCOUNT", "valueFrom": field("spec.serviceAccountName")}),
-        json!({"name": "MESH_POD_IP", "valueFrom": field("status.podIP")}),
+        // The pod name is unique in its namespace: a stable, readable proxy id in `status`.
+        json!({"name": "MESH_PROXY_ID", "valueFrom": field("metadata.name")}),
+        // Peers reach the inbound listener on the pod IP.
+        json!({"name": "MESH_ADVERTISE_ADDRESS", "valueFrom": field("status.podIP")}),
+        // The kubelet's startup probe comes from outside the pod: admin must listen on the pod IP.
+        json!({"name": "MESH_ADMIN_ADDR", "value": format!("0.0.0.0:{ADMIN_PORT}")}),
         json!({"name": "MESH_CONTROL_PLANE", "value": cfg.control_plane}),
     ];
-    if let Some(version) = &ctx.version {
-        env.push(json!({"name": "MESH_VERSION", "value": version}));
+    if !ctx.labels.is_empty() {
+        env.push(json!({"name": "MESH_LABELS", "value": ctx.labels}));
     }
     if !ctx.app_ports.is_empty() {
         env.push(json!({"name": "MESH_APP_PORTS", "value": join(&ctx.app_ports)}));

@@ -3,8 +3,9 @@
 //! Two scrapes `--interval` apart; rates and percentiles come from the counter and histogram
 //! deltas, summed over every proxy given. Metric families are recognised by shape: a
 //! `*request*_total` counter and a `*duration*`/`*latency*` histogram, labelled with the
-//! destination service and version (`service`/`dst_service`, `version`/`dst_version`/`subset`)
-//! and a status (`status`/`status_code`/`code`). With a `direction` label only outbound series
+//! destination service and version (`service`/`dst_service`, `version`/`dst_version`/`subset`;
+//! series without a service count for the proxy that exported them) and a status
+//! (`status`/`status_code`/`code`/`status_class`). With a `direction` label only outbound series
 //! count (the callers' view, which sees every version of a destination).
 
 use std::collections::BTreeMap;
@@ -85,7 +86,7 @@ async fn scrape(proxies: &[String]) -> Result<Totals> {
     let mut recognised = false;
     for p in proxies {
         let text = proxy_http::get(p, "/metrics").await?;
-        recognised |= add(&mut totals, &parse(&text));
+        recognised |= add(&mut totals, &parse(&text), p);
     }
     if !recognised {
         return Err(CliError::server(format!(
@@ -151,19 +152,20 @@ fn label<'a>(l: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> 
     keys.iter().find_map(|k| l.get(*k)).map(String::as_str)
 }
 
-/// Adds one proxy's samples; true if any request metric was recognised.
-fn add(t: &mut Totals, samples: &[Sample]) -> bool {
+/// Adds one proxy's samples; true if any request metric was recognised. Series without a
+/// service label are attributed to the proxy itself (`proxy:<addr>`).
+fn add(t: &mut Totals, samples: &[Sample], proxy: &str) -> bool {
+    let own = format!("proxy:{proxy}");
     let mut any = false;
     for s in samples {
         if label(&s.labels, &["direction"]).is_some_and(|d| d != "outbound") {
             continue;
         }
-        let Some(service) = label(
+        let service = label(
             &s.labels,
             &["service", "dst_service", "destination_service"],
-        ) else {
-            continue;
-        };
+        )
+        .unwrap_or(&own);
         let version = label(
             &s.labels,
             &["version", "dst_version", "subset", "destination_version"],
@@ -174,8 +176,11 @@ fn add(t: &mut Totals, samples: &[Sample]) -> bool {
         if n.ends_with("_total") && n.contains("request") {
             any = true;
             *t.requests.entry(key.clone()).or_default() += s.value;
-            let failed = label(&s.labels, &["status", "status_code", "code"])
-                .is_some_and(|c| c.starts_with('5'))
+            let failed = label(
+                &s.labels,
+                &["status", "status_code", "code", "status_class"],
+            )
+            .is_some_and(|c| c.starts_with('5'))
                 || label(&s.labels, &["classification", "outcome", "result"])
                     .is_some_and(|c| c.contains("fail") || c == "error");
             if failed {
@@ -281,8 +286,8 @@ mesh_request_duration_seconds_bucket{direction="outbound",service="api",version=
     #[test]
     fn rates_success_and_percentiles_from_deltas() {
         let (mut a, mut b) = (Totals::default(), Totals::default());
-        assert!(add(&mut a, &parse(BEFORE)));
-        assert!(add(&mut b, &parse(AFTER)));
+        assert!(add(&mut a, &parse(BEFORE), "p"));
+        assert!(add(&mut b, &parse(AFTER), "p"));
         let r = rows(&a, &b, Duration::from_secs(2));
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].rps, 100.0);
@@ -290,6 +295,19 @@ mesh_request_duration_seconds_bucket{direction="outbound",service="api",version=
         // 200 new requests: 100 under 10 ms, 100 between 10 and 100 ms.
         assert_eq!(r[0].p50_ms, Some(10.0));
         assert_eq!(r[0].p99_ms, Some(98.2));
+    }
+
+    #[test]
+    fn sidecar_series_without_service_count_per_proxy() {
+        let text = "mesh_requests_total{direction=\"outbound\",status_class=\"2xx\",cause=\"\"} 9\n\
+                    mesh_requests_total{direction=\"outbound\",status_class=\"5xx\",cause=\"no-route\"} 1\n";
+        let (a, mut b) = (Totals::default(), Totals::default());
+        assert!(add(&mut b, &parse(text), "127.0.0.1:15000"));
+        let r = rows(&a, &b, Duration::from_secs(1));
+        assert_eq!(r[0].service, "proxy:127.0.0.1:15000");
+        assert_eq!(r[0].rps, 10.0);
+        assert!((r[0].success_rate - 0.9).abs() < 1e-9);
+        assert_eq!(r[0].p50_ms, None);
     }
 
     #[test]
