@@ -38,10 +38,21 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   done
 fi
 
-# OTLP collector used by the trace tests (PyPI `rotel` ships rotel-agent).
+# OTLP collector used by the trace tests: PyPI `rotel` ships the rotel-agent binary inside the
+# Python package; link it onto PATH so tests and users find it by name.
 if ! have rotel-agent && [ "${MESH_SETUP_MINIMAL:-0}" != "1" ]; then
   echo "setup: installing rotel (OTLP collector) from PyPI"
-  python3 -m pip install -q rotel || echo "setup: WARNING rotel install failed; trace tests will say so"
+  python3 -m pip install -q --root-user-action=ignore rotel || echo "setup: WARNING rotel install failed; trace tests will say so"
+  agent="$(python3 -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null || true)"
+  if [ -n "$agent" ] && [ -x "$agent" ]; then
+    $SUDO ln -sf "$agent" /usr/local/bin/rotel-agent
+  fi
+fi
+
+# Benchmark-only tools (deploy/scripts/setup.sh bench): oha for fixed-rate latency.
+if [ "${1:-}" = "bench" ] && ! have oha; then
+  echo "setup: installing oha (cargo install; takes a few minutes once)"
+  cargo install --locked oha
 fi
 
 # Rust components and cargo tools.

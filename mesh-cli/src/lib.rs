@@ -3,6 +3,7 @@
 pub mod cli;
 mod client;
 mod commands;
+pub mod demo;
 pub mod error;
 pub mod inject;
 pub mod output;

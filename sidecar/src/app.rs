@@ -1,1 +1,360 @@
 //! Runtimes, listeners, drain and wiring of every module.
+//!
+//! The data path runs on a multi-thread runtime with `--workers` threads; discovery, admin and
+//! signal handling run on a current-thread runtime in a thread of their own, so a busy data
+//! path never delays an ACK or a readiness probe, and control work never steals a data worker.
+//!
+//! Shutdown (SIGTERM/SIGINT): readiness turns false and the inbound listener stops accepting at
+//! once; in-flight inbound requests finish; the outbound side keeps serving the app until the
+//! grace period ends (the app is shutting down too and may still call out); then the process
+//! exits 0. A second signal ends the grace period early.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_proto::discovery::v1::Node;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+mod wiring;
+
+use crate::admin::{Admin, Health};
+use crate::config::{Config, TcpForward};
+use crate::proxy::drain;
+use crate::state::StateHandle;
+use crate::telemetry::{LogControl, Metrics};
+use crate::xds::backoff::Backoff;
+use crate::xds::{Client, ClientConfig, Discovery, persist};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot bind the {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the addresses file {path}: {source}")]
+    AddrsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the {what} runtime: {source}")]
+    Runtime {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("static config: {0}")]
+    StaticFile(#[from] persist::PersistError),
+    #[error("static config rejected: {0}")]
+    StaticRejected(#[from] crate::xds::apply::Rejected),
+    #[error("the control thread failed")]
+    ControlThread,
+}
+
+/// The addresses actually bound (port 0 resolved), as written to `--addrs-file`.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Listeners bound before any runtime starts, so their ports are known to the node
+/// announcement and the addresses file.
+struct Listeners {
+    inbound: std::net::TcpListener,
+    outbound: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    forwards: Vec<(TcpForward, std::net::TcpListener)>,
+}
+
+/// Runs the sidecar until shutdown completes.
+pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
+    let listeners = bind(&cfg)?;
+    let addrs = BoundAddrs {
+        inbound: local(&listeners.inbound),
+        outbound: local(&listeners.outbound),
+        admin: local(&listeners.admin),
+    };
+    if let Some(path) = &cfg.addrs_file {
+        write_addrs_file(path, &addrs)?;
+    }
+    info!(?addrs, service = %cfg.service, id = %cfg.id, "listening");
+
+    let state = StateHandle::default();
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::new());
+    let (discovery, client) = match &cfg.static_config {
+        Some(path) => {
+            let resources = persist::read_static(path)?;
+            let d = Discovery::start_static(&resources, &state, &health)?;
+            info!(
+                resources = resources.len(),
+                "serving a static config; no control plane"
+            );
+            (d, None)
+        }
+        None => {
+            let (client, d) = Client::new(
+                client_config(&cfg, addrs.inbound.port()),
+                state.clone(),
+                health.clone(),
+                metrics.clone(),
+            );
+            (d, Some(client))
+        }
+    };
+    let admin = Arc::new(Admin {
+        health: health.clone(),
+        metrics: metrics.clone(),
+        discovery,
+        state: state.clone(),
+        log,
+    });
+
+    // The control thread ends the data path by completing `exit`.
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let grace = cfg.drain_grace;
+    let admin_listener = listeners.admin;
+    let control_health = health.clone();
+    let control = std::thread::Builder::new()
+        .name("mesh-control".into())
+        .spawn(move || -> Result<(), AppError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| AppError::Runtime {
+                    what: "control",
+                    source,
+                })?;
+            rt.block_on(control_main(
+                admin,
+                admin_listener,
+                client,
+                control_health,
+                grace,
+                exit_tx,
+            ))
+        })
+        .map_err(|source| AppError::Runtime {
+            what: "control",
+            source,
+        })?;
+
+    let data_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.workers)
+        .thread_name("mesh-data")
+        .enable_all()
+        .build()
+        .map_err(|source| AppError::Runtime {
+            what: "data",
+            source,
+        })?;
+    let data_cfg = DataPath {
+        cfg,
+        state,
+        health,
+        metrics,
+        inbound: listeners.inbound,
+        outbound: listeners.outbound,
+        forwards: listeners.forwards,
+    };
+    data_rt.block_on(data_main(data_cfg, exit_rx))?;
+    // Connections still open at the end of the grace period are cut here.
+    data_rt.shutdown_timeout(Duration::from_millis(100));
+    control.join().map_err(|_| AppError::ControlThread)??;
+    info!("shutdown complete");
+    Ok(())
+}
+
+fn bind(cfg: &Config) -> Result<Listeners, AppError> {
+    let one = |what: &'static str, addr: SocketAddr| {
+        let l = std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind {
+            what,
+            addr,
+            source,
+        })?;
+        l.set_nonblocking(true)
+            .map_err(|source| AppError::Bind { what, addr, source })?;
+        Ok::<_, AppError>(l)
+    };
+    let mut forwards = Vec::with_capacity(cfg.tcp_forwards.len());
+    for f in &cfg.tcp_forwards {
+        forwards.push((f.clone(), one("tcp-forward", f.listen)?));
+    }
+    Ok(Listeners {
+        inbound: one("inbound", cfg.inbound_addr)?,
+        outbound: one("outbound", cfg.outbound_addr)?,
+        admin: one("admin", cfg.admin_addr)?,
+        forwards,
+    })
+}
+
+fn local(l: &std::net::TcpListener) -> SocketAddr {
+    // A bound listener always has a local address; fall back to the unspecified one if the
+    // platform ever disagrees rather than abort.
+    l.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Writes the bound addresses atomically (temp file + rename): readers never see half a file.
+pub fn write_addrs_file(path: &Path, addrs: &BoundAddrs) -> Result<(), AppError> {
+    let err = |source| AppError::AddrsFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let body = serde_json::to_vec(addrs).map_err(|e| err(std::io::Error::other(e)))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, body).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn client_config(cfg: &Config, inbound_port: u16) -> ClientConfig {
+    let node = Node {
+        id: cfg.id.clone(),
+        identity: cfg.identity(),
+        service: cfg.service.clone(),
+        namespace: cfg.namespace.clone(),
+        service_account: cfg.service_account.clone(),
+        labels: cfg.labels.clone().into_iter().collect(),
+        proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+        address: cfg.advertise_address.to_string(),
+        inbound_port: u32::from(inbound_port),
+        app_ports: cfg.app_ports.iter().map(|&p| u32::from(p)).collect(),
+        zone: cfg.zone.clone().unwrap_or_default(),
+    };
+    // Fixed-port forwards will certainly be used: subscribe to their services from the start.
+    let mut eager = cfg.outbound_services.clone();
+    for f in &cfg.tcp_forwards {
+        if !eager.contains(&f.service) {
+            eager.push(f.service.clone());
+        }
+    }
+    ClientConfig {
+        endpoint: cfg.control_plane.clone(),
+        node,
+        eager_services: eager,
+        data_dir: cfg.data_dir.clone(),
+        backoff: Backoff::default(),
+    }
+}
+
+/// Control runtime: admin, discovery, signals and the grace timer.
+async fn control_main(
+    admin: Arc<Admin>,
+    admin_listener: std::net::TcpListener,
+    client: Option<Client>,
+    health: Arc<Health>,
+    grace: Duration,
+    exit: oneshot::Sender<()>,
+) -> Result<(), AppError> {
+    let admin_listener =
+        tokio::net::TcpListener::from_std(admin_listener).map_err(|source| AppError::Runtime {
+            what: "control",
+            source,
+        })?;
+    let admin_task = tokio::spawn(admin.serve(admin_listener));
+    let client_task = client.map(|c| tokio::spawn(c.run()));
+
+    let mut signals = Signals::new()?;
+    signals.next().await;
+    info!(?grace, "shutdown signal: draining");
+    health.drain();
+    tokio::select! {
+        () = tokio::time::sleep(grace) => info!("grace period over"),
+        () = signals.next() => warn!("second signal: exiting before the grace period ends"),
+    }
+    let _ = exit.send(());
+    admin_task.abort();
+    if let Some(t) = client_task {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT as one stream of events.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, AppError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let err = |source| AppError::Runtime {
+            what: "signal",
+            source,
+        };
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// What the data runtime serves.
+struct DataPath {
+    cfg: Config,
+    state: StateHandle,
+    health: Arc<Health>,
+    #[allow(dead_code)] // handed to the data path once it counts requests here
+    metrics: Arc<Metrics>,
+    inbound: std::net::TcpListener,
+    outbound: std::net::TcpListener,
+    forwards: Vec<(TcpForward, std::net::TcpListener)>,
+}
+
+/// Data runtime: inbound, outbound and fixed-port listeners until `exit`.
+async fn data_main(d: DataPath, exit: oneshot::Receiver<()>) -> Result<(), AppError> {
+    let tokio_listener = |l: std::net::TcpListener| {
+        tokio::net::TcpListener::from_std(l).map_err(|source| AppError::Runtime {
+            what: "data",
+            source,
+        })
+    };
+    let inbound = tokio_listener(d.inbound)?;
+    let outbound = tokio_listener(d.outbound)?;
+    let mut forwards = Vec::with_capacity(d.forwards.len());
+    for (f, l) in d.forwards {
+        forwards.push((f, tokio_listener(l)?));
+    }
+
+    let (inbound_trigger, inbound_drain) = drain::channel();
+    let (outbound_trigger, outbound_drain) = drain::channel();
+    wiring::spawn_data_path(
+        &d.cfg,
+        &d.state,
+        inbound,
+        inbound_drain,
+        outbound,
+        forwards,
+        outbound_drain,
+    );
+
+    // Draining starts on a signal or `POST /drain`: inbound stops accepting, and its live
+    // connections finish their in-flight requests.
+    let health = d.health.clone();
+    tokio::spawn(async move {
+        health.drained().await;
+        info!("inbound stops accepting; in-flight requests finish");
+        inbound_trigger.drain().await;
+        info!("inbound drained");
+    });
+
+    // The sender is dropped only if the control thread dies: shut down then too.
+    let _ = exit.await;
+    outbound_trigger.signal();
+    Ok(())
+}

@@ -1,13 +1,20 @@
 //! The mesh sidecar: a per-workload proxy configured by the control plane.
 
+pub mod accesslog;
 pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod config;
+pub mod dns;
+pub mod identity;
 pub mod inbound;
+pub mod init;
+pub mod orig_dst;
 pub mod outbound;
 pub mod proxy;
 pub mod routing;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
+pub mod trace;
 pub mod xds;

@@ -105,6 +105,11 @@ pub enum Command {
         after_help = "Example:\n  mesh-cli explain 127.0.0.1:15000 GET http://reviews:9080/api/v1 -H x-canary:1"
     )]
     Explain(ExplainArgs),
+    /// Run a local demo mesh: control plane, demo apps with sidecars, load, a live table and a canary shift.
+    Demo(crate::demo::DemoArgs),
+    /// Run one demo application (used by `demo`).
+    #[command(hide = true)]
+    DemoApp(crate::demo::DemoAppArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  mesh-cli completion bash > /etc/bash_completion.d/mesh-cli"

@@ -15,6 +15,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inject(args) => inject::inject(&args),
         Command::Uninject(args) => inject::uninject(&args),
+        Command::Demo(args) => {
+            crate::demo::run(args).map_err(|e| CliError::server(format!("demo: {e:#}")))
+        }
+        Command::DemoApp(args) => {
+            crate::demo::run_app(args).map_err(|e| CliError::server(format!("demo-app: {e:#}")))
+        }
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

@@ -12,6 +12,8 @@ use mesh_proto::type_url;
 use mesh_proto::types::v1::resource::Kind;
 use tokio::sync::mpsc;
 
+pub mod mesh;
+
 /// Bounds every wait for a process to come up or a command to finish; only guards a hang.
 pub const HANG: Duration = Duration::from_secs(60);
 

@@ -1,1 +1,122 @@
 //! Load balancers over an endpoint set: P2C/PeakEWMA, round robin, weighted round robin, ring hash.
+//!
+//! Everything here is built once per config update ([`ServiceLb::build`]); a pick only reads
+//! atomics and immutable vectors: no locks, no allocation.
+
+mod endpoint;
+mod hash;
+mod pick;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use endpoint::{InFlight, LbEndpoint, Outcome, Outlier};
+pub use hash::{cookie, hash64, request_hash};
+pub use pick::Subset;
+pub use stats::EndpointStats;
+
+use crate::state::{Cluster, Endpoint, Endpoints, Name};
+
+/// Everything the data path needs to pick an endpoint of one service, built once per update.
+#[derive(Debug)]
+pub struct ServiceLb {
+    pub service: Name,
+    /// The cluster in force (defaults when the service has no Cluster resource).
+    pub cluster: Arc<Cluster>,
+    all: Subset,
+    /// By the endpoints' `version` label.
+    subsets: HashMap<Name, Subset>,
+    cluster_in: Option<Arc<Cluster>>,
+    endpoints_in: Option<Arc<Endpoints>>,
+}
+
+// === impl ServiceLb ===
+
+impl ServiceLb {
+    /// Builds the balancers; endpoints that stay (same address) keep their stats from `prev`.
+    pub fn build(
+        service: Name,
+        cluster_in: Option<Arc<Cluster>>,
+        endpoints_in: Option<Arc<Endpoints>>,
+        prev: Option<&ServiceLb>,
+    ) -> Self {
+        let cluster = cluster_in
+            .clone()
+            .unwrap_or_else(|| Arc::new(Cluster::with_defaults(service.clone())));
+        let old: HashMap<SocketAddr, &Arc<EndpointStats>> = prev
+            .map(|p| {
+                p.all
+                    .members()
+                    .iter()
+                    .map(|e| (e.endpoint.addr, &e.stats))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let eps: &[Endpoint] = endpoints_in.as_deref().map_or(&[], |e| &e.endpoints);
+        let stats: Vec<Arc<EndpointStats>> = eps
+            .iter()
+            .map(|e| old.get(&e.addr).map(|s| (*s).clone()).unwrap_or_default())
+            .collect();
+        let outlier = cluster
+            .outlier
+            .clone()
+            .map(|cfg| Arc::new(Outlier::new(cfg, stats.clone())));
+        let members: Vec<Arc<LbEndpoint>> = eps
+            .iter()
+            .zip(stats)
+            .map(|(e, s)| Arc::new(LbEndpoint::new(e.clone(), s, outlier.clone())))
+            .collect();
+
+        let mut by_version: HashMap<Name, Vec<Arc<LbEndpoint>>> = HashMap::new();
+        for m in &members {
+            if let Some(v) = m.endpoint.label(Endpoint::VERSION_LABEL) {
+                by_version.entry(v.clone()).or_default().push(m.clone());
+            }
+        }
+        let subsets = by_version
+            .into_iter()
+            .map(|(v, ms)| (v, Subset::new(ms, cluster.lb)))
+            .collect();
+        Self {
+            all: Subset::new(members, cluster.lb),
+            subsets,
+            service,
+            cluster,
+            cluster_in,
+            endpoints_in,
+        }
+    }
+
+    /// True when this was built from exactly these inputs (same `Arc`s).
+    pub fn inputs_are(
+        &self,
+        cluster: Option<&Arc<Cluster>>,
+        endpoints: Option<&Arc<Endpoints>>,
+    ) -> bool {
+        fn same<T>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+        }
+        same(self.cluster_in.as_ref(), cluster) && same(self.endpoints_in.as_ref(), endpoints)
+    }
+
+    /// The endpoints of `subset` (`version` label), or all of them for `None`.
+    pub fn subset(&self, subset: Option<&str>) -> Option<&Subset> {
+        match subset {
+            None => Some(&self.all),
+            Some(v) => self.subsets.get(v),
+        }
+    }
+
+    /// Every endpoint with its live stats (for `/clusters`).
+    pub fn endpoints(&self) -> &[Arc<LbEndpoint>] {
+        self.all.members()
+    }
+}

@@ -1,1 +1,240 @@
 //! Inbound: accept from peer sidecars, detect, forward to the local app.
+
+mod http;
+mod transport;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use transport::{Plaintext, Transport};
+
+use crate::proxy::{self, Cause, Clients, Detected, Drain, guard};
+use crate::state::{Name, StateHandle};
+
+/// Which HTTP version the local app speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppProtocol {
+    /// What the client app spoke (carried in `x-mesh-orig-proto`); HTTP/1.1 when unknown.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// Inbound settings from flags.
+#[derive(Debug, Clone)]
+pub struct InboundConfig {
+    /// The app's ports; the first is the default target without a port hint.
+    pub app_ports: Vec<u16>,
+    /// Where the app listens (loopback in a pod).
+    pub app_ip: IpAddr,
+    pub app_protocol: AppProtocol,
+    pub detect_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            app_ports: Vec::new(),
+            app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            app_protocol: AppProtocol::Auto,
+            detect_timeout: proxy::DEFAULT_DETECT_TIMEOUT,
+            max_header_bytes: proxy::DEFAULT_MAX_HEADER_BYTES,
+            // The app is on loopback: 1 s only ever elapses when it is wedged.
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything inbound connections share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InboundCtx {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: StateHandle,
+    cfg: InboundConfig,
+    clients: Clients,
+    /// `app_ip:port` authorities of the configured app ports, built once.
+    app_authorities: Vec<(u16, ::http::uri::Authority)>,
+}
+
+/// Facts about one downstream connection.
+#[derive(Debug, Clone)]
+struct ConnInfo {
+    peer: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+    /// The peer's verified identity (mTLS); `None` on plaintext.
+    #[allow(dead_code)]
+    identity: Option<Name>,
+}
+
+// === impl InboundCtx ===
+
+impl InboundCtx {
+    pub fn new(state: StateHandle, cfg: InboundConfig) -> Self {
+        let clients = Clients::new(cfg.connect_timeout);
+        let app_authorities = cfg
+            .app_ports
+            .iter()
+            .map(|&p| (p, authority(SocketAddr::new(cfg.app_ip, p))))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                state,
+                cfg,
+                clients,
+                app_authorities,
+            }),
+        }
+    }
+
+    /// The authority of the app at `port` (prebuilt for configured ports).
+    fn app_authority(&self, port: u16) -> ::http::uri::Authority {
+        match self.inner.app_authorities.iter().find(|(p, _)| *p == port) {
+            Some((_, a)) => a.clone(),
+            None => authority(SocketAddr::new(self.inner.cfg.app_ip, port)),
+        }
+    }
+
+    /// The app port for a connection without a port hint: the original destination port
+    /// (transparent mode), else the first configured app port.
+    fn default_port(&self, orig_dst: Option<SocketAddr>) -> Option<u16> {
+        orig_dst
+            .map(|d| d.port())
+            .or_else(|| self.inner.cfg.app_ports.first().copied())
+    }
+}
+
+fn authority(addr: SocketAddr) -> ::http::uri::Authority {
+    // A socket address always formats as a valid authority.
+    ::http::uri::Authority::try_from(addr.to_string())
+        .unwrap_or_else(|_| ::http::uri::Authority::from_static("127.0.0.1"))
+}
+
+/// Serves the inbound listener until drain begins: then stops accepting, and each live
+/// connection finishes its in-flight requests (HTTP/2 GOAWAY, HTTP/1 close after response).
+pub async fn serve<T: Transport>(
+    listener: TcpListener,
+    ctx: InboundCtx,
+    transport: Arc<T>,
+    mut drain: Drain,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly (10 ms) rather than spin.
+                    tracing::warn!(error = %e, "inbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = drain.signaled() => return,
+        };
+        tokio::spawn(connection(
+            stream,
+            peer,
+            ctx.clone(),
+            transport.clone(),
+            drain.clone(),
+        ));
+    }
+}
+
+async fn connection<T: Transport>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: InboundCtx,
+    transport: Arc<T>,
+    drain: Drain,
+) {
+    let _ = stream.set_nodelay(true);
+    let orig_dst = proxy::orig_dst::original_dst(&stream);
+    let (io, identity) = match transport.accept(stream).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, %peer, "inbound handshake failed");
+            return;
+        }
+    };
+    let conn = ConnInfo {
+        peer,
+        orig_dst,
+        identity,
+    };
+    let listener = ctx.inner.state.load().listener.clone();
+    // Only a redirected connection's port can be server-first: peers always speak first.
+    let skip = match (&listener, orig_dst) {
+        (Some(l), Some(dst)) => l.skips_detection(dst.port()),
+        _ => false,
+    };
+    let timeout = listener
+        .as_ref()
+        .and_then(|l| l.detect_timeout)
+        .unwrap_or(ctx.inner.cfg.detect_timeout);
+    let (proto, io) = if skip {
+        (
+            Detected::Opaque,
+            proxy::Prefixed::new(bytes::Bytes::new(), io),
+        )
+    } else {
+        match proxy::detect(io, timeout).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "inbound detection failed");
+                return;
+            }
+        }
+    };
+    match proto {
+        Detected::Http1 | Detected::Http2 => {
+            let max = ctx.inner.cfg.max_header_bytes;
+            let io = if proto == Detected::Http1 {
+                match guard::check_first_head(io, max).await {
+                    Ok(io) => io,
+                    Err(_) => return,
+                }
+            } else {
+                io
+            };
+            let conn = Arc::new(conn);
+            let svc_ctx = ctx.clone();
+            let svc = service_fn(move |req| {
+                let (ctx, conn) = (svc_ctx.clone(), conn.clone());
+                async move { Ok::<_, std::convert::Infallible>(http::handle(&ctx, &conn, req).await) }
+            });
+            proxy::server::serve_http(io, proto == Detected::Http2, max, svc, drain).await;
+        }
+        Detected::MeshTcp(port) => to_app(&ctx, port, io).await,
+        Detected::Tls | Detected::Opaque => match ctx.default_port(orig_dst) {
+            Some(port) => to_app(&ctx, port, io).await,
+            None => Cause::NoRoute.record(&"inbound opaque connection without an app port"),
+        },
+    }
+}
+
+/// Opaque TCP to the local app.
+async fn to_app<I: AsyncRead + AsyncWrite + Unpin>(ctx: &InboundCtx, port: u16, mut io: I) {
+    let addr = SocketAddr::new(ctx.inner.cfg.app_ip, port);
+    let up = tokio::time::timeout(ctx.inner.cfg.connect_timeout, TcpStream::connect(addr)).await;
+    let mut up = match up {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return Cause::ConnectRefused.record(&addr),
+        Err(_) => return Cause::ConnectTimeout.record(&addr),
+    };
+    let _ = up.set_nodelay(true);
+    if let Err(e) = proxy::tcp::copy(&mut io, &mut up).await {
+        tracing::debug!(error = %e, %addr, "inbound tcp ended with error");
+    }
+}

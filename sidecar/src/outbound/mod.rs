@@ -1,1 +1,197 @@
 //! Outbound: original destination or authority, route, balance, connect to the peer sidecar.
+
+mod http;
+mod target;
+mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use tokio::net::{TcpListener, TcpStream};
+
+pub use target::{known, port_of, service_name};
+
+use crate::proxy::{self, Clients, Detected, Drain, guard};
+use crate::state::{Name, StateHandle};
+
+/// Outbound settings from flags (the Listener resource may override detection).
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    /// Detection timeout when the Listener resource sets none.
+    pub detect_timeout: Duration,
+    /// Request-head limit; larger heads get 431.
+    pub max_header_bytes: usize,
+    /// Connect timeout to endpoints.
+    pub connect_timeout: Duration,
+    /// How long a request for an unknown service waits for discovery to answer.
+    pub discovery_wait: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            detect_timeout: proxy::DEFAULT_DETECT_TIMEOUT,
+            max_header_bytes: proxy::DEFAULT_MAX_HEADER_BYTES,
+            connect_timeout: crate::state::Cluster::DEFAULT_CONNECT_TIMEOUT,
+            // 3 s: enough for a round trip to a busy control plane, and below common client
+            // timeouts (5–30 s) so the client gets a clear `no-route` instead of its own timeout.
+            discovery_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Everything outbound connections share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OutboundCtx {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: StateHandle,
+    cfg: OutboundConfig,
+    clients: Clients,
+}
+
+/// Facts about one downstream connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnInfo {
+    peer: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+}
+
+// === impl OutboundCtx ===
+
+impl OutboundCtx {
+    pub fn new(state: StateHandle, cfg: OutboundConfig) -> Self {
+        let clients = Clients::new(cfg.connect_timeout);
+        Self {
+            inner: Arc::new(Inner {
+                state,
+                cfg,
+                clients,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> &StateHandle {
+        &self.inner.state
+    }
+}
+
+/// Serves the outbound listener (explicit proxy and transparent) until drain begins; live
+/// connections keep their `Drain` clone and finish on their own.
+pub async fn serve(listener: TcpListener, ctx: OutboundCtx, mut drain: Drain) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly (10 ms) rather than spin.
+                    tracing::warn!(error = %e, "outbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = drain.signaled() => return,
+        };
+        tokio::spawn(connection(stream, peer, ctx.clone(), drain.clone()));
+    }
+}
+
+/// Serves a fixed local port for `service`: every connection is proxied as opaque TCP to the
+/// service's `port` (no detection, so server-first protocols work).
+pub async fn serve_fixed(
+    listener: TcpListener,
+    ctx: OutboundCtx,
+    service: Name,
+    port: u16,
+    mut drain: Drain,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fixed-port accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = drain.signaled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (ctx, service, drain) = (ctx.clone(), service.clone(), drain.clone());
+        tokio::spawn(async move {
+            let io = proxy::Prefixed::new(bytes::Bytes::new(), stream);
+            tcp::to_service(&ctx, &service, port, peer, io).await;
+            drop(drain);
+        });
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: OutboundCtx, drain: Drain) {
+    let _ = stream.set_nodelay(true);
+    let orig_dst = proxy::orig_dst::original_dst(&stream);
+    let conn = ConnInfo { peer, orig_dst };
+    let snap = ctx.inner.state.load();
+    let listener = snap.listener.clone();
+    drop(snap);
+    let skip = match (&listener, orig_dst) {
+        (Some(l), Some(dst)) => l.skips_detection(dst.port()),
+        _ => false,
+    };
+    let timeout = listener
+        .as_ref()
+        .and_then(|l| l.detect_timeout)
+        .unwrap_or(ctx.inner.cfg.detect_timeout);
+    let (proto, io) = if skip {
+        (
+            Detected::Opaque,
+            proxy::Prefixed::new(bytes::Bytes::new(), stream),
+        )
+    } else {
+        match proxy::detect(stream, timeout).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "outbound detection failed");
+                return;
+            }
+        }
+    };
+    match proto {
+        Detected::Http1 | Detected::Http2 => {
+            let max = ctx.inner.cfg.max_header_bytes;
+            let io = if proto == Detected::Http1 {
+                match guard::check_first_head(io, max).await {
+                    Ok(io) => io,
+                    Err(_) => return,
+                }
+            } else {
+                io
+            };
+            let svc_ctx = ctx.clone();
+            let svc = service_fn(move |req| {
+                let ctx = svc_ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(http::handle(ctx, conn, req).await) }
+            });
+            proxy::server::serve_http(io, proto == Detected::Http2, max, svc, drain).await;
+        }
+        Detected::Tls | Detected::Opaque | Detected::MeshTcp(_) => {
+            let target = orig_dst.and_then(|dst| {
+                let snap = ctx.inner.state.load();
+                snap.service_by_vip(dst).map(|s| (s.clone(), dst.port()))
+            });
+            match (target, orig_dst) {
+                (Some((service, port)), _) => tcp::to_service(&ctx, &service, port, peer, io).await,
+                (None, Some(dst)) => tcp::passthrough(&ctx, dst, io).await,
+                (None, None) => {
+                    proxy::Cause::NoRoute.record(&"opaque connection with no original destination");
+                }
+            }
+            drop(drain);
+        }
+    }
+}

@@ -289,12 +289,11 @@ fn one(m: &pb::RouteMatch, req: &Req) -> Result<String, String> {
     Ok(ok.join(", "))
 }
 
-/// Gateway API prefix semantics: `/api` matches `/api` and `/api/x`, not `/apix`.
+/// The sidecar's semantics: a plain string prefix (`/api` also matches `/apix`).
 fn prefix_match(path: &str, prefix: &str) -> bool {
-    let p = prefix.trim_end_matches('/');
-    p.is_empty()
-        || path == p
-        || path
-            .strip_prefix(p)
-            .is_some_and(|rest| rest.starts_with('/'))
+    path.starts_with(prefix)
 }
+
+#[cfg(test)]
+#[path = "explain_tests.rs"]
+mod tests;

@@ -1,0 +1,267 @@
+//! The demo's processes: control plane and sidecars as child processes, apps as tasks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mesh_proto::admin::v1::admin_client::AdminClient;
+use tokio::process::{Child, Command};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::apps;
+
+/// A process may take this long to bind and report its ports: generous for a cold binary on a
+/// busy 2-core machine.
+const START_LIMIT: Duration = Duration::from_secs(30);
+/// SIGTERM grace before SIGKILL when stopping: longer than the sidecar's drain grace.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Adds the bearer token to every admin call.
+type AuthFn =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+type Admin = AdminClient<InterceptedService<Channel, AuthFn>>;
+
+pub struct Mesh {
+    dir: PathBuf,
+    cp: Option<Child>,
+    sidecars: Vec<(String, Child)>,
+    apps: Vec<tokio::task::JoinHandle<()>>,
+    admin_addr: SocketAddr,
+    discovery_addr: SocketAddr,
+    token: String,
+    admin: Option<Admin>,
+    /// The load generator's sidecar outbound listener.
+    pub client_outbound: SocketAddr,
+}
+
+impl Mesh {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let mut mesh = Mesh {
+            dir: dir.clone(),
+            cp: None,
+            sidecars: Vec::new(),
+            apps: Vec::new(),
+            admin_addr: ([127, 0, 0, 1], 0).into(),
+            discovery_addr: ([127, 0, 0, 1], 0).into(),
+            token: String::new(),
+            admin: None,
+            client_outbound: ([127, 0, 0, 1], 0).into(),
+        };
+        if let Err(e) = mesh.boot().await {
+            mesh.stop().await;
+            return Err(e);
+        }
+        Ok(mesh)
+    }
+
+    async fn boot(&mut self) -> anyhow::Result<()> {
+        let cp_dir = self.dir.join("control-plane");
+        let addrs_file = self.dir.join("cp-addrs.json");
+        let mut cmd = Command::new(bin("mesh-control-plane")?);
+        cmd.arg("--data-dir")
+            .arg(&cp_dir)
+            .args(["--discovery-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .arg("--addrs-file")
+            .arg(&addrs_file);
+        self.cp = Some(spawn_quiet(cmd, &self.dir.join("control-plane.log"))?);
+        let a = wait_addrs(self.cp.as_mut().expect("cp"), &addrs_file).await?;
+        self.discovery_addr = a["discovery"];
+        self.admin_addr = a["admin"];
+        self.token = std::fs::read_to_string(cp_dir.join("admin-token"))
+            .context("control plane admin token")?
+            .trim()
+            .to_string();
+        println!(
+            "control plane: discovery {} admin {}",
+            self.discovery_addr, self.admin_addr
+        );
+
+        for version in ["v1", "v2"] {
+            let (listener, addr) = apps::bind().await?;
+            self.apps
+                .push(tokio::spawn(apps::serve(listener, "api", version, None)));
+            self.sidecar("api", version, Some(addr.port())).await?;
+        }
+        let (listener, web_addr) = apps::bind().await?;
+        let web = self.sidecar("web", "v1", Some(web_addr.port())).await?;
+        self.apps.push(tokio::spawn(apps::serve(
+            listener,
+            "web",
+            "v1",
+            Some(web.outbound),
+        )));
+        let client = self.sidecar("demo-client", "v1", None).await?;
+        self.client_outbound = client.outbound;
+        Ok(())
+    }
+
+    async fn sidecar(
+        &mut self,
+        service: &str,
+        version: &str,
+        app_port: Option<u16>,
+    ) -> anyhow::Result<SidecarAddrs> {
+        let name = format!("{service}-{version}");
+        let addrs_file = self.dir.join(format!("{name}-addrs.json"));
+        let mut cmd = Command::new(bin("mesh-sidecar")?);
+        cmd.args(["--service", service])
+            .args(["--labels", &format!("version={version}")])
+            .args([
+                "--control-plane",
+                &format!("http://{}", self.discovery_addr),
+            ])
+            .args(["--inbound-addr", "127.0.0.1:0"])
+            .args(["--outbound-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(self.dir.join(&name))
+            .arg("--addrs-file")
+            .arg(&addrs_file);
+        if let Some(p) = app_port {
+            cmd.args(["--app-ports", &p.to_string()]);
+        }
+        let mut child = spawn_quiet(cmd, &self.dir.join(format!("{name}.log")))?;
+        let a = match wait_addrs(&mut child, &addrs_file).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(e.context(format!("sidecar {name}")));
+            }
+        };
+        self.sidecars.push((name.clone(), child));
+        let addrs = SidecarAddrs {
+            outbound: a["outbound"],
+        };
+        wait_ready(a["admin"]).await.context(name.clone())?;
+        println!(
+            "sidecar {name}: ready (outbound {}, inbound {}, admin {})",
+            a["outbound"], a["inbound"], a["admin"]
+        );
+        Ok(addrs)
+    }
+
+    /// The admin client, connected on first use.
+    pub async fn admin(&mut self) -> anyhow::Result<&mut Admin> {
+        if self.admin.is_none() {
+            let channel = Channel::from_shared(format!("http://{}", self.admin_addr))?
+                .connect()
+                .await
+                .context("connect to the control plane admin API")?;
+            let value: tonic::metadata::MetadataValue<_> =
+                format!("Bearer {}", self.token).parse()?;
+            let f: AuthFn = Box::new(move |mut req: tonic::Request<()>| {
+                req.metadata_mut().insert("authorization", value.clone());
+                Ok(req)
+            });
+            self.admin = Some(AdminClient::with_interceptor(channel, f));
+        }
+        Ok(self.admin.as_mut().expect("admin client"))
+    }
+
+    /// Stops sidecars (SIGTERM, then SIGKILL after the grace), apps and the control plane, and
+    /// removes the temporary data dir.
+    pub async fn stop(&mut self) {
+        for (_, child) in &self.sidecars {
+            sigterm(child);
+        }
+        for (name, child) in &mut self.sidecars {
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("sidecar {name} did not stop within {STOP_GRACE:?}: killing it");
+                let _ = child.kill().await;
+            }
+        }
+        self.sidecars.clear();
+        for a in self.apps.drain(..) {
+            a.abort();
+        }
+        if let Some(mut cp) = self.cp.take() {
+            sigterm(&cp);
+            if tokio::time::timeout(STOP_GRACE, cp.wait()).await.is_err() {
+                let _ = cp.kill().await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct SidecarAddrs {
+    outbound: SocketAddr,
+}
+
+fn sigterm(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// Mesh binaries are installed side by side: look next to this executable.
+fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable directory")?;
+    let p = dir.join(name);
+    if !p.exists() {
+        bail!(
+            "{} not found next to mesh-cli: build every binary (cargo build --release --workspace --bins)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Children log to files in the demo dir so the terminal shows only the table.
+fn spawn_quiet(mut cmd: Command, log: &Path) -> anyhow::Result<Child> {
+    let f = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .kill_on_drop(true);
+    cmd.spawn().context("spawn")
+}
+
+async fn wait_addrs(child: &mut Child, file: &Path) -> anyhow::Result<HashMap<String, SocketAddr>> {
+    let deadline = tokio::time::Instant::now() + START_LIMIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(map) = serde_json::from_str::<HashMap<String, String>>(&text)
+        {
+            return Ok(map
+                .into_iter()
+                .filter_map(|(k, v)| v.parse().ok().map(|a| (k, a)))
+                .collect());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("exited with {status} during start-up (see its log in the demo dir)");
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("did not report its addresses within {START_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_ready(admin: SocketAddr) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + START_LIMIT;
+    loop {
+        if apps::http_get_status(admin, "/ready").await == Some(200) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("not ready within {START_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

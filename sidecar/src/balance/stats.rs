@@ -1,0 +1,119 @@
+//! Per-endpoint live state: PeakEWMA latency with an error penalty, in-flight count, ejection.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Decay time constant of the latency estimate. 10 s (Linkerd's default) forgets a slow spell
+/// within seconds of recovery yet ignores one outlier response.
+const DECAY: Duration = Duration::from_secs(10);
+/// Estimate for an endpoint with no samples yet and the value an idle estimate decays back
+/// to: 1 ms, a loopback/LAN round trip, so a new endpoint is tried soon but not flooded.
+const NEUTRAL_RTT_NS: f64 = 1_000_000.0;
+/// A 5xx or 429 counts as a response this slow: 1 s makes a failing endpoint lose nearly every
+/// P2C comparison until the penalty decays (a few DECAYs), which is what "recent" means here.
+const FAILURE_PENALTY_NS: f64 = 1_000_000_000.0;
+
+/// Nanoseconds since a process-wide base, so instants fit in an atomic.
+pub(crate) fn now_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    // Starting at 1 keeps 0 free to mean "never".
+    base.elapsed().as_nanos() as u64 + 1
+}
+
+/// Shared across snapshot rebuilds for an endpoint address that stays, so history survives.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    in_flight: AtomicU32,
+    /// f64 bits of the PeakEWMA latency estimate in ns; 0 = no sample yet.
+    ewma_bits: AtomicU64,
+    /// When `ewma_bits` was last written (`now_ns`).
+    updated_ns: AtomicU64,
+    /// Ejected until this instant (`now_ns`); 0 = not ejected.
+    ejected_until_ns: AtomicU64,
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
+}
+
+// === impl EndpointStats ===
+
+impl EndpointStats {
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// The latency estimate now, decayed towards neutral for the time since the last sample.
+    pub fn ewma(&self) -> Duration {
+        Duration::from_nanos(self.ewma_ns_at(now_ns()) as u64)
+    }
+
+    fn ewma_ns_at(&self, now: u64) -> f64 {
+        let bits = self.ewma_bits.load(Relaxed);
+        if bits == 0 {
+            return NEUTRAL_RTT_NS;
+        }
+        let ewma = f64::from_bits(bits);
+        let elapsed = now.saturating_sub(self.updated_ns.load(Relaxed)) as f64;
+        let w = (-elapsed / DECAY.as_nanos() as f64).exp();
+        ewma * w + NEUTRAL_RTT_NS * (1.0 - w)
+    }
+
+    /// PeakEWMA cost: latency estimate scaled by the load the endpoint already carries.
+    pub fn cost(&self, now: u64) -> f64 {
+        self.ewma_ns_at(now) * f64::from(self.in_flight() + 1)
+    }
+
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until_ns.load(Relaxed) > now
+    }
+
+    /// Ejects until `until_ns` (outlier detection or tests).
+    pub fn eject_until(&self, until_ns: u64) {
+        self.ejected_until_ns.store(until_ns, Relaxed);
+        self.ejections.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn start(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// Feeds one response into the estimate. Racing writers may lose a sample; that is fine for
+    /// an estimate and keeps the hot path free of locks and CAS loops.
+    pub(crate) fn observe(&self, rtt: Duration, failed: bool, now: u64) {
+        let mut sample = rtt.as_nanos() as f64;
+        if failed {
+            sample = sample.max(FAILURE_PENALTY_NS);
+        }
+        let current = self.ewma_ns_at(now);
+        // Peak: a slower sample replaces the estimate at once; faster ones pull it down slowly.
+        let next = if sample > current {
+            sample
+        } else {
+            let elapsed = now.saturating_sub(self.updated_ns.load(Relaxed)) as f64;
+            let w = (-elapsed / DECAY.as_nanos() as f64).exp();
+            current * w + sample * (1.0 - w)
+        };
+        self.ewma_bits.store(next.max(1.0).to_bits(), Relaxed);
+        self.updated_ns.store(now, Relaxed);
+    }
+
+    /// Counts a consecutive failure; returns the new count.
+    pub(crate) fn failure(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Relaxed) + 1
+    }
+
+    pub(crate) fn success(&self) {
+        if self.consecutive_failures.load(Relaxed) != 0 {
+            self.consecutive_failures.store(0, Relaxed);
+        }
+    }
+
+    pub(crate) fn ejection_count(&self) -> u32 {
+        self.ejections.load(Relaxed)
+    }
+}

@@ -1,0 +1,168 @@
+//! Upstream HTTP clients: pooled keep-alive HTTP/1.1 connections and one multiplexed HTTP/2
+//! connection per endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::body::ProxyBody;
+use super::error::Cause;
+
+/// Idle pooled HTTP/1 connections close after 90 s, matching the cluster default idle
+/// timeout and staying under common server keep-alive limits.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+/// HTTP/2 PING every 20 s on idle links detects a dead peer before a request does; a 10 s
+/// ack timeout tolerates GC pauses and busy peers.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection pools. Cheap to clone (the pools are shared).
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// HTTP/1.1, keyed by the URI authority, which is set to the endpoint: one pool per endpoint.
+    h1: Client<HttpConnector, ProxyBody>,
+    /// HTTP/2: one multiplexed connection per endpoint address. A DashMap read is an
+    /// uncontended shard read lock; the connection itself is shared by every request.
+    h2: Arc<DashMap<SocketAddr, http2::SendRequest<ProxyBody>>>,
+    connect_timeout: Duration,
+}
+
+/// A send failure: its cause and a human-readable chain.
+pub type SendError = (Cause, String);
+
+// === impl Clients ===
+
+impl Clients {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(connect_timeout));
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(conn);
+        Self {
+            h1,
+            h2: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    /// Sends `req` to the endpoint at `addr` over HTTP/2 or HTTP/1.1. The request's own URI
+    /// authority or `Host` header is what the upstream sees as the authority.
+    pub async fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+        addr: SocketAddr,
+        endpoint: &Authority,
+        h2: bool,
+    ) -> Result<Response<Incoming>, SendError> {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if h2 {
+            // :authority carries the original authority; `Host` would duplicate it.
+            let authority = match req.headers_mut().remove(HOST) {
+                Some(h) => Authority::try_from(h.as_bytes()).ok(),
+                None => req.uri().authority().cloned(),
+            }
+            .unwrap_or_else(|| endpoint.clone());
+            *req.uri_mut() = uri(authority, pq)?;
+            *req.version_mut() = Version::HTTP_2;
+            let mut tx = self.h2_conn(addr).await?;
+            return tx
+                .send_request(req)
+                .await
+                .map_err(|e| (Cause::UpstreamReset, error_chain(&e)));
+        }
+        *req.uri_mut() = uri(endpoint.clone(), pq)?;
+        *req.version_mut() = Version::HTTP_11;
+        self.h1
+            .request(req)
+            .await
+            .map_err(|e| (classify(&e), error_chain(&e)))
+    }
+
+    /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed).
+    async fn h2_conn(&self, addr: SocketAddr) -> Result<http2::SendRequest<ProxyBody>, SendError> {
+        if let Some(tx) = self.h2.get(&addr).map(|c| c.clone())
+            && !tx.is_closed()
+        {
+            return Ok(tx);
+        }
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err((Cause::ConnectTimeout, format!("connect to {addr}"))),
+            Ok(Err(e)) => return Err((Cause::ConnectRefused, format!("connect to {addr}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .adaptive_window(true)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %addr, "upstream HTTP/2 connection ended");
+            }
+        });
+        // Concurrent first requests may each connect; the last one stays pooled and the others
+        // serve their own request and close when idle.
+        self.h2.insert(addr, tx.clone());
+        Ok(tx)
+    }
+}
+
+fn uri(authority: Authority, pq: PathAndQuery) -> Result<Uri, SendError> {
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| (Cause::BadRequest, e.to_string()))
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> Cause {
+    if e.is_connect() {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        while let Some(s) = src {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::TimedOut => Cause::ConnectTimeout,
+                    _ => Cause::ConnectRefused,
+                };
+            }
+            src = s.source();
+        }
+        return Cause::ConnectRefused;
+    }
+    Cause::UpstreamReset
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -1,0 +1,135 @@
+//! Cluster domain types: how a service's endpoints are balanced, protected and reached.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::{Name, TlsMode};
+
+/// Per-service upstream settings. Every knob is plain data; the balancer and proxy read it.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: Name,
+    pub namespace: Option<Name>,
+    pub lb: LbPolicy,
+    pub hash_on: Option<HashOn>,
+    pub outlier: Option<OutlierDetection>,
+    pub circuit_breakers: CircuitBreakers,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls_mode: TlsMode,
+    pub protocol: Protocol,
+    pub retry_budget: Option<RetryBudget>,
+    pub request_timeout: Option<Duration>,
+    pub vip: Option<IpAddr>,
+    pub ports: Vec<u16>,
+}
+
+impl Cluster {
+    /// Connect timeout when the cluster sets none: 1 s is far above a loopback or LAN handshake
+    /// yet short enough that a request can still be retried on another endpoint.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Idle pooled connections are closed after 90 s, matching common server keep-alive
+    /// limits so the proxy rarely reuses a connection the server is about to close.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+    /// A cluster with every default, for services that have endpoints but no Cluster resource.
+    pub fn with_defaults(name: Name) -> Self {
+        Self {
+            name,
+            namespace: None,
+            lb: LbPolicy::default(),
+            hash_on: None,
+            outlier: None,
+            circuit_breakers: CircuitBreakers::default(),
+            health_check: None,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            tls_mode: TlsMode::default(),
+            protocol: Protocol::Detect,
+            retry_budget: None,
+            request_timeout: None,
+            vip: None,
+            ports: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    /// Power of two choices over PeakEWMA latency, penalising recent 5xx/429.
+    #[default]
+    P2cEwma,
+    RoundRobin,
+    WeightedRoundRobin,
+    RingHash,
+    Maglev,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(HeaderName),
+    Cookie(Name),
+    SourceIp,
+}
+
+/// What a consistent-hash balancer hashes on.
+#[derive(Debug, Clone)]
+pub struct HashOn {
+    pub key: HashKey,
+    /// With a cookie key: set the cookie on the response when the request had none.
+    pub generate_cookie: bool,
+    /// Cookie lifetime; `None` = session cookie.
+    pub cookie_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutlierDetection {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway_failures: u32,
+    pub failure_percentage: u32,
+    pub failure_percentage_min_requests: u32,
+    pub interval: Duration,
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+/// Limits; `None` = the proxy default.
+#[derive(Debug, Clone, Default)]
+pub struct CircuitBreakers {
+    pub max_connections: Option<u32>,
+    pub max_pending_requests: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// `None` = TCP connect check.
+    pub http_path: Option<Name>,
+    pub expected_status: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_retries_per_second: u32,
+    pub window: Duration,
+}
+
+/// The protocol a service speaks; `Detect` sniffs each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Detect,
+    Http1,
+    Http2,
+    Grpc,
+    Tcp,
+}

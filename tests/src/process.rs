@@ -1,0 +1,193 @@
+//! Spawning the real `mesh-control-plane` and `mesh-sidecar` processes on loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a process may take to bind and write its addresses file. Generous because a
+/// cold debug binary on a loaded 2-core CI machine can take seconds to start.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary, next to the test executable's target profile dir.
+///
+/// Test executables live in `target/<profile>/deps/`; binaries in `target/<profile>/`.
+/// Panics with a hint if the binary was not built (the test command builds all bins first).
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is inside target/<profile>/deps");
+    let p = profile_dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (deploy/scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Waits for a JSON addresses file written by a mesh process after it bound its ports.
+fn wait_addrs(child: &mut Child, file: &Path) -> HashMap<String, SocketAddr> {
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(map) = serde_json::from_str::<HashMap<String, String>>(&text)
+        {
+            return map
+                .into_iter()
+                .filter_map(|(k, v)| v.parse().ok().map(|a| (k, a)))
+                .collect();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "process exited early with {status} before writing {}",
+                file.display()
+            );
+        }
+        assert!(
+            start.elapsed() < START_LIMIT,
+            "no addresses file {} after {START_LIMIT:?}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running control plane; killed with SIGKILL on drop.
+pub struct ControlPlane {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub discovery: SocketAddr,
+    pub admin: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl ControlPlane {
+    /// Starts `mesh-control-plane` on ephemeral loopback ports with `data_dir`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let addrs_file = data_dir.join("test-addrs.json");
+        let _ = std::fs::remove_file(&addrs_file);
+        let mut child = Command::new(bin_path("mesh-control-plane"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--discovery-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .arg("--addrs-file")
+            .arg(&addrs_file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn mesh-control-plane");
+        let a = wait_addrs(&mut child, &addrs_file);
+        ControlPlane {
+            discovery: a["discovery"],
+            admin: a["admin"],
+            http: a["http"],
+            child,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The admin token the control plane created in its data dir.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .expect("admin-token in data dir")
+            .trim()
+            .to_string()
+    }
+
+    /// SIGKILL: no chance to flush anything (the durability tests rely on this).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Options for one sidecar under test.
+#[derive(Clone, Debug, Default)]
+pub struct SidecarOpts {
+    pub service: String,
+    pub namespace: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub app_ports: Vec<u16>,
+    /// `http://ip:port` of the control plane's discovery endpoint.
+    pub control_plane: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A running sidecar; SIGKILLed on drop unless already stopped.
+pub struct Sidecar {
+    pub child: Child,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Sidecar {
+    pub fn start(dir: &Path, o: &SidecarOpts) -> Self {
+        let addrs_file = dir.join(format!("sidecar-{}-addrs.json", o.service));
+        let _ = std::fs::remove_file(&addrs_file);
+        let mut cmd = Command::new(bin_path("mesh-sidecar"));
+        cmd.args(["--service", &o.service])
+            .args(["--inbound-addr", "127.0.0.1:0"])
+            .args(["--outbound-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .arg("--addrs-file")
+            .arg(&addrs_file)
+            .stdin(Stdio::null());
+        if let Some(ns) = &o.namespace {
+            cmd.args(["--namespace", ns]);
+        }
+        if !o.labels.is_empty() {
+            let l: Vec<String> = o.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            cmd.args(["--labels", &l.join(",")]);
+        }
+        if !o.app_ports.is_empty() {
+            let p: Vec<String> = o.app_ports.iter().map(u16::to_string).collect();
+            cmd.args(["--app-ports", &p.join(",")]);
+        }
+        if let Some(cp) = &o.control_plane {
+            cmd.args(["--control-plane", cp]);
+        }
+        let data_dir = o
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("sidecar-{}", o.service)));
+        cmd.arg("--data-dir").arg(data_dir);
+        cmd.args(&o.extra);
+        cmd.envs(o.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().expect("spawn mesh-sidecar");
+        let a = wait_addrs(&mut child, &addrs_file);
+        Sidecar {
+            inbound: a["inbound"],
+            outbound: a["outbound"],
+            admin: a["admin"],
+            child,
+        }
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
