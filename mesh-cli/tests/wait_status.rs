@@ -190,3 +190,46 @@ async fn nack_fails_the_wait_and_shows_in_status() {
         check.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_times_out_naming_the_proxy_that_did_not_ack() {
+    let cp = ControlPlane::start();
+    cp.cli_async(&["service", "create", "reviews", "--port", "9080"])
+        .await
+        .ok();
+    let _ok = proxy(
+        &cp.discovery,
+        node("web-ok", "web", "v1", "10.0.1.1"),
+        "reviews",
+        None,
+    )
+    .await;
+    let _stuck = proxy(
+        &cp.discovery,
+        node("web-stuck", "web", "v1", "10.0.1.2"),
+        "reviews",
+        Some(("slow", "")),
+    )
+    .await;
+    let out = cp
+        .cli_async(&[
+            "route",
+            "set",
+            "reviews",
+            "--rule-name",
+            "slow",
+            "--wait",
+            "--wait-timeout",
+            "1s",
+        ])
+        .await;
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("1 of 2 proxies have not ACKed route reviews"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("web-stuck"), "{}", out.stderr);
+    assert!(!out.stderr.contains("web-ok"), "{}", out.stderr);
+}

@@ -172,7 +172,8 @@ fn cli_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
 }
 
 /// A minimal proxy: announces `node`, subscribes to the Route of `route_for`, and ACKs every
-/// response, except a route containing a rule named `nack_rule`, which it NACKs with `error`.
+/// response, except a route containing a rule named `nack_rule`, which it NACKs with `error`
+/// (or, when `error` is empty, never answers: a stuck proxy).
 pub struct Proxy {
     task: tokio::task::JoinHandle<()>,
 }
@@ -232,10 +233,11 @@ pub async fn proxy(
                 }
                 _ => false,
             });
-            let error_detail = bad.then(|| ErrorDetail {
-                code: 3,
-                message: nack.as_ref().unwrap().1.clone(),
-            });
+            let message = nack.as_ref().map(|n| n.1.clone()).unwrap_or_default();
+            if bad && message.is_empty() {
+                continue;
+            }
+            let error_detail = bad.then_some(ErrorDetail { code: 3, message });
             let ack = DeltaDiscoveryRequest {
                 type_url: resp.type_url.clone(),
                 response_nonce: resp.nonce.clone(),

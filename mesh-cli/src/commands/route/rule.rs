@@ -183,3 +183,37 @@ fn describe_match(m: &MatchSpec) -> String {
         MatchSpec::Method(v) => format!("method={v}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, matches: usize) -> pb::RouteRule {
+        pb::RouteRule {
+            name: name.into(),
+            matches: vec![pb::RouteMatch::default(); matches],
+            ..Default::default()
+        }
+    }
+
+    fn names(rules: &[pb::RouteRule]) -> Vec<&str> {
+        rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn merge_keeps_matching_rules_reachable() {
+        let mut rules = vec![rule("default", 0)];
+        merge(&mut rules, rule("canary", 1));
+        assert_eq!(names(&rules), ["canary", "default"]);
+        merge(&mut rules, rule("api", 1));
+        assert_eq!(names(&rules), ["canary", "api", "default"]);
+        // Same name: replaced in place, order kept.
+        let mut replaced = rule("canary", 1);
+        replaced.timeout_ms = 5;
+        merge(&mut rules, replaced);
+        assert_eq!(names(&rules), ["canary", "api", "default"]);
+        assert_eq!(rules[0].timeout_ms, 5);
+        merge(&mut rules, rule("fallback", 0));
+        assert_eq!(names(&rules), ["canary", "api", "default", "fallback"]);
+    }
+}
