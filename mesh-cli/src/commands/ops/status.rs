@@ -140,12 +140,12 @@ pub async fn status(global: &Global) -> Result<()> {
     }
     let cp = &v.control_plane;
     println!(
-        "control plane {}: {}, version {}, trust domain {}, CA valid until {}, {} prox{} connected",
+        "control plane {}: {}, version {}, trust domain {}, CA {}, {} prox{} connected",
         cp.address,
         if cp.ready { "ready" } else { "NOT READY" },
         cp.version,
         cp.trust_domain,
-        super::unix_date(cp.ca_not_after_unix),
+        ca_text(cp.ca_not_after_unix),
         cp.connected_proxies,
         if cp.connected_proxies == 1 {
             "y"
@@ -200,6 +200,14 @@ pub async fn status(global: &Global) -> Result<()> {
     Ok(())
 }
 
+fn ca_text(not_after: i64) -> String {
+    if not_after == 0 {
+        "not reported".to_string()
+    } else {
+        format!("valid until {}", super::unix_date(not_after))
+    }
+}
+
 /// `name=version` per resource for one or two; a count beyond that; `*` marks not-yet-ACKed.
 fn acked_cell(r: &ResourceView) -> String {
     let mark = if r.in_sync { "" } else { "*" };
@@ -239,14 +247,19 @@ pub async fn check(global: &Global) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let left = cp.ca_not_after_unix - now;
-    line(
-        cp.ca_not_after_unix == 0 || left > CA_WARN_SECS,
-        format!(
-            "CA certificate valid until {} ({} days left)",
-            super::unix_date(cp.ca_not_after_unix),
-            left / 86_400
-        ),
-    );
+    if cp.ca_not_after_unix == 0 {
+        println!("note the control plane reports no CA certificate (identity not configured)");
+    } else {
+        line(
+            left > CA_WARN_SECS,
+            format!(
+                "CA certificate {} ({} days left; rotate below {})",
+                ca_text(cp.ca_not_after_unix),
+                left / 86_400,
+                CA_WARN_SECS / 86_400
+            ),
+        );
+    }
     for p in &v.proxies {
         let nack = p.resources.iter().find(|r| !r.in_sync && r.nack_count > 0);
         let detail = match nack {
