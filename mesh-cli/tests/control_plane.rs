@@ -249,3 +249,83 @@ fn bad_credentials_exit_3() {
     assert!(err.contains("rejected the admin token"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
 }
+
+#[test]
+fn policy_set_get_and_tokens() {
+    let cp = ControlPlane::start();
+    cp.cli(&["service", "create", "reviews", "--port", "9080"])
+        .ok();
+    let missing_key = cp.cli(&["policy", "set", "reviews", "--lb", "ring-hash"]);
+    assert_eq!(missing_key.code, 2, "{}", missing_key.stderr);
+    assert!(
+        missing_key.stderr.contains("--lb ring-hash needs a key"),
+        "{}",
+        missing_key.stderr
+    );
+
+    cp.cli(&[
+        "policy",
+        "set",
+        "reviews",
+        "--lb",
+        "ring-hash",
+        "--hash-on",
+        "cookie:session",
+        "--consecutive-5xx",
+        "5",
+        "--ejection-time",
+        "30s",
+        "--max-requests",
+        "500",
+        "--health-check-path",
+        "/healthz",
+        "--health-check-interval",
+        "5s",
+        "--connect-timeout",
+        "1s",
+        "--tls-mode",
+        "permissive",
+    ])
+    .ok();
+    // Flags not given keep their value.
+    cp.cli(&["policy", "set", "reviews", "--max-pending", "50"])
+        .ok();
+    let c = cp
+        .cli(&["policy", "get", "reviews", "-o", "json"])
+        .ok()
+        .json()["cluster"]
+        .clone();
+    assert_eq!(c["hash_on"]["key"]["cookie"], "session");
+    assert_eq!(c["outlier_detection"]["consecutive_5xx"], 5);
+    assert_eq!(c["outlier_detection"]["base_ejection_ms"], 30_000);
+    assert_eq!(c["circuit_breakers"]["max_requests"], 500);
+    assert_eq!(c["circuit_breakers"]["max_pending_requests"], 50);
+    assert_eq!(c["health_check"]["http_path"], "/healthz");
+    assert_eq!(c["connect_timeout_ms"], 1000);
+    let table = cp.cli(&["policy", "get", "reviews"]).ok().stdout;
+    assert!(
+        table.contains("RingHash") && table.contains("cookie:session"),
+        "{table}"
+    );
+
+    let created = cp
+        .cli(&[
+            "token",
+            "create",
+            "--service-account",
+            "reviews",
+            "--ttl",
+            "1h",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .json();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(!created["token"].as_str().unwrap().is_empty());
+    cp.cli(&["token", "revoke", &id]).ok();
+    let list = cp.cli(&["token", "list", "-o", "json"]).ok().json();
+    assert_eq!(list[0]["revoked"], true);
+    let unknown = cp.cli(&["token", "revoke", "no-such-id"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+}
