@@ -247,6 +247,7 @@ fn every_command_has_help_with_an_example() {
         &["stat"],
         &["explain"],
         &["completion"],
+        &["demo"],
     ];
     for c in commands {
         let mut args = c.to_vec();

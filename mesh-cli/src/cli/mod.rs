@@ -142,3 +142,13 @@ pub struct InjectArgs {
     )]
     pub discovery: String,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_tree_is_consistent() {
+        use clap::CommandFactory;
+        // clap's own checks: no duplicate flags, valid defaults, requires/conflicts that exist.
+        super::Cli::command().debug_assert();
+    }
+}
