@@ -4,6 +4,7 @@ pub mod cli;
 mod client;
 mod commands;
 pub mod demo;
+mod enums;
 pub mod error;
 pub mod inject;
 pub mod output;

@@ -14,17 +14,20 @@ pub enum Format {
 
 /// Prints `value` as JSON or YAML; returns false for `table` so the caller renders its own table.
 pub fn print_structured<T: Serialize>(format: Format, value: &T) -> Result<bool> {
+    if format == Format::Table {
+        return Ok(false);
+    }
+    // Through JSON's data model for both formats: YAML then has exactly the JSON shape (oneofs
+    // as `{header: x}` mappings, not YAML tags), and enum numbers become names in both.
+    let mut v = serde_json::to_value(value)
+        .map_err(|e| CliError::server(format!("cannot encode output: {e}")))?;
+    crate::enums::name_enums(&mut v);
     let text = match format {
-        Format::Table => return Ok(false),
-        Format::Json => serde_json::to_string_pretty(value)
+        Format::Yaml => serde_norway::to_string(&v)
+            .map_err(|e| CliError::server(format!("cannot encode YAML: {e}")))?,
+        _ => serde_json::to_string_pretty(&v)
             .map(|s| s + "\n")
             .map_err(|e| CliError::server(format!("cannot encode JSON: {e}")))?,
-        // Through JSON's data model, so YAML has exactly the JSON shape (enums as
-        // `{header: x}` mappings, not YAML tags).
-        Format::Yaml => serde_json::to_value(value)
-            .map_err(|e| e.to_string())
-            .and_then(|v| serde_norway::to_string(&v).map_err(|e| e.to_string()))
-            .map_err(|e| CliError::server(format!("cannot encode YAML: {e}")))?,
     };
     print!("{text}");
     Ok(true)
