@@ -54,6 +54,18 @@ impl Sidecar {
         version: &str,
         app_port: Option<u16>,
     ) -> Self {
+        Self::start_with(dir, discovery, service, version, app_port, &[]).await
+    }
+
+    /// Like `start`, with extra sidecar flags (e.g. `--outbound-services api`).
+    pub async fn start_with(
+        dir: &Path,
+        discovery: &str,
+        service: &str,
+        version: &str,
+        app_port: Option<u16>,
+        extra: &[&str],
+    ) -> Self {
         let name = format!("{service}-{version}-{}", app_port.unwrap_or(0));
         let addrs = dir.join(format!("{name}.addrs.json"));
         let mut cmd = Command::new(sidecar_bin());
@@ -80,6 +92,7 @@ impl Sidecar {
         if let Some(p) = app_port {
             cmd.args(["--app-ports", &p.to_string()]);
         }
+        cmd.args(extra);
         let child = cmd.spawn().expect("spawn mesh-sidecar");
         let mut s = Self {
             child,
