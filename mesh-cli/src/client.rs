@@ -137,7 +137,7 @@ pub fn status_error(addr: &str, what: &str, status: Status) -> CliError {
             CliError::usage(format!("{what} refused by the control plane: {msg}"))
         }
         Code::NotFound => CliError::usage(format!(
-            "{what}: {msg} (list what exists with `mesh-cli route list` or `mesh-cli status`)"
+            "{what}: {msg} (see `mesh-cli service list` and `mesh-cli route list`)"
         )),
         Code::Unauthenticated | Code::PermissionDenied => CliError::server(format!(
             "the control plane at {addr} rejected the admin token: {msg} (set MESH_ADMIN_TOKEN, or --data-dir to that control plane's data directory)"

@@ -329,3 +329,34 @@ fn policy_set_get_and_tokens() {
     let unknown = cp.cli(&["token", "revoke", "no-such-id"]);
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
 }
+
+#[test]
+fn dry_run_and_unknown_services() {
+    let cp = ControlPlane::start();
+    cp.cli(&["service", "create", "reviews", "--port", "9080"])
+        .ok();
+    let out = cp
+        .cli(&["route", "set", "reviews", "--to", "v1=100", "--dry-run"])
+        .ok();
+    assert!(
+        out.stdout.contains("dry run, nothing stored"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        cp.cli(&["route", "get", "reviews"]).code,
+        2,
+        "a dry run stores nothing"
+    );
+
+    for args in [
+        &["endpoints", "nosuch"][..],
+        &["policy", "get", "nosuch"],
+        &["route", "export", "nosuch"],
+    ] {
+        let out = cp.cli(args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("nosuch"), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.trim().lines().count(), 1);
+    }
+}
