@@ -87,7 +87,7 @@ fn rule(v: &Value, at: &str, index: usize, service: &str, grpc: bool) -> R<pb::R
         .iter()
         .enumerate()
     {
-        filter(f, &format!("{at}.filters[{k}]"), &mut r)?;
+        super::gateway_filter::filter(f, &format!("{at}.filters[{k}]"), &mut r)?;
     }
     let mut raw = Vec::new();
     for (l, b) in seq(v.get("backendRefs"), &format!("{at}.backendRefs"))?
@@ -232,139 +232,6 @@ fn kv_matches(v: Option<&Value>, at: &str) -> R<Vec<pb::KeyValueMatch>> {
         .collect()
 }
 
-fn filter(f: &Value, at: &str, r: &mut pb::RouteRule) -> R<()> {
-    let ty = str_at(f, "type", &format!("{at}."))?;
-    let key = match ty.as_str() {
-        "RequestHeaderModifier" => "requestHeaderModifier",
-        "ResponseHeaderModifier" => "responseHeaderModifier",
-        "URLRewrite" => "urlRewrite",
-        "RequestRedirect" => "requestRedirect",
-        "RequestMirror" => "requestMirror",
-        other => return Err(format!("{at}.type: {other} is not supported")),
-    };
-    only(mapping(f, at)?, at, &["type", key])?;
-    let body = f.get(key).ok_or(format!("{at}.{key}: missing"))?;
-    let bat = format!("{at}.{key}");
-    match key {
-        "requestHeaderModifier" | "responseHeaderModifier" => {
-            only(mapping(body, &bat)?, &bat, &["set", "add", "remove"])?;
-            let ops = if key == "requestHeaderModifier" {
-                &mut r.request_headers
-            } else {
-                &mut r.response_headers
-            };
-            for (op, kind) in [
-                ("set", pb::HeaderOpKind::Set),
-                ("add", pb::HeaderOpKind::Add),
-            ] {
-                for (i, h) in seq(body.get(op), &format!("{bat}.{op}"))?
-                    .iter()
-                    .enumerate()
-                {
-                    let hat = format!("{bat}.{op}[{i}].");
-                    ops.push(pb::HeaderOp {
-                        kind: kind as i32,
-                        name: str_at(h, "name", &hat)?,
-                        value: str_at(h, "value", &hat)?,
-                    });
-                }
-            }
-            for (i, h) in seq(body.get("remove"), &format!("{bat}.remove"))?
-                .iter()
-                .enumerate()
-            {
-                let name = h
-                    .as_str()
-                    .ok_or(format!("{bat}.remove[{i}]: not a string"))?
-                    .to_string();
-                ops.push(pb::HeaderOp {
-                    kind: pb::HeaderOpKind::Remove as i32,
-                    name,
-                    value: String::new(),
-                });
-            }
-        }
-        "urlRewrite" => {
-            only(mapping(body, &bat)?, &bat, &["path"])?;
-            let p = body.get("path").ok_or(format!("{bat}.path: missing"))?;
-            only(
-                mapping(p, &format!("{bat}.path"))?,
-                &format!("{bat}.path"),
-                &["type", "replacePrefixMatch"],
-            )?;
-            let t = str_at(p, "type", &format!("{bat}.path."))?;
-            if t != "ReplacePrefixMatch" {
-                return Err(format!(
-                    "{bat}.path.type: {t} is not supported (only ReplacePrefixMatch)"
-                ));
-            }
-            r.rewrite_prefix = str_at(p, "replacePrefixMatch", &format!("{bat}.path."))?;
-        }
-        "requestRedirect" => {
-            only(
-                mapping(body, &bat)?,
-                &bat,
-                &["scheme", "hostname", "statusCode", "path"],
-            )?;
-            let get = |k: &str| {
-                body.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let path = match body.get("path") {
-                None => String::new(),
-                Some(p) => {
-                    only(
-                        mapping(p, &format!("{bat}.path"))?,
-                        &format!("{bat}.path"),
-                        &["type", "replaceFullPath"],
-                    )?;
-                    if p.get("type").and_then(Value::as_str) != Some("ReplaceFullPath") {
-                        return Err(format!(
-                            "{bat}.path.type: only ReplaceFullPath is supported"
-                        ));
-                    }
-                    str_at(p, "replaceFullPath", &format!("{bat}.path."))?
-                }
-            };
-            let status = body
-                .get("statusCode")
-                .and_then(Value::as_u64)
-                .unwrap_or(302);
-            r.redirect = Some(pb::Redirect {
-                scheme: get("scheme"),
-                host: get("hostname"),
-                path,
-                status: status as u32,
-            });
-        }
-        _ => {
-            only(mapping(body, &bat)?, &bat, &["backendRef", "percent"])?;
-            let b = body
-                .get("backendRef")
-                .ok_or(format!("{bat}.backendRef: missing"))?;
-            only(
-                mapping(b, &format!("{bat}.backendRef"))?,
-                &format!("{bat}.backendRef"),
-                &["name", "port", "kind", "group", "namespace"],
-            )?;
-            let (svc, subset) = backend_name(&str_at(b, "name", &format!("{bat}.backendRef."))?);
-            let percent = body
-                .get("percent")
-                .map_or(Some(100), Value::as_u64)
-                .filter(|p| *p <= 100);
-            let percent = percent.ok_or(format!("{bat}.percent: a whole number from 0 to 100"))?;
-            r.mirror = Some(pb::Mirror {
-                service: svc,
-                subset,
-                permille: percent as u32 * 10,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// `reviews-v2` → (`reviews`, `v2`); any other name is a whole service.
 pub(super) fn backend_name(name: &str) -> (String, String) {
     if let Some((svc, ver)) = name.rsplit_once('-')
@@ -406,11 +273,11 @@ fn normalize(mut b: Vec<pb::WeightedBackend>) -> R<Vec<pb::WeightedBackend>> {
     Ok(b)
 }
 
-fn mapping<'a>(v: &'a Value, at: &str) -> R<&'a Mapping> {
+pub(super) fn mapping<'a>(v: &'a Value, at: &str) -> R<&'a Mapping> {
     v.as_mapping().ok_or(format!("{at}: expected a mapping"))
 }
 
-fn seq<'a>(v: Option<&'a Value>, at: &str) -> R<&'a [Value]> {
+pub(super) fn seq<'a>(v: Option<&'a Value>, at: &str) -> R<&'a [Value]> {
     match v {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Sequence(s)) => Ok(s),
@@ -418,7 +285,7 @@ fn seq<'a>(v: Option<&'a Value>, at: &str) -> R<&'a [Value]> {
     }
 }
 
-fn str_at(v: &Value, key: &str, prefix: &str) -> R<String> {
+pub(super) fn str_at(v: &Value, key: &str, prefix: &str) -> R<String> {
     match v.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(format!("{prefix}{key}: expected a string")),
@@ -427,7 +294,7 @@ fn str_at(v: &Value, key: &str, prefix: &str) -> R<String> {
 }
 
 /// Refuses any key outside `allowed`, naming its full path.
-fn only(m: &Mapping, at: &str, allowed: &[&str]) -> R<()> {
+pub(super) fn only(m: &Mapping, at: &str, allowed: &[&str]) -> R<()> {
     for k in m.keys() {
         let k = k.as_str().unwrap_or("?");
         if !allowed.contains(&k) {

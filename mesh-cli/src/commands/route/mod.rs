@@ -2,6 +2,7 @@
 
 mod export;
 mod gateway;
+mod gateway_filter;
 mod rule;
 pub mod show;
 mod wait;
