@@ -186,3 +186,24 @@ async fn missing_subset_is_no_endpoints() {
     assert_eq!(got.status, 503);
     assert_eq!(got.headers["x-mesh-error"], "no-endpoints");
 }
+
+#[tokio::test]
+async fn fault_abort_answers_with_configured_status() {
+    let (mesh, _p1, _p2) = two_versions().await;
+    mesh.set_route(&pb::Route {
+        service: "svc".into(),
+        rules: vec![pb::RouteRule {
+            backends: vec![backend("v1", 1)],
+            fault: Some(pb::Fault {
+                abort_status: 418,
+                abort_permille: 1000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    });
+    let mut tx = mesh.h1().await;
+    let got = send_h1(&mut tx, get("svc", "/").body(Full::default()).unwrap()).await;
+    assert_eq!(got.status, 418);
+    assert_eq!(got.headers["x-mesh-error"], "fault-abort");
+}
