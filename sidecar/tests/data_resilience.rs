@@ -120,3 +120,41 @@ async fn listener_connection_limit_refuses_extra_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn retry_policy_retries_bodyless_requests_only() {
+    use mesh_proto::types::v1 as pb;
+    let mut mesh = Mesh::new().await;
+    let (app, stats) = http_app("a", Duration::ZERO).await;
+    let pod = mesh.pod(app, "v1").await;
+    mesh.set_endpoints("svc", &[&pod]);
+    mesh.set_route(&pb::Route {
+        service: "svc".into(),
+        rules: vec![pb::RouteRule {
+            backends: vec![pb::WeightedBackend {
+                service: "svc".into(),
+                ..Default::default()
+            }],
+            retry: Some(pb::RetryPolicy {
+                attempts: 3,
+                retry_on: vec!["5xx".into()],
+                backoff_base_ms: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    });
+    let mut tx = mesh.h1().await;
+    for i in 1..=5 {
+        let got = send_h1(&mut tx, get("svc", "/flaky").body(Full::default()).unwrap()).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        // Each request failed once and was retried once.
+        assert_eq!(stats.requests.load(Ordering::SeqCst), 2 * i);
+    }
+    // A request with a body cannot be replayed: its 503 reaches the client.
+    let req = http::Request::post("/flaky")
+        .header("host", "svc")
+        .body(Full::new(bytes::Bytes::from_static(b"payload")))
+        .unwrap();
+    assert_eq!(send_h1(&mut tx, req).await.status, 503);
+}

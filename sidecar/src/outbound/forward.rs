@@ -7,7 +7,7 @@ use http::header::{HOST, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::{ConnInfo, OutboundCtx};
+use super::{ConnInfo, OutboundCtx, retry};
 use crate::balance::{LbEndpoint, Outcome, Subset, cookie, hash64, request_hash};
 use crate::proxy::client::{H2Conn, SendError};
 use crate::proxy::headers::{
@@ -110,12 +110,8 @@ pub(super) async fn forward(
     }
     let upgrade = is_upgrade(req.headers());
     let from_h2 = req.version() == Version::HTTP_2;
-    let (ep, h2) = match endpoint(ctx, pool, hash, upgrade, from_h2).await {
-        Ok(x) => x,
-        Err((cause, detail)) => return cause.respond(&format_args!("{target}: {detail}")),
-    };
 
-    // The upstream request.
+    // The upstream request, minus the per-endpoint mesh headers.
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let rewritten = selected
         .as_ref()
@@ -133,51 +129,84 @@ pub(super) async fn forward(
     if let Some(sel) = &selected {
         routing::apply_header_ops(&sel.rule.request_headers, &mut parts.headers);
     }
-    let meshed = ep.endpoint.is_meshed();
     parts.headers.remove(&MESH_APP_PORT);
     parts.headers.remove(&MESH_ORIG_PROTO);
-    if meshed {
-        if ep.endpoint.app_port != 0 {
-            parts
-                .headers
-                .insert(MESH_APP_PORT, HeaderValue::from(ep.endpoint.app_port));
-        }
-        // Always sent to a peer: it restores exactly this version for the app.
-        let proto = if from_h2 { "h2" } else { "h1" };
-        parts
-            .headers
-            .insert(MESH_ORIG_PROTO, HeaderValue::from_static(proto));
-    }
     if let Some(uri) = rewritten {
         parts.uri = uri;
     }
-    let up_req = Request::from_parts(parts, ProxyBody::from(body));
 
-    let guard = ep.start();
+    // Status/reset retries only for requests that can be replayed: no body, no upgrade.
+    let retry = selected
+        .as_ref()
+        .and_then(|s| s.rule.retry.as_ref())
+        .filter(|r| !upgrade && retry::replayable(r, &parts.method, &body));
     let timeout = selected
         .as_ref()
         .and_then(|s| s.rule.timeout)
         .or(lb.cluster.request_timeout);
-    let sent = async {
-        match h2 {
-            Some(conn) => Clients::send_h2(conn, up_req, &ep.authority).await,
-            None => ctx.inner.clients.send_h1(up_req, &ep.authority).await,
+    let attempts = async {
+        let mut parts = Some(parts);
+        let mut body = Some(body);
+        let mut attempt = 1;
+        loop {
+            let (ep, h2) = endpoint(ctx, pool, hash, upgrade, from_h2).await?;
+            let last = retry.is_none_or(|r| attempt >= r.attempts);
+            // Without a retry policy the parts move as they are: no copy on the hot path.
+            let mut p = match (last, parts.take()) {
+                (true, Some(p)) => p,
+                (false, Some(p)) => {
+                    let copy = retry::clone_parts(&p);
+                    parts = Some(p);
+                    copy
+                }
+                (_, None) => return Err((Cause::BadRequest, String::from("request already sent"))),
+            };
+            mesh_headers(&mut p.headers, &ep, from_h2);
+            let b = body.take().map_or_else(ProxyBody::empty, ProxyBody::from);
+            let up_req = Request::from_parts(p, b);
+            let guard = ep.start();
+            let sent = async {
+                match h2 {
+                    Some(conn) => Clients::send_h2(conn, up_req, &ep.authority).await,
+                    None => ctx.inner.clients.send_h1(up_req, &ep.authority).await,
+                }
+            };
+            let result = match retry.and_then(|r| r.per_try_timeout) {
+                Some(t) => tokio::time::timeout(t, sent).await.unwrap_or_else(|_| {
+                    Err((
+                        Cause::RequestTimeout,
+                        format!("no response within {t:?} (per try)"),
+                    ))
+                }),
+                None => sent.await,
+            };
+            guard.finish(match &result {
+                Ok(rsp) => Outcome::Status(rsp.status().as_u16()),
+                Err(_) => Outcome::Failed,
+            });
+            match retry {
+                Some(r) if !last && retry::should_retry(r, &result) => {
+                    tokio::time::sleep(retry::backoff(r, attempt)).await;
+                    attempt += 1;
+                }
+                _ => {
+                    return result.map_err(|(cause, detail)| {
+                        (cause, format!("via {}: {detail}", ep.endpoint.addr))
+                    });
+                }
+            }
         }
     };
     let result = match timeout {
-        Some(t) => tokio::time::timeout(t, sent)
+        Some(t) => tokio::time::timeout(t, attempts)
             .await
             .unwrap_or_else(|_| Err((Cause::RequestTimeout, format!("no response within {t:?}")))),
-        None => sent.await,
+        None => attempts.await,
     };
     let mut rsp = match result {
         Ok(rsp) => rsp,
-        Err((cause, detail)) => {
-            guard.finish(Outcome::Failed);
-            return cause.respond(&format_args!("{target} via {}: {detail}", ep.endpoint.addr));
-        }
+        Err((cause, detail)) => return cause.respond(&format_args!("{target} {detail}")),
     };
-    guard.finish(Outcome::Status(rsp.status().as_u16()));
 
     let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let Some(down) = on_upgrade {
@@ -192,6 +221,19 @@ pub(super) async fn forward(
         parts.headers.append(SET_COOKIE, c);
     }
     Response::from_parts(parts, ProxyBody::from(body))
+}
+
+/// Marks the request for a peer sidecar: the target app port and the client's protocol.
+fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_h2: bool) {
+    if !ep.endpoint.is_meshed() {
+        return;
+    }
+    if ep.endpoint.app_port != 0 {
+        headers.insert(MESH_APP_PORT, HeaderValue::from(ep.endpoint.app_port));
+    }
+    // Always sent to a peer: it restores exactly this version for the app.
+    let proto = if from_h2 { "h2" } else { "h1" };
+    headers.insert(MESH_ORIG_PROTO, HeaderValue::from_static(proto));
 }
 
 /// Picks an endpoint and, for HTTP/2, connects to it; a connect failure marks the endpoint
