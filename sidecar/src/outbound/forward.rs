@@ -50,6 +50,16 @@ pub(super) async fn forward(
             None => Cause::BadRequest.respond(&"redirect target not buildable"),
         };
     }
+    // Per-source limits need the caller's verified identity (inbound with mTLS); outbound
+    // applies the rule's limit to all of this proxy's traffic.
+    if let Some(rl) = selected.as_ref().and_then(|s| s.rule.rate_limit.as_ref())
+        && !rl.limiter.try_acquire()
+    {
+        return Cause::RateLimited.respond(&format_args!(
+            "{service}: over {} rps",
+            rl.requests_per_second
+        ));
+    }
     if let Some(f) = selected.as_ref().and_then(|s| s.rule.fault.as_ref())
         && let Some(rsp) = inject_fault(f).await
     {
