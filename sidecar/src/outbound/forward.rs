@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use http::header::{HOST, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body;
 use hyper::body::Incoming;
 
-use super::{ConnInfo, OutboundCtx, retry};
+use super::{ConnInfo, OutboundCtx, mirror, retry};
 use crate::balance::{LbEndpoint, Outcome, Subset, cookie, hash64, request_hash};
 use crate::proxy::client::{H2Conn, SendError};
 use crate::proxy::headers::{
@@ -145,6 +146,9 @@ pub(super) async fn forward(
         parts.uri = uri;
     }
 
+    if let Some(m) = selected.as_ref().and_then(|s| s.rule.mirror.as_ref()) {
+        mirror::maybe_mirror(ctx, snap, m, &parts, !upgrade && body.is_end_stream());
+    }
     // Status/reset retries only for requests that can be replayed: no body, no upgrade.
     let retry = selected
         .as_ref()
@@ -234,7 +238,7 @@ pub(super) async fn forward(
 }
 
 /// Marks the request for a peer sidecar: the target app port and the client's protocol.
-fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_h2: bool) {
+pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_h2: bool) {
     if !ep.endpoint.is_meshed() {
         return;
     }

@@ -2,6 +2,7 @@
 
 mod forward;
 mod http;
+mod mirror;
 mod retry;
 mod target;
 mod tcp;
