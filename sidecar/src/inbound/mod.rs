@@ -1,4 +1,11 @@
 //! Inbound: accept from peer sidecars, detect, forward to the local app.
+//!
+//! Each connection passes the [`Transport`] (plaintext now, mTLS later), then detection: a
+//! `MESH-TCP <port>` preamble is opaque TCP to that app port; HTTP/1 or HTTP/2 is served by
+//! hyper and each request goes to `app_ip:<port>` (port from `x-mesh-app-port`, else the
+//! original destination, else the first app port; hints are limited to the app's ports) in
+//! the protocol the client app spoke (`x-mesh-orig-proto`, default HTTP/1.1); TLS and other
+//! bytes are passed through to the app. Drain stops accepting and lets requests finish.
 
 mod http;
 mod transport;

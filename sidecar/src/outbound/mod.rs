@@ -1,4 +1,14 @@
 //! Outbound: original destination or authority, route, balance, connect to the peer sidecar.
+//!
+//! A connection from the local app is classified (`SO_ORIGINAL_DST` port on the Listener's
+//! opaque / server-first lists skips detection; otherwise the first bytes decide). HTTP is
+//! served by hyper and each request goes: service (VIP of the original destination, else the
+//! authority with its namespace suffixes stripped; unknown names are asked of discovery) →
+//! first matching route rule → rate limit / fault → weighted backend → the service's
+//! pre-built balancer → endpoint (connect retried on another endpoint) → HTTP/2 to a peer
+//! sidecar (`x-mesh-app-port`, `x-mesh-orig-proto`) or the app's own protocol to an
+//! unmeshed endpoint. Opaque TCP, CONNECT and fixed local ports go to an endpoint behind the
+//! `MESH-TCP <port>` preamble. Non-mesh destinations in transparent mode pass through.
 
 mod forward;
 mod http;
