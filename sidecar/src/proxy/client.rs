@@ -2,8 +2,9 @@
 //! connection per endpoint.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::header::HOST;
@@ -19,7 +20,7 @@ use tokio::net::TcpStream;
 use super::body::ProxyBody;
 use super::error::Cause;
 
-/// Idle pooled HTTP/1 connections close after 90 s, matching the cluster default idle
+/// Idle pooled connections close after 90 s, matching the cluster default idle
 /// timeout and staying under common server keep-alive limits.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// HTTP/2 PING every 20 s on idle links detects a dead peer before a request does; a 10 s
@@ -34,8 +35,15 @@ pub struct Clients {
     h1: Client<HttpConnector, ProxyBody>,
     /// HTTP/2: one multiplexed connection per endpoint address. A DashMap read is an
     /// uncontended shard read lock; the connection itself is shared by every request.
-    h2: Arc<DashMap<SocketAddr, http2::SendRequest<ProxyBody>>>,
+    h2: Arc<DashMap<SocketAddr, PooledH2>>,
     connect_timeout: Duration,
+}
+
+/// A pooled HTTP/2 connection and when a request last used it.
+#[derive(Debug)]
+struct PooledH2 {
+    tx: http2::SendRequest<ProxyBody>,
+    last_used: AtomicU64,
 }
 
 /// A ready HTTP/2 connection to one endpoint (a handle on the shared connection).
@@ -48,6 +56,7 @@ pub type SendError = (Cause, String);
 // === impl Clients ===
 
 impl Clients {
+    /// Call on the data-path runtime: the idle-connection sweeper is spawned there.
     pub fn new(connect_timeout: Duration) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
@@ -59,7 +68,7 @@ impl Clients {
             .build(conn);
         Self {
             h1,
-            h2: Arc::default(),
+            h2: sweep(Arc::default()),
             connect_timeout,
         }
     }
@@ -119,8 +128,10 @@ impl Clients {
     /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed).
     /// Separate from sending so a connect failure leaves the request unsent and retryable.
     pub async fn connect_h2(&self, addr: SocketAddr) -> Result<H2Conn, SendError> {
-        if let Some(tx) = self.h2.get(&addr).map(|c| c.clone())
-            && !tx.is_closed()
+        if let Some(tx) = self.h2.get(&addr).map(|c| {
+            c.last_used.store(now_secs(), Ordering::Relaxed);
+            c.tx.clone()
+        }) && !tx.is_closed()
         {
             return Ok(H2Conn(tx));
         }
@@ -145,9 +156,43 @@ impl Clients {
         });
         // Concurrent first requests may each connect; the last one stays pooled and the others
         // serve their own request and close when idle.
-        self.h2.insert(addr, tx.clone());
+        self.h2.insert(
+            addr,
+            PooledH2 {
+                tx: tx.clone(),
+                last_used: AtomicU64::new(now_secs()),
+            },
+        );
         Ok(H2Conn(tx))
     }
+}
+
+/// Seconds since a process-wide base (coarse is enough for idling out connections).
+fn now_secs() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_secs()
+}
+
+/// Drops pooled HTTP/2 connections idle for `POOL_IDLE` (endpoints that left, or quiet ones)
+/// every `POOL_IDLE / 3`; hyper closes a connection once its last handle is gone and its
+/// streams are done. The sweeper ends with the pool.
+fn sweep(pool: Arc<DashMap<SocketAddr, PooledH2>>) -> Arc<DashMap<SocketAddr, PooledH2>> {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&pool);
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(POOL_IDLE / 3).await;
+                let Some(pool) = weak.upgrade() else { return };
+                let now = now_secs();
+                pool.retain(|_, c| {
+                    !c.tx.is_closed()
+                        && now.saturating_sub(c.last_used.load(Ordering::Relaxed))
+                            < POOL_IDLE.as_secs()
+                });
+            }
+        });
+    }
+    pool
 }
 
 fn path_and_query<B>(req: &Request<B>) -> PathAndQuery {
