@@ -27,7 +27,7 @@ use crate::proxy::drain;
 use crate::state::StateHandle;
 use crate::telemetry::{LogControl, Metrics};
 use crate::xds::backoff::Backoff;
-use crate::xds::{Client, ClientConfig, Discovery, persist};
+use crate::xds::{Client, ClientConfig, Discovery, LocalListener, persist};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -85,13 +85,16 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     }
     info!(?addrs, service = %cfg.service, id = %cfg.id, "listening");
 
+    let local = local_listener(&cfg);
     let state = StateHandle::default();
+    // Flag listener settings are in force before (and beneath) the control plane's Listener.
+    state.update(|s| s.listener = local.baseline());
     let health = Arc::new(Health::default());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::global().clone();
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;
-            let d = Discovery::start_static(&resources, &state, &health)?;
+            let d = Discovery::start_static(&resources, local, &state, &health)?;
             info!(
                 resources = resources.len(),
                 "serving a static config; no control plane"
@@ -100,7 +103,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         }
         None => {
             let (client, d) = Client::new(
-                client_config(&cfg, addrs.inbound.port()),
+                client_config(&cfg, addrs.inbound.port(), local),
                 state.clone(),
                 health.clone(),
                 metrics.clone(),
@@ -158,7 +161,6 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         cfg,
         state,
         health,
-        metrics,
         inbound: listeners.inbound,
         outbound: listeners.outbound,
         forwards: listeners.forwards,
@@ -214,7 +216,16 @@ pub fn write_addrs_file(path: &Path, addrs: &BoundAddrs) -> Result<(), AppError>
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-fn client_config(cfg: &Config, inbound_port: u16) -> ClientConfig {
+fn local_listener(cfg: &Config) -> LocalListener {
+    LocalListener {
+        name: cfg.service.clone(),
+        app_ports: cfg.app_ports.clone(),
+        opaque_ports: cfg.opaque_ports.clone(),
+        server_first_ports: cfg.server_first_ports.clone(),
+    }
+}
+
+fn client_config(cfg: &Config, inbound_port: u16, local: LocalListener) -> ClientConfig {
     let node = Node {
         id: cfg.id.clone(),
         identity: cfg.identity(),
@@ -241,6 +252,7 @@ fn client_config(cfg: &Config, inbound_port: u16) -> ClientConfig {
         eager_services: eager,
         data_dir: cfg.data_dir.clone(),
         backoff: Backoff::default(),
+        local_listener: local,
     }
 }
 
@@ -309,8 +321,6 @@ struct DataPath {
     cfg: Config,
     state: StateHandle,
     health: Arc<Health>,
-    #[allow(dead_code)] // handed to the data path once it counts requests here
-    metrics: Arc<Metrics>,
     inbound: std::net::TcpListener,
     outbound: std::net::TcpListener,
     forwards: Vec<(TcpForward, std::net::TcpListener)>,

@@ -50,6 +50,7 @@ fn start(endpoint: String, eager: &[&str], data_dir: Option<&std::path::Path>) -
         data_dir: data_dir.map(Into::into),
         // Fast retries keep the reconnect tests short; the default cap is 15 s.
         backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+        local_listener: Default::default(),
     };
     let state = StateHandle::default();
     let health = Arc::new(Health::default());

@@ -36,7 +36,9 @@ fn defaults() {
     assert_eq!(c.admin_addr.to_string(), "127.0.0.1:15000");
     assert_eq!(c.advertise_address.to_string(), "127.0.0.1");
     assert_eq!(c.workers, 1);
-    assert_eq!(c.detect_timeout, Duration::from_secs(1));
+    assert_eq!(c.detect_timeout, Duration::from_millis(500));
+    assert_eq!(c.detect_timeout, crate::proxy::DEFAULT_DETECT_TIMEOUT);
+    assert_eq!(c.max_header_bytes, crate::proxy::DEFAULT_MAX_HEADER_BYTES);
     assert_eq!(c.drain_grace, Duration::from_secs(10));
     assert!(c.data_dir.is_none() && c.static_config.is_none() && c.addrs_file.is_none());
     assert!(c.tcp_forwards.is_empty() && c.app_ports.is_empty());

@@ -10,7 +10,7 @@ use mesh_proto::types::v1::{Resource, resource::Kind};
 use super::store::{kind_of, url_of};
 use crate::state::{
     AuthorizationPolicy, Cluster, ConvertError, Endpoints, Listener, Name, ResourceKind, Route,
-    Runtime, Snapshot, StateHandle,
+    Runtime, Snapshot, StateHandle, TlsMode,
 };
 
 /// The changes of one response (or one type of a snapshot file).
@@ -32,6 +32,52 @@ pub struct Rejected {
     pub detail: String,
 }
 
+/// Listener settings from flags: the baseline before (and beneath) the control plane's Listener.
+/// Flag port lists are added to the control plane's; the control plane's values win otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalListener {
+    /// The proxy's own service; empty = no baseline (embedding and tests).
+    pub name: String,
+    pub app_ports: Vec<u16>,
+    pub opaque_ports: Vec<u16>,
+    pub server_first_ports: Vec<u16>,
+}
+
+// === impl LocalListener ===
+
+impl LocalListener {
+    /// The listener in force while the control plane has sent none.
+    pub fn baseline(&self) -> Option<Arc<Listener>> {
+        if self.name.is_empty() {
+            return None;
+        }
+        Some(Arc::new(Listener {
+            name: Name::from(self.name.as_str()),
+            app_ports: self.app_ports.clone(),
+            opaque_ports: self.opaque_ports.clone(),
+            server_first_ports: self.server_first_ports.clone(),
+            detect_timeout: None,
+            tls_mode: TlsMode::default(),
+            max_connections: None,
+        }))
+    }
+
+    fn merge(&self, cp: &Listener) -> Arc<Listener> {
+        let union = |a: &[u16], b: &[u16]| {
+            let mut out = a.to_vec();
+            out.extend(b.iter().filter(|p| !a.contains(p)));
+            out
+        };
+        let mut l = cp.clone();
+        if l.app_ports.is_empty() {
+            l.app_ports = self.app_ports.clone();
+        }
+        l.opaque_ports = union(&cp.opaque_ports, &self.opaque_ports);
+        l.server_first_ports = union(&cp.server_first_ports, &self.server_first_ports);
+        Arc::new(l)
+    }
+}
+
 /// A resource converted to its domain type.
 enum Converted {
     Listener(Arc<Listener>),
@@ -43,7 +89,11 @@ enum Converted {
 }
 
 /// Converts every resource of `changes`, then publishes them in one snapshot update.
-pub fn apply(state: &StateHandle, changes: &[Change<'_>]) -> Result<(), Rejected> {
+pub fn apply(
+    state: &StateHandle,
+    local: &LocalListener,
+    changes: &[Change<'_>],
+) -> Result<(), Rejected> {
     let mut converted = Vec::with_capacity(changes.len());
     for change in changes {
         let mut items = Vec::with_capacity(change.updated.len());
@@ -65,10 +115,10 @@ pub fn apply(state: &StateHandle, changes: &[Change<'_>]) -> Result<(), Rejected
     state.update(|snap| {
         for (change, items) in converted {
             for name in change.removed {
-                remove(snap, change.kind, name);
+                remove(snap, local, change.kind, name);
             }
             for (name, version, c) in items {
-                insert(snap, name, version, c);
+                insert(snap, local, name, version, c);
             }
         }
     });
@@ -144,10 +194,10 @@ fn within<T>(outer: &str, r: Result<T, ConvertError>) -> Result<T, ConvertError>
     })
 }
 
-fn insert(snap: &mut Snapshot, name: Name, version: Name, c: Converted) {
+fn insert(snap: &mut Snapshot, local: &LocalListener, name: Name, version: Name, c: Converted) {
     let kind = match c {
         Converted::Listener(l) => {
-            snap.listener = Some(l);
+            snap.listener = Some(local.merge(&l));
             ResourceKind::Listener
         }
         Converted::Route(r) => {
@@ -177,12 +227,12 @@ fn insert(snap: &mut Snapshot, name: Name, version: Name, c: Converted) {
     snap.versions.insert((kind, name), version);
 }
 
-fn remove(snap: &mut Snapshot, kind: ResourceKind, name: &str) {
+fn remove(snap: &mut Snapshot, local: &LocalListener, kind: ResourceKind, name: &str) {
     let key = Name::from(name);
     match kind {
         ResourceKind::Listener => {
             if snap.listener.as_ref().is_some_and(|l| *l.name == *name) {
-                snap.listener = None;
+                snap.listener = local.baseline();
             }
         }
         ResourceKind::Route => drop(snap.routes.remove(name)),
@@ -245,14 +295,24 @@ mod tests {
     fn one_bad_resource_rejects_the_batch() {
         let state = StateHandle::default();
         let good = [endpoints("a", "127.0.0.1:1")];
-        apply(&state, &[change(ResourceKind::Endpoints, &good, &[])]).unwrap();
+        apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &good, &[])],
+        )
+        .unwrap();
         let before = state.snapshot().generation;
 
         let mixed = [
             endpoints("b", "127.0.0.1:2"),
             endpoints("c", "not-an-address"),
         ];
-        let err = apply(&state, &[change(ResourceKind::Endpoints, &mixed, &[])]).unwrap_err();
+        let err = apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &mixed, &[])],
+        )
+        .unwrap_err();
         assert_eq!(err.name, "c");
         assert!(err.detail.starts_with("endpoints.endpoints[0]"), "{err}");
         let snap = state.snapshot();
@@ -264,22 +324,81 @@ mod tests {
     fn kind_must_match_type_and_name() {
         let state = StateHandle::default();
         let r = [endpoints("a", "127.0.0.1:1")];
-        let err = apply(&state, &[change(ResourceKind::Route, &r, &[])]).unwrap_err();
+        let err = apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Route, &r, &[])],
+        )
+        .unwrap_err();
         assert!(err.detail.starts_with("kind:"), "{err}");
         let mut renamed = endpoints("a", "127.0.0.1:1");
         renamed.name = "x".into();
-        let err = apply(&state, &[change(ResourceKind::Endpoints, &[renamed], &[])]).unwrap_err();
+        let err = apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &[renamed], &[])],
+        )
+        .unwrap_err();
         assert!(err.detail.starts_with("endpoints.service:"), "{err}");
+    }
+
+    #[test]
+    fn flag_ports_join_the_control_plane_listener_and_survive_its_removal() {
+        let local = LocalListener {
+            name: "web".into(),
+            app_ports: vec![8080],
+            opaque_ports: vec![5432],
+            server_first_ports: vec![3306],
+        };
+        let state = StateHandle::default();
+        let l = Resource {
+            name: "web".into(),
+            version: "1".into(),
+            kind: Some(Kind::Listener(pb::Listener {
+                name: "web".into(),
+                opaque_ports: vec![6379],
+                detect_timeout_ms: 300,
+                ..Default::default()
+            })),
+        };
+        let change = |updated, removed| Change {
+            kind: ResourceKind::Listener,
+            updated,
+            removed,
+        };
+        apply(&state, &local, &[change(std::slice::from_ref(&l), &[])]).unwrap();
+        let got = state.snapshot().listener.clone().unwrap();
+        assert_eq!(got.opaque_ports, [6379, 5432]);
+        assert_eq!(got.server_first_ports, [3306]);
+        assert_eq!(got.app_ports, [8080]);
+        assert_eq!(
+            got.detect_timeout,
+            Some(std::time::Duration::from_millis(300))
+        );
+        apply(&state, &local, &[change(&[], &["web".to_string()])]).unwrap();
+        let got = state.snapshot().listener.clone().unwrap();
+        assert_eq!(got.opaque_ports, [5432]);
+        assert_eq!(got.detect_timeout, None);
     }
 
     #[test]
     fn removal_marks_a_service_absent_until_it_appears() {
         let state = StateHandle::default();
         let removed = ["ghost".to_string()];
-        apply(&state, &[change(ResourceKind::Cluster, &[], &removed)]).unwrap();
+        apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Cluster, &[], &removed)],
+        )
+        .unwrap();
         assert!(state.snapshot().absent.contains("ghost"));
         let eps = [endpoints("ghost", "127.0.0.1:1")];
-        apply(&state, &[change(ResourceKind::Endpoints, &eps, &[])]).unwrap();
+        apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &eps, &[])],
+        )
+        .unwrap();
         let snap = state.snapshot();
         assert!(!snap.absent.contains("ghost"));
         assert_eq!(

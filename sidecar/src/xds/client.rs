@@ -45,6 +45,8 @@ pub struct ClientConfig {
     /// Where the snapshot file lives; `None` = no snapshot.
     pub data_dir: Option<PathBuf>,
     pub backoff: Backoff,
+    /// Listener settings from flags.
+    pub local_listener: super::LocalListener,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +82,7 @@ impl Client {
         metrics: Arc<Metrics>,
     ) -> (Self, Discovery) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let discovery = Discovery::new(Some(tx));
+        let discovery = Discovery::new(Some(tx), cfg.local_listener.clone());
         {
             let mut subs = discovery.shared.subs.lock();
             subs.services.extend(cfg.eager_services.iter().cloned());
@@ -231,7 +233,7 @@ impl Client {
             updated: &resp.resources,
             removed: &resp.removed_resources,
         };
-        if let Err(rejected) = apply::apply(&self.state, &[change]) {
+        if let Err(rejected) = apply::apply(&self.state, &self.discovery.shared.local, &[change]) {
             return (self.nack(url, url, nonce, rejected.to_string()), false);
         }
 

@@ -20,6 +20,7 @@ use mesh_proto::types::v1::Resource;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+pub use apply::LocalListener;
 pub use client::{Client, ClientConfig};
 pub use store::ResourceStore;
 
@@ -71,6 +72,8 @@ struct Shared {
     applied: watch::Sender<u64>,
     /// Services to subscribe to; `None` when no client runs.
     requests: Option<mpsc::UnboundedSender<String>>,
+    /// Listener settings from flags, merged into every applied Listener.
+    local: LocalListener,
 }
 
 /// On-demand service subscriptions and which (kind, name) pairs have had an answer.
@@ -90,7 +93,7 @@ const SERVICE_KINDS: [ResourceKind; 3] = [
 // === impl Discovery ===
 
 impl Discovery {
-    fn new(requests: Option<mpsc::UnboundedSender<String>>) -> Self {
+    fn new(requests: Option<mpsc::UnboundedSender<String>>, local: LocalListener) -> Self {
         Self {
             shared: Arc::new(Shared {
                 store: ArcSwap::default(),
@@ -100,6 +103,7 @@ impl Discovery {
                 subs: parking_lot::Mutex::default(),
                 applied: watch::channel(0).0,
                 requests,
+                local,
             }),
         }
     }
@@ -174,10 +178,11 @@ impl Discovery {
     /// Applies `resources` as the whole config, without a control plane (`--static-config`).
     pub fn start_static(
         resources: &[Resource],
+        local: LocalListener,
         state: &StateHandle,
         health: &Health,
     ) -> Result<Self, apply::Rejected> {
-        let this = Self::new(None);
+        let this = Self::new(None, local);
         this.install(resources, &[], state, ConfigSource::Static)?;
         health.set_config_applied();
         Ok(this)
@@ -208,7 +213,7 @@ impl Discovery {
                 removed: &[],
             })
             .collect();
-        apply::apply(state, &changes)?;
+        apply::apply(state, &self.shared.local, &changes)?;
         {
             let mut subs = self.shared.subs.lock();
             subs.services.extend(services.iter().cloned());
