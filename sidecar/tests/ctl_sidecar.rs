@@ -140,6 +140,8 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
+    let app = ctl_support::App::start().await;
+    let app_addr = app.addr.to_string();
     {
         let mut cp = FakeCp::start().await;
         let url = cp.url();
@@ -162,11 +164,7 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
         let mut s = cp.accept().await;
         serve_first_config(&mut s, "web").await;
         let n = s
-            .send(
-                ENDPOINTS,
-                vec![endpoints("db", "e5", &["127.0.0.1:9"])],
-                &[],
-            )
+            .send(ENDPOINTS, vec![endpoints("db", "e5", &[&app_addr])], &[])
             .await;
         s.recv_reply(&n).await;
         let snapshot = data.join(mesh_sidecar::xds::persist::SNAPSHOT_FILE);
@@ -217,6 +215,13 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
     assert!(
         versions.contains(&("web".into(), "l1".into())),
         "{versions:?}"
+    );
+    // Traffic flows on the snapshot's endpoints.
+    assert_eq!(
+        ctl_support::get_via(sc.addrs.outbound, "db", "/from-snapshot")
+            .await
+            .unwrap(),
+        (200, "app /from-snapshot".to_string())
     );
 }
 
