@@ -27,7 +27,9 @@ use crate::proxy::drain;
 use crate::state::StateHandle;
 use crate::telemetry::{LogControl, Metrics};
 use crate::xds::backoff::Backoff;
-use crate::xds::{Client, ClientConfig, Discovery, LocalListener, persist};
+use crate::xds::{
+    Client, ClientConfig, Discovery, LocalListener, SNAPSHOT_FALLBACK_AFTER, persist,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -253,6 +255,7 @@ fn client_config(cfg: &Config, inbound_port: u16, local: LocalListener) -> Clien
         data_dir: cfg.data_dir.clone(),
         backoff: Backoff::default(),
         local_listener: local,
+        snapshot_fallback_after: SNAPSHOT_FALLBACK_AFTER,
     }
 }
 

@@ -5,7 +5,7 @@ mod ctl_support;
 use std::time::Duration;
 
 use ctl_support::{FakeCp, Sidecar, bad_route, endpoints, listener};
-use mesh_proto::type_url::{AUTHORIZATION_POLICY, ENDPOINTS, LISTENER, ROUTE, RUNTIME};
+use mesh_proto::type_url::{AUTHORIZATION_POLICY, CLUSTER, ENDPOINTS, LISTENER, ROUTE, RUNTIME};
 
 /// Answers the proxy's listener and its own authorization policy: its first complete config.
 async fn serve_first_config(s: &mut ctl_support::CpStream, service: &str) {
@@ -45,6 +45,7 @@ async fn ready_only_after_first_config_and_config_dump_shows_versions_and_nack()
 
     serve_first_config(&mut s, "web").await;
     sc.wait_ready(200).await;
+    s.answer_no_cluster_no_route("db").await;
 
     let n = s
         .send(
@@ -163,6 +164,7 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
         .await;
         let mut s = cp.accept().await;
         serve_first_config(&mut s, "web").await;
+        s.answer_no_cluster_no_route("db").await;
         let n = s
             .send(ENDPOINTS, vec![endpoints("db", "e5", &[&app_addr])], &[])
             .await;
@@ -272,4 +274,44 @@ async fn bad_settings_are_all_reported_and_exit_2() {
     for origin in ["--service", "--workers", "--app-ports", "MESH_ADMIN_ADDR"] {
         assert!(err.contains(origin), "{origin} missing from: {err}");
     }
+}
+
+#[tokio::test]
+async fn an_unknown_service_is_subscribed_on_first_use_and_routed_once_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = ctl_support::App::start().await;
+    let mut cp = FakeCp::start().await;
+    let url = cp.url();
+    let sc = Sidecar::start(dir.path(), &["--service", "web", "--control-plane", &url]).await;
+    let mut s = cp.accept().await;
+    serve_first_config(&mut s, "web").await;
+
+    let outbound = sc.addrs.outbound;
+    let request =
+        tokio::spawn(async move { ctl_support::get_via(outbound, "reviews", "/on-demand").await });
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let r = s.recv().await;
+        if r.resource_names_subscribe == ["reviews"] {
+            kinds.push(r.type_url);
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, [CLUSTER, ENDPOINTS, ROUTE]);
+    let app_addr = app.addr.to_string();
+    s.send(
+        ENDPOINTS,
+        vec![endpoints("reviews", "e1", &[&app_addr])],
+        &[],
+    )
+    .await;
+    s.send(CLUSTER, vec![], &["reviews"]).await;
+    s.send(ROUTE, vec![], &["reviews"]).await;
+    let got = tokio::time::timeout(ctl_support::WAIT, request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), (200, "app /on-demand".to_string()));
+    let dump = json(&sc.get("/config_dump").await.1);
+    assert_eq!(dump["services"][0], "reviews");
 }

@@ -88,12 +88,37 @@ enum Converted {
     Runtime(Arc<Runtime>),
 }
 
+/// A resource converted, with its name and version.
+type Item = (Name, Name, Converted);
+
 /// Converts every resource of `changes`, then publishes them in one snapshot update.
 pub fn apply(
     state: &StateHandle,
     local: &LocalListener,
     changes: &[Change<'_>],
 ) -> Result<(), Rejected> {
+    let converted = convert_all(changes)?;
+    state.update(|snap| {
+        for (change, items) in converted {
+            for name in change.removed {
+                remove(snap, local, change.kind, name);
+            }
+            for (name, version, c) in items {
+                insert(snap, local, name, version, c);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Checks that every resource of `change` converts, without touching any state.
+pub fn validate(change: &Change<'_>) -> Result<(), Rejected> {
+    convert_all(std::slice::from_ref(change)).map(drop)
+}
+
+fn convert_all<'c, 'a>(
+    changes: &'c [Change<'a>],
+) -> Result<Vec<(&'c Change<'a>, Vec<Item>)>, Rejected> {
     let mut converted = Vec::with_capacity(changes.len());
     for change in changes {
         let mut items = Vec::with_capacity(change.updated.len());
@@ -112,17 +137,7 @@ pub fn apply(
         }
         converted.push((change, items));
     }
-    state.update(|snap| {
-        for (change, items) in converted {
-            for name in change.removed {
-                remove(snap, local, change.kind, name);
-            }
-            for (name, version, c) in items {
-                insert(snap, local, name, version, c);
-            }
-        }
-    });
-    Ok(())
+    Ok(converted)
 }
 
 fn convert(kind: ResourceKind, r: &Resource) -> Result<Converted, ConvertError> {

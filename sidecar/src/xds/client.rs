@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::apply::{self, Change};
 use super::backoff::Backoff;
+use super::pending::Pending;
 use super::store::{kind_of_url, url_of};
 use super::{ConfigSource, Discovery, Nack, SERVICE_KINDS, persist, unix_ms};
 use crate::admin::Health;
@@ -32,6 +33,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// at most interval + timeout = 30 s, instead of the minutes TCP keepalive takes.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A control plane that accepts the stream but sends no usable config within this long after
+/// start-up counts as unreachable: the proxy serves its snapshot meanwhile (the control plane's
+/// answers replace it as they arrive). Same reasoning as the connect timeout.
+pub const SNAPSHOT_FALLBACK_AFTER: Duration = Duration::from_secs(5);
 
 /// What the client needs to know about the proxy.
 #[derive(Debug, Clone)]
@@ -47,6 +52,9 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Listener settings from flags.
     pub local_listener: super::LocalListener,
+    /// Serve the snapshot if no config is applied this long after start
+    /// ([`SNAPSHOT_FALLBACK_AFTER`] in the binary).
+    pub snapshot_fallback_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,8 @@ enum StreamError {
     Status(#[from] tonic::Status),
     #[error("the request stream closed")]
     RequestsClosed,
+    #[error("the control plane did not open the stream within {0:?}")]
+    OpenTimeout(Duration),
 }
 
 /// Owns the discovery stream. Run it with [`Client::run`] on the control runtime.
@@ -69,7 +79,11 @@ pub struct Client {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     requests: mpsc::UnboundedReceiver<String>,
+    /// First answers of services not yet complete.
+    pending: Pending,
     tried_snapshot: bool,
+    /// When to fall back to the snapshot if no config has been applied by then.
+    fallback_at: tokio::time::Instant,
 }
 
 // === impl Client ===
@@ -82,6 +96,7 @@ impl Client {
         metrics: Arc<Metrics>,
     ) -> (Self, Discovery) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let fallback_at = tokio::time::Instant::now() + cfg.snapshot_fallback_after;
         let discovery = Discovery::new(Some(tx), cfg.local_listener.clone());
         {
             let mut subs = discovery.shared.subs.lock();
@@ -94,7 +109,9 @@ impl Client {
             health,
             metrics,
             requests: rx,
+            pending: Pending::default(),
             tried_snapshot: false,
+            fallback_at,
         };
         (client, discovery)
     }
@@ -114,7 +131,7 @@ impl Client {
                 Err(e) => warn!(error = %e, endpoint = %self.cfg.endpoint, "discovery stream down"),
             }
             self.set_connected(false);
-            if !self.health.config_applied() && !self.tried_snapshot {
+            if self.should_fall_back() {
                 self.tried_snapshot = true;
                 self.load_snapshot().await;
             }
@@ -159,11 +176,14 @@ impl Client {
                     .map_err(|_| StreamError::RequestsClosed)?;
             }
         }
-        let mut responses = client
-            .delta_stream(ReceiverStream::new(rx))
-            .await?
+        let open = client.delta_stream(ReceiverStream::new(rx));
+        let mut responses = tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .map_err(|_| StreamError::OpenTimeout(CONNECT_TIMEOUT))??
             .into_inner();
         self.set_connected(true);
+        // A new stream answers every subscription again from the start.
+        self.pending.clear();
         info!(endpoint = %self.cfg.endpoint, "discovery stream up");
 
         loop {
@@ -186,6 +206,10 @@ impl Client {
                                 .map_err(|_| StreamError::RequestsClosed)?;
                         }
                     }
+                }
+                () = tokio::time::sleep_until(self.fallback_at), if self.should_fall_back() => {
+                    self.tried_snapshot = true;
+                    self.load_snapshot().await;
                 }
                 Ok(()) = wanted.changed() => {
                     let new = self.add_wanted(wanted);
@@ -233,16 +257,43 @@ impl Client {
             updated: &resp.resources,
             removed: &resp.removed_resources,
         };
-        if let Err(rejected) = apply::apply(&self.state, &self.discovery.shared.local, &[change]) {
+        if let Err(rejected) = apply::validate(&change) {
             return (self.nack(url, url, nonce, rejected.to_string()), false);
         }
 
-        let mut store = (*self.discovery.store()).clone();
-        store.apply(kind, &resp.resources, &resp.removed_resources);
-        let changed = store != *self.discovery.store();
+        // A subscribed service's first answers are held until all its kinds have answered.
         let shared = &self.discovery.shared;
+        let batch = {
+            let subs = shared.subs.lock();
+            let answered = |k: ResourceKind, n: &str| subs.answered.contains(&(k, n.to_string()));
+            let holding = |n: &str| {
+                SERVICE_KINDS.contains(&kind)
+                    && subs.services.contains(n)
+                    && !SERVICE_KINDS.iter().all(|k| answered(*k, n))
+            };
+            let completes = |n: &str| SERVICE_KINDS.iter().all(|k| *k == kind || answered(*k, n));
+            self.pending.split(
+                kind,
+                &resp.resources,
+                &resp.removed_resources,
+                holding,
+                completes,
+            )
+        };
+        let changes = batch.changes();
+        if let Err(rejected) = apply::apply(&self.state, &shared.local, &changes) {
+            return (self.nack(url, url, nonce, rejected.to_string()), false);
+        }
+
+        let before = self.discovery.store();
+        let mut store = (*before).clone();
+        for c in &changes {
+            store.apply(c.kind, c.updated, c.removed);
+        }
+        let changed = store != *before;
         shared.store.store(Arc::new(store));
         {
+            // Recorded only now that the state holds the answer: waiters may act on it at once.
             let mut subs = shared.subs.lock();
             let names = resp.resources.iter().map(|r| &r.name);
             for name in names.chain(&resp.removed_resources) {
@@ -260,6 +311,7 @@ impl Client {
             nonce,
             updated = resp.resources.len(),
             removed = resp.removed_resources.len(),
+            held = self.pending.len(),
             "applied"
         );
         self.check_ready();
@@ -312,6 +364,11 @@ impl Client {
         if ready && self.health.set_config_applied() {
             info!("first config from the control plane applied; ready");
         }
+    }
+
+    /// True until a config is in force or the snapshot was tried once.
+    fn should_fall_back(&self) -> bool {
+        !self.tried_snapshot && !self.health.config_applied()
     }
 
     /// Records a subscription; true when it is new.

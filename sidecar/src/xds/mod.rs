@@ -7,10 +7,11 @@
 pub mod apply;
 pub mod backoff;
 mod client;
+mod pending;
 pub mod persist;
 pub mod store;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, SystemTime};
@@ -21,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 pub use apply::LocalListener;
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, SNAPSHOT_FALLBACK_AFTER};
 pub use store::ResourceStore;
 
 use crate::admin::Health;
@@ -188,8 +189,9 @@ impl Discovery {
         Ok(this)
     }
 
-    /// Applies a full resource set atomically (snapshot file or static config) and records every
-    /// service it names as answered.
+    /// Applies a resource set atomically (snapshot file or static config) and records every
+    /// service it names as answered. Resources already applied from the control plane are newer
+    /// and are kept.
     fn install(
         &self,
         resources: &[Resource],
@@ -197,12 +199,19 @@ impl Discovery {
         state: &StateHandle,
         source: ConfigSource,
     ) -> Result<(), apply::Rejected> {
-        let store = ResourceStore::from_resources(resources);
-        let mut by_kind: Vec<(ResourceKind, Vec<Resource>)> = Vec::new();
-        for (kind, r) in store.iter() {
-            match by_kind.last_mut() {
-                Some((k, list)) if *k == kind => list.push(r.clone()),
-                _ => by_kind.push((kind, vec![r.clone()])),
+        let current = self.store();
+        let mut by_kind: BTreeMap<ResourceKind, Vec<Resource>> = BTreeMap::new();
+        for r in resources {
+            let Some(kind) = store::kind_of(r) else {
+                return Err(apply::Rejected {
+                    type_url: "(none)",
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    detail: "kind: not set".into(),
+                });
+            };
+            if current.get(kind, &r.name).is_none() {
+                by_kind.entry(kind).or_default().push(r.clone());
             }
         }
         let changes: Vec<apply::Change<'_>> = by_kind
@@ -214,22 +223,26 @@ impl Discovery {
             })
             .collect();
         apply::apply(state, &self.shared.local, &changes)?;
+
+        let mut merged = (*current).clone();
+        for (kind, list) in &by_kind {
+            merged.apply(*kind, list, &[]);
+        }
         {
             let mut subs = self.shared.subs.lock();
-            subs.services.extend(services.iter().cloned());
-            for (kind, r) in store.iter() {
-                if SERVICE_KINDS.contains(&kind) {
-                    subs.services.insert(r.name.clone());
-                }
-            }
-            let services: Vec<String> = subs.services.iter().cloned().collect();
-            for s in services {
+            let named = by_kind
+                .iter()
+                .filter(|(k, _)| SERVICE_KINDS.contains(k))
+                .flat_map(|(_, list)| list.iter().map(|r| r.name.clone()));
+            let loaded: BTreeSet<String> = services.iter().cloned().chain(named).collect();
+            for s in loaded {
                 for k in SERVICE_KINDS {
                     subs.answered.insert((k, s.clone()));
                 }
+                subs.services.insert(s);
             }
         }
-        self.shared.store.store(Arc::new(store));
+        self.shared.store.store(Arc::new(merged));
         *self.shared.source.lock() = source;
         self.shared.applied.send_modify(|g| *g += 1);
         Ok(())

@@ -148,6 +148,17 @@ impl CpStream {
         nonce
     }
 
+    /// Answers `service`'s cluster and route as absent (each ACK awaited), as a control plane
+    /// does for a service with endpoints only: its endpoints answer then completes the service.
+    pub async fn answer_no_cluster_no_route(&mut self, service: &str) {
+        use mesh_proto::type_url::{CLUSTER, ROUTE};
+        for t in [CLUSTER, ROUTE] {
+            let n = self.send(t, vec![], &[service]).await;
+            let reply = self.recv_reply(&n).await;
+            assert!(reply.error_detail.is_none(), "{reply:?}");
+        }
+    }
+
     /// Ends the stream with an error, as a control plane restart would.
     pub async fn fail(self) {
         let _ = self
