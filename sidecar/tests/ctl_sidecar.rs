@@ -315,3 +315,42 @@ async fn an_unknown_service_is_subscribed_on_first_use_and_routed_once_answered(
     let dump = json(&sc.get("/config_dump").await.1);
     assert_eq!(dump["services"][0], "reviews");
 }
+
+#[tokio::test]
+async fn data_path_runs_on_its_own_worker_threads_apart_from_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ctl_support::static_file(dir.path(), "s.json", &[listener("web", "l1")]);
+    let sc = Sidecar::start(
+        dir.path(),
+        &[
+            "--service",
+            "web",
+            "--static-config",
+            &cfg,
+            "--workers",
+            "3",
+        ],
+    )
+    .await;
+    sc.wait_ready(200).await;
+    let pid = sc.child.id().unwrap();
+    let threads = || {
+        let mut names = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let comm = task.unwrap().path().join("comm");
+            if let Ok(name) = std::fs::read_to_string(comm) {
+                names.push(name.trim().to_string());
+            }
+        }
+        names
+    };
+    let count = |names: &[String], n: &str| names.iter().filter(|t| *t == n).count();
+    // Worker threads start asynchronously with the runtime: wait for them, then count exactly.
+    ctl_support::eventually("data workers started", || {
+        count(&threads(), "mesh-data") >= 3
+    })
+    .await;
+    let names = threads();
+    assert_eq!(count(&names, "mesh-data"), 3, "{names:?}");
+    assert_eq!(count(&names, "mesh-control"), 1, "{names:?}");
+}

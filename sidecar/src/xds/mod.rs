@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod backoff;
 mod client;
+mod local;
 mod pending;
 pub mod persist;
 pub mod store;
@@ -21,8 +22,8 @@ use mesh_proto::types::v1::Resource;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-pub use apply::LocalListener;
 pub use client::{Client, ClientConfig, SNAPSHOT_FALLBACK_AFTER};
+pub use local::LocalListener;
 pub use store::ResourceStore;
 
 use crate::admin::Health;
