@@ -25,24 +25,59 @@ pub(super) async fn handle(
     if req.method() == Method::CONNECT {
         return connect(ctx, conn, req).await;
     }
-    // The authority: absolute-form URI or HTTP/2 :authority first, then Host.
+    let wait = ctx.inner.cfg.discovery_wait;
+    // The authority: absolute-form URI or HTTP/2 :authority first, then Host. The service
+    // name is borrowed from the request and swapped for the snapshot's interned `Name`, so
+    // a known service costs no allocation.
     let authority = req
         .uri()
         .authority()
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
-    let service = match authority {
-        Some(a) => super::service_name(a).into_owned(),
-        None => match conn
-            .orig_dst
-            .and_then(|d| ctx.inner.state.load().service_by_vip(d).cloned())
-        {
-            Some(s) => s.to_string(),
-            None => return Cause::BadRequest.respond(&"request without authority or Host"),
-        },
+    let (snap, service) = match authority {
+        Some(a) => {
+            let name = super::service_name(a);
+            let snap = super::known(&ctx.inner.state, &name, wait).await;
+            let key = snap.service_key(&name);
+            (snap, key)
+        }
+        None => {
+            let snap = ctx.inner.state.snapshot();
+            let key = conn.orig_dst.and_then(|d| snap.service_by_vip(d).cloned());
+            (snap, key)
+        }
     };
-    let snap = super::known(&ctx.inner.state, &service, ctx.inner.cfg.discovery_wait).await;
-    forward(&ctx, conn, &snap, &service, req).await
+    match service {
+        Some(service) => forward(&ctx, conn, &snap, &service, req).await,
+        // Transparent mode to a destination outside the mesh: pass the request through.
+        None => match conn.orig_dst {
+            Some(dst) if snap.service_by_vip(dst).is_none() => passthrough(&ctx, dst, req).await,
+            _ => Cause::NoRoute.respond(&format_args!("{:?}", req.headers().get(HOST))),
+        },
+    }
+}
+
+/// Forwards a request unchanged (apart from hop-by-hop headers) to its original destination.
+async fn passthrough(
+    ctx: &OutboundCtx,
+    dst: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let Ok(authority) = http::uri::Authority::try_from(dst.to_string()) else {
+        return Cause::BadRequest.respond(&dst);
+    };
+    let h2 = parts.version == Version::HTTP_2;
+    let req = Request::from_parts(parts, ProxyBody::from(body));
+    match ctx.inner.clients.send(req, dst, &authority, h2).await {
+        Ok(rsp) => {
+            let (mut parts, body) = rsp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(parts, ProxyBody::from(body))
+        }
+        Err((cause, detail)) => cause.respond(&format_args!("passthrough {dst}: {detail}")),
+    }
 }
 
 async fn forward(
@@ -71,6 +106,11 @@ async fn forward(
             }
             None => Cause::BadRequest.respond(&"redirect target not buildable"),
         };
+    }
+    if let Some(f) = selected.as_ref().and_then(|s| s.rule.fault.as_ref())
+        && let Some(rsp) = inject_fault(f).await
+    {
+        return rsp;
     }
     let (target, subset) = match selected
         .as_ref()
@@ -206,6 +246,22 @@ async fn forward(
         parts.headers.append(SET_COOKIE, c);
     }
     Response::from_parts(parts, ProxyBody::from(body))
+}
+
+/// Applies a rule's fault: a delay and/or an abort, each for its per-mille share of requests.
+async fn inject_fault(f: &crate::state::Fault) -> Option<Response<ProxyBody>> {
+    if let Some(d) = f.delay
+        && rand::random_range(0..1000u16) < f.delay_permille
+    {
+        tokio::time::sleep(d).await;
+    }
+    let status = f.abort_status?;
+    if rand::random_range(0..1000u16) >= f.abort_permille {
+        return None;
+    }
+    let mut rsp = Cause::FaultAbort.respond(&"fault injection");
+    *rsp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(rsp)
 }
 
 /// `CONNECT svc:port`: an opaque tunnel to an endpoint of the service.

@@ -58,6 +58,15 @@ impl Snapshot {
         self.vips.get(&dst)
     }
 
+    /// The interned name of a routable service (one with a route, endpoints or a cluster).
+    pub fn service_key(&self, service: &str) -> Option<Name> {
+        self.lbs
+            .get_key_value(service)
+            .map(|(k, _)| k)
+            .or_else(|| self.routes.get_key_value(service).map(|(k, _)| k))
+            .cloned()
+    }
+
     /// True when `service` is known to the proxy (routable or answered as absent).
     pub fn knows(&self, service: &str) -> bool {
         self.lbs.contains_key(service)
