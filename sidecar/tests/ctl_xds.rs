@@ -342,6 +342,20 @@ async fn snapshot_file_is_written_and_served_when_the_control_plane_is_down() {
             std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"e1\""))
         })
         .await;
+        // A service answered as absent is remembered too, so it needs no wait after a restart.
+        p.state.want("ghost");
+        for _ in 0..3 {
+            let r = s.recv().await;
+            assert_eq!(r.resource_names_subscribe, ["ghost"]);
+        }
+        for t in [CLUSTER, ENDPOINTS, ROUTE] {
+            let n = s.send(t, vec![], &["ghost"]).await;
+            s.recv_reply(&n).await;
+        }
+        eventually("snapshot lists the absent service", || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"ghost\""))
+        })
+        .await;
         drop(p);
     }
 
@@ -359,7 +373,10 @@ async fn snapshot_file_is_written_and_served_when_the_control_plane_is_down() {
         p.discovery.is_answered("db"),
         "snapshot services need no wait"
     );
-    assert_eq!(p.discovery.services(), ["db"]);
+    assert_eq!(p.discovery.services(), ["db", "ghost"]);
+    assert!(p.discovery.is_answered("ghost"));
+    assert!(p.state.snapshot().absent.contains("ghost"));
+    assert!(!p.state.snapshot().absent.contains("db"));
 }
 
 #[tokio::test]

@@ -215,14 +215,29 @@ impl Discovery {
                 by_kind.entry(kind).or_default().push(r.clone());
             }
         }
-        let changes: Vec<apply::Change<'_>> = by_kind
+        // Listed services without any resource were answered as absent: keep them so.
+        let absent: Vec<String> = services
             .iter()
-            .map(|(kind, list)| apply::Change {
-                kind: *kind,
-                updated: list,
-                removed: &[],
+            .filter(|s| {
+                SERVICE_KINDS.iter().all(|k| {
+                    current.get(*k, s).is_none()
+                        && !by_kind
+                            .get(k)
+                            .is_some_and(|l| l.iter().any(|r| &r.name == *s))
+                })
             })
+            .cloned()
             .collect();
+        let mut changes = vec![apply::Change {
+            kind: ResourceKind::Cluster,
+            updated: &[],
+            removed: &absent,
+        }];
+        changes.extend(by_kind.iter().map(|(kind, list)| apply::Change {
+            kind: *kind,
+            updated: list,
+            removed: &[],
+        }));
         apply::apply(state, &self.shared.local, &changes)?;
 
         let mut merged = (*current).clone();

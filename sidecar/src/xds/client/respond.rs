@@ -66,14 +66,15 @@ impl Client {
         for c in &changes {
             store.apply(c.kind, c.updated, c.removed);
         }
-        let changed = store != *before;
+        let mut changed = store != *before;
         shared.store.store(Arc::new(store));
         {
             // Recorded only now that the state holds the answer: waiters may act on it at once.
             let mut subs = shared.subs.lock();
             let names = resp.resources.iter().map(|r| &r.name);
             for name in names.chain(&resp.removed_resources) {
-                subs.answered.insert((kind, name.clone()));
+                // A first answer (even "absent") changes what the snapshot file must list.
+                changed |= subs.answered.insert((kind, name.clone()));
             }
             if kind == ResourceKind::Listener {
                 subs.answered.insert((kind, WILDCARD.to_string()));
