@@ -37,6 +37,9 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// answers replace it as they arrive). Same reasoning as the connect timeout.
 pub const SNAPSHOT_FALLBACK_AFTER: Duration = Duration::from_secs(5);
 
+/// Services the data path asked for through the state handle.
+type Wanted = tokio::sync::watch::Receiver<std::collections::BTreeSet<crate::state::Name>>;
+
 /// What the client needs to know about the proxy.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -149,10 +152,7 @@ impl Client {
         }
     }
 
-    async fn stream_once(
-        &mut self,
-        wanted: &mut tokio::sync::watch::Receiver<std::collections::BTreeSet<crate::state::Name>>,
-    ) -> Result<(), StreamError> {
+    async fn stream_once(&mut self, wanted: &mut Wanted) -> Result<(), StreamError> {
         let channel = tonic::transport::Endpoint::from_shared(self.cfg.endpoint.clone())
             .map_err(StreamError::Address)?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -253,10 +253,7 @@ impl Client {
     }
 
     /// Records services the data path asked for through the state handle; returns new ones.
-    fn add_wanted(
-        &self,
-        wanted: &mut tokio::sync::watch::Receiver<std::collections::BTreeSet<crate::state::Name>>,
-    ) -> Vec<String> {
+    fn add_wanted(&self, wanted: &mut Wanted) -> Vec<String> {
         let names: Vec<String> = wanted
             .borrow_and_update()
             .iter()
