@@ -58,10 +58,15 @@ async fn sigterm_finishes_in_flight_stops_inbound_keeps_outbound_and_exits_zero(
         (200, "app /hello".to_string())
     );
 
-    // A request in flight at the app when SIGTERM arrives.
+    // Requests in flight at the app when SIGTERM arrives (bounded: ten).
+    const IN_FLIGHT: usize = 10;
     let outbound = client.addrs.outbound;
-    let in_flight = tokio::spawn(async move { get_via(outbound, "api", "/slow").await });
-    app.arrived().await;
+    let in_flight: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| tokio::spawn(async move { get_via(outbound, "api", &format!("/slow/{i}")).await }))
+        .collect();
+    for _ in 0..IN_FLIGHT {
+        app.arrived().await;
+    }
     server.sigterm();
     server.wait_ready(503).await;
 
@@ -80,16 +85,17 @@ async fn sigterm_finishes_in_flight_stops_inbound_keeps_outbound_and_exits_zero(
         (200, "app /out".to_string())
     );
 
-    app.release();
-    let got = tokio::time::timeout(WAIT, in_flight)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        got.unwrap(),
-        (200, "app /slow".to_string()),
-        "in-flight request finished"
-    );
+    for _ in 0..IN_FLIGHT {
+        app.release();
+    }
+    for (i, request) in in_flight.into_iter().enumerate() {
+        let got = tokio::time::timeout(WAIT, request).await.unwrap().unwrap();
+        assert_eq!(
+            got.unwrap(),
+            (200, format!("app /slow/{i}")),
+            "in-flight request {i} finished"
+        );
+    }
 
     // Bounds a hang only; the process exits by itself at the end of the grace period.
     let status = server.wait_exit(grace + WAIT).await;

@@ -180,7 +180,8 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
 
     // Nobody listens on this port any more: the control plane is down.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", dead.local_addr().unwrap());
+    let cp_addr = dead.local_addr().unwrap();
+    let url = format!("http://{cp_addr}");
     drop(dead);
     let sc = Sidecar::start(
         dir.path(),
@@ -225,6 +226,46 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
             .unwrap(),
         (200, "app /from-snapshot".to_string())
     );
+
+    // The control plane comes back where the proxy looks: the proxy reconnects, says what it
+    // holds, and a new route applies.
+    let mut cp = FakeCp::start_on(cp_addr).await;
+    let mut s = cp.accept().await;
+    let initial = s.recv_initial(&[RUNTIME, LISTENER, ENDPOINTS, ROUTE]).await;
+    assert_eq!(
+        initial[ENDPOINTS].initial_resource_versions.get("db"),
+        Some(&"e5".to_string())
+    );
+    let n = s.send(ROUTE, vec![redirect_route("db", "r2")], &[]).await;
+    assert!(s.recv_reply(&n).await.error_detail.is_none());
+    let (status, _) = ctl_support::get_via(sc.addrs.outbound, "db", "/old")
+        .await
+        .unwrap();
+    assert_eq!(status, 302, "the new route is in force");
+    assert_eq!(
+        json(&sc.get("/config_dump").await.1)["source"],
+        "control-plane"
+    );
+}
+
+/// A route sending every request of `service` elsewhere with a 302.
+fn redirect_route(service: &str, version: &str) -> mesh_proto::types::v1::Resource {
+    use mesh_proto::types::v1 as pb;
+    ctl_support::res(
+        service,
+        version,
+        pb::resource::Kind::Route(pb::Route {
+            service: service.into(),
+            rules: vec![pb::RouteRule {
+                redirect: Some(pb::Redirect {
+                    path: "/moved".into(),
+                    status: 302,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        }),
+    )
 }
 
 #[tokio::test]

@@ -374,7 +374,7 @@ pub async fn http(method: &str, url: &str) -> (u16, String) {
 
 // === a test app behind the sidecars ===
 
-/// An HTTP/1.1 app on 127.0.0.1:0. `GET /slow` announces its arrival on `arrivals` and answers
+/// An HTTP/1.1 app on 127.0.0.1:0. `GET /slow…` announces its arrival on `arrivals` and answers
 /// only once the test calls [`App::release`]; any other path answers at once.
 pub struct App {
     pub addr: SocketAddr,
@@ -402,7 +402,7 @@ impl App {
                         move |req: http::Request<hyper::body::Incoming>| {
                             let (tx, gate) = (tx.clone(), gate.clone());
                             async move {
-                                if req.uri().path() == "/slow" {
+                                if req.uri().path().starts_with("/slow") {
                                     let _ = tx.send(());
                                     gate.acquire().await.expect("gate open").forget();
                                 }
@@ -426,12 +426,12 @@ impl App {
         }
     }
 
-    /// Lets one held `/slow` request answer.
+    /// Lets one held `/slow…` request answer.
     pub fn release(&self) {
         self.release.add_permits(1);
     }
 
-    /// Waits until a `/slow` request has reached the app.
+    /// Waits until a `/slow…` request has reached the app.
     pub async fn arrived(&mut self) {
         tokio::time::timeout(WAIT, self.arrivals.recv())
             .await
