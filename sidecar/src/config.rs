@@ -185,7 +185,7 @@ const MAX_WORKERS: usize = 256;
 /// The typed sidecar configuration, parsed once at start-up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Discovery server URL (`http://host:port` or `https://host:port`).
+    /// Discovery server URL (`http://host:port`).
     pub control_plane: String,
     pub id: String,
     pub service: String,

@@ -147,6 +147,20 @@ fn unknown_flag_is_a_usage_error() {
 }
 
 #[test]
+fn control_plane_url_is_plain_http_with_a_host() {
+    for bad in ["https://cp:15010", "127.0.0.1:15010", "http://", "cp"] {
+        let errs = invalid(parse(&["--service", "a", "--control-plane", bad], &[]));
+        assert_eq!(errs[0].origin, "--control-plane", "{bad}");
+    }
+    let c = parse(
+        &["--service", "a", "--control-plane", "http://cp.mesh:15010"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.control_plane, "http://cp.mesh:15010");
+}
+
+#[test]
 fn advertise_address_must_be_dialable() {
     let errs = invalid(parse(
         &["--service", "a", "--advertise-address", "0.0.0.0"],
