@@ -76,6 +76,14 @@ struct Listeners {
 
 /// Runs the sidecar until shutdown completes.
 pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
+    // Built here and moved into its thread: signal handlers are installed before any address is
+    // announced, so a SIGTERM right after start-up still drains instead of killing.
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(runtime_err("control"))?;
+    let signals = control_rt.block_on(async { Signals::new() })?;
+
     let listeners = bind(&cfg)?;
     let addrs = BoundAddrs {
         inbound: local(&listeners.inbound),
@@ -128,37 +136,25 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     let control_health = health.clone();
     let control = std::thread::Builder::new()
         .name("mesh-control".into())
-        .spawn(move || -> Result<(), AppError> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| AppError::Runtime {
-                    what: "control",
-                    source,
-                })?;
-            rt.block_on(control_main(
+        .spawn(move || {
+            control_rt.block_on(control_main(
                 admin,
                 admin_listener,
                 client,
+                signals,
                 control_health,
                 grace,
                 exit_tx,
             ))
         })
-        .map_err(|source| AppError::Runtime {
-            what: "control",
-            source,
-        })?;
+        .map_err(runtime_err("control"))?;
 
     let data_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.workers)
         .thread_name("mesh-data")
         .enable_all()
         .build()
-        .map_err(|source| AppError::Runtime {
-            what: "data",
-            source,
-        })?;
+        .map_err(runtime_err("data"))?;
     let data_cfg = DataPath {
         cfg,
         state,
@@ -173,6 +169,10 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     control.join().map_err(|_| AppError::ControlThread)??;
     info!("shutdown complete");
     Ok(())
+}
+
+fn runtime_err(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
+    move |source| AppError::Runtime { what, source }
 }
 
 fn bind(cfg: &Config) -> Result<Listeners, AppError> {
@@ -264,19 +264,16 @@ async fn control_main(
     admin: Arc<Admin>,
     admin_listener: std::net::TcpListener,
     client: Option<Client>,
+    mut signals: Signals,
     health: Arc<Health>,
     grace: Duration,
     exit: oneshot::Sender<()>,
 ) -> Result<(), AppError> {
     let admin_listener =
-        tokio::net::TcpListener::from_std(admin_listener).map_err(|source| AppError::Runtime {
-            what: "control",
-            source,
-        })?;
+        tokio::net::TcpListener::from_std(admin_listener).map_err(runtime_err("control"))?;
     let admin_task = tokio::spawn(admin.serve(admin_listener));
     let client_task = client.map(|c| tokio::spawn(c.run()));
 
-    let mut signals = Signals::new()?;
     signals.next().await;
     info!(?grace, "shutdown signal: draining");
     health.drain();
@@ -301,13 +298,10 @@ struct Signals {
 impl Signals {
     fn new() -> Result<Self, AppError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let err = |source| AppError::Runtime {
-            what: "signal",
-            source,
-        };
+        let err = runtime_err("signal");
         Ok(Self {
-            term: signal(SignalKind::terminate()).map_err(err)?,
-            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(&err)?,
+            int: signal(SignalKind::interrupt()).map_err(&err)?,
         })
     }
 
@@ -332,10 +326,7 @@ struct DataPath {
 /// Data runtime: inbound, outbound and fixed-port listeners until `exit`.
 async fn data_main(d: DataPath, exit: oneshot::Receiver<()>) -> Result<(), AppError> {
     let tokio_listener = |l: std::net::TcpListener| {
-        tokio::net::TcpListener::from_std(l).map_err(|source| AppError::Runtime {
-            what: "data",
-            source,
-        })
+        tokio::net::TcpListener::from_std(l).map_err(runtime_err("data"))
     };
     let inbound = tokio_listener(d.inbound)?;
     let outbound = tokio_listener(d.outbound)?;
