@@ -64,6 +64,11 @@ impl EndpointStats {
         self.ewma_ns_at(now) * f64::from(self.in_flight() + 1)
     }
 
+    /// True while outlier detection has the endpoint ejected (for `/clusters`).
+    pub fn ejected(&self) -> bool {
+        self.is_ejected(now_ns())
+    }
+
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until_ns.load(Relaxed) > now
     }

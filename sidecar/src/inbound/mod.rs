@@ -129,6 +129,7 @@ pub async fn serve<T: Transport>(
     transport: Arc<T>,
     mut drain: Drain,
 ) {
+    let limit = proxy::limit::ConnLimit::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -142,13 +143,22 @@ pub async fn serve<T: Transport>(
             },
             () = drain.signaled() => return,
         };
-        tokio::spawn(connection(
-            stream,
-            peer,
-            ctx.clone(),
-            transport.clone(),
-            drain.clone(),
-        ));
+        let max = ctx
+            .inner
+            .state
+            .load()
+            .listener
+            .as_ref()
+            .and_then(|l| l.max_connections);
+        let Some(permit) = limit.try_acquire(max) else {
+            Cause::ConnectionLimit.record(&peer);
+            continue;
+        };
+        let (ctx, transport, drain) = (ctx.clone(), transport.clone(), drain.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, ctx, transport, drain).await;
+            drop(permit);
+        });
     }
 }
 

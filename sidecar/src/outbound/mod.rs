@@ -1,6 +1,9 @@
 //! Outbound: original destination or authority, route, balance, connect to the peer sidecar.
 
+mod forward;
 mod http;
+mod mirror;
+mod retry;
 mod target;
 mod tcp;
 
@@ -84,6 +87,7 @@ impl OutboundCtx {
 /// Serves the outbound listener (explicit proxy and transparent) until drain begins; live
 /// connections keep their `Drain` clone and finish on their own.
 pub async fn serve(listener: TcpListener, ctx: OutboundCtx, mut drain: Drain) {
+    let limit = proxy::limit::ConnLimit::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -97,7 +101,22 @@ pub async fn serve(listener: TcpListener, ctx: OutboundCtx, mut drain: Drain) {
             },
             () = drain.signaled() => return,
         };
-        tokio::spawn(connection(stream, peer, ctx.clone(), drain.clone()));
+        let max = ctx
+            .inner
+            .state
+            .load()
+            .listener
+            .as_ref()
+            .and_then(|l| l.max_connections);
+        let Some(permit) = limit.try_acquire(max) else {
+            proxy::Cause::ConnectionLimit.record(&peer);
+            continue;
+        };
+        let (ctx, drain) = (ctx.clone(), drain.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, ctx, drain).await;
+            drop(permit);
+        });
     }
 }
 

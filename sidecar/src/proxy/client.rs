@@ -38,6 +38,10 @@ pub struct Clients {
     connect_timeout: Duration,
 }
 
+/// A ready HTTP/2 connection to one endpoint (a handle on the shared connection).
+#[derive(Debug)]
+pub struct H2Conn(http2::SendRequest<ProxyBody>);
+
 /// A send failure: its cause and a human-readable chain.
 pub type SendError = (Cause, String);
 
@@ -64,31 +68,46 @@ impl Clients {
     /// authority or `Host` header is what the upstream sees as the authority.
     pub async fn send(
         &self,
-        mut req: Request<ProxyBody>,
+        req: Request<ProxyBody>,
         addr: SocketAddr,
         endpoint: &Authority,
         h2: bool,
     ) -> Result<Response<Incoming>, SendError> {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         if h2 {
-            // :authority carries the original authority; `Host` would duplicate it.
-            let authority = match req.headers_mut().remove(HOST) {
-                Some(h) => Authority::try_from(h.as_bytes()).ok(),
-                None => req.uri().authority().cloned(),
-            }
-            .unwrap_or_else(|| endpoint.clone());
-            *req.uri_mut() = uri(authority, pq)?;
-            *req.version_mut() = Version::HTTP_2;
-            let mut tx = self.h2_conn(addr).await?;
-            return tx
-                .send_request(req)
-                .await
-                .map_err(|e| (Cause::UpstreamReset, error_chain(&e)));
+            let conn = self.connect_h2(addr).await?;
+            return Self::send_h2(conn, req, endpoint).await;
         }
+        self.send_h1(req, endpoint).await
+    }
+
+    /// Sends over an HTTP/2 connection from [`Self::connect_h2`].
+    pub async fn send_h2(
+        mut conn: H2Conn,
+        mut req: Request<ProxyBody>,
+        endpoint: &Authority,
+    ) -> Result<Response<Incoming>, SendError> {
+        let pq = path_and_query(&req);
+        // :authority carries the original authority; `Host` would duplicate it.
+        let authority = match req.headers_mut().remove(HOST) {
+            Some(h) => Authority::try_from(h.as_bytes()).ok(),
+            None => req.uri().authority().cloned(),
+        }
+        .unwrap_or_else(|| endpoint.clone());
+        *req.uri_mut() = uri(authority, pq)?;
+        *req.version_mut() = Version::HTTP_2;
+        conn.0
+            .send_request(req)
+            .await
+            .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))
+    }
+
+    /// Sends over a pooled HTTP/1.1 connection to `endpoint` (the `Host` header is kept).
+    pub async fn send_h1(
+        &self,
+        mut req: Request<ProxyBody>,
+        endpoint: &Authority,
+    ) -> Result<Response<Incoming>, SendError> {
+        let pq = path_and_query(&req);
         *req.uri_mut() = uri(endpoint.clone(), pq)?;
         *req.version_mut() = Version::HTTP_11;
         self.h1
@@ -98,11 +117,12 @@ impl Clients {
     }
 
     /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed).
-    async fn h2_conn(&self, addr: SocketAddr) -> Result<http2::SendRequest<ProxyBody>, SendError> {
+    /// Separate from sending so a connect failure leaves the request unsent and retryable.
+    pub async fn connect_h2(&self, addr: SocketAddr) -> Result<H2Conn, SendError> {
         if let Some(tx) = self.h2.get(&addr).map(|c| c.clone())
             && !tx.is_closed()
         {
-            return Ok(tx);
+            return Ok(H2Conn(tx));
         }
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err((Cause::ConnectTimeout, format!("connect to {addr}"))),
@@ -126,8 +146,15 @@ impl Clients {
         // Concurrent first requests may each connect; the last one stays pooled and the others
         // serve their own request and close when idle.
         self.h2.insert(addr, tx.clone());
-        Ok(tx)
+        Ok(H2Conn(tx))
     }
+}
+
+fn path_and_query<B>(req: &Request<B>) -> PathAndQuery {
+    req.uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 fn uri(authority: Authority, pq: PathAndQuery) -> Result<Uri, SendError> {
