@@ -86,6 +86,8 @@ async fn ready_only_after_first_config_and_config_dump_shows_versions_and_nack()
     assert_eq!(clusters[0]["service"], "db");
     assert_eq!(clusters[0]["endpoints"][0]["address"], "127.0.0.1:9");
     assert_eq!(clusters[0]["endpoints"][0]["in_flight"], 0);
+    assert_eq!(clusters[0]["endpoints"][0]["ejected"], false);
+    assert_eq!(clusters[0]["endpoints"][0]["state"], "healthy");
 
     let (status, metrics) = sc.get("/metrics").await;
     assert_eq!(status, 200);
