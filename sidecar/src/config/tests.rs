@@ -212,3 +212,36 @@ fn loopback_helper_is_valid() {
     assert_eq!(c.inbound_addr.port(), 0);
     assert_eq!(c.admin_addr.ip().to_string(), "127.0.0.1");
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any value of any setting, from a flag or the environment, parses or is reported:
+        /// never a panic, and every reported origin names the setting that was given.
+        #[test]
+        fn any_values(values in proptest::collection::vec(".{0,40}", crate::config::SETTINGS.len())) {
+            let mut env = HashMap::new();
+            let mut args = vec!["mesh-sidecar".to_string()];
+            for (i, (s, v)) in crate::config::SETTINGS.iter().zip(&values).enumerate() {
+                if i % 2 == 0 {
+                    env.insert(s.env.to_string(), v.clone());
+                } else {
+                    args.push(format!("--{}={v}", s.flag));
+                }
+            }
+            match Config::from_sources(args, &env) {
+                Ok(c) => prop_assert!(!c.service.is_empty()),
+                Err(ConfigError::Usage(_)) => {}
+                Err(ConfigError::Invalid(all)) => {
+                    for e in all {
+                        prop_assert!(crate::config::SETTINGS.iter().any(|s| {
+                            e.origin == s.env || e.origin == format!("--{}", s.flag)
+                        }), "unknown origin {}", e.origin);
+                    }
+                }
+            }
+        }
+    }
+}
