@@ -271,8 +271,13 @@ async fn control_main(
 ) -> Result<(), AppError> {
     let admin_listener =
         tokio::net::TcpListener::from_std(admin_listener).map_err(runtime_err("control"))?;
+    let discovery = admin.discovery.clone();
+    let state = admin.state.clone();
     let admin_task = tokio::spawn(admin.serve(admin_listener));
-    let client_task = client.map(|c| tokio::spawn(c.run()));
+    let client_task = match client {
+        Some(c) => tokio::spawn(c.run()),
+        None => tokio::spawn(async move { discovery.answer_wants_as_absent(state).await }),
+    };
 
     signals.next().await;
     info!(?grace, "shutdown signal: draining");
@@ -283,9 +288,7 @@ async fn control_main(
     }
     let _ = exit.send(());
     admin_task.abort();
-    if let Some(t) = client_task {
-        t.abort();
-    }
+    client_task.abort();
     Ok(())
 }
 

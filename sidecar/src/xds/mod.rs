@@ -190,6 +190,32 @@ impl Discovery {
         Ok(this)
     }
 
+    /// Without a control plane nothing new can arrive: answers every service the data path asks
+    /// for as absent at once, so it answers `no-route` instead of waiting for discovery.
+    /// Runs until the state handle is gone.
+    pub async fn answer_wants_as_absent(&self, state: StateHandle) {
+        let mut wanted = state.wanted();
+        loop {
+            let names: Vec<String> = wanted
+                .borrow_and_update()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            if !names.is_empty() {
+                let change = apply::Change {
+                    kind: ResourceKind::Cluster,
+                    updated: &[],
+                    removed: &names,
+                };
+                // Removals of unknown names always convert.
+                let _ = apply::apply(&state, &self.shared.local, &[change]);
+            }
+            if wanted.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Applies a resource set atomically (snapshot file or static config) and records every
     /// service it names as answered. Resources already applied from the control plane are newer
     /// and are kept.
@@ -268,4 +294,32 @@ impl Discovery {
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn static_config_answers_unknown_services_as_absent() {
+        let state = StateHandle::default();
+        let health = Health::default();
+        let d = Discovery::start_static(&[], LocalListener::default(), &state, &health).unwrap();
+        assert!(health.is_ready());
+        let task = tokio::spawn({
+            let (d, state) = (d.clone(), state.clone());
+            async move { d.answer_wants_as_absent(state).await }
+        });
+        let mut changed = state.changed();
+        state.want("nosuch");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !state.snapshot().absent.contains("nosuch") {
+                changed.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("answered as absent");
+        assert!(state.snapshot().knows("nosuch"));
+        task.abort();
+    }
 }
