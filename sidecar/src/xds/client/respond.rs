@@ -33,6 +33,9 @@ impl Client {
             updated: &resp.resources,
             removed: &resp.removed_resources,
         };
+        // Validated whole before anything is held or applied; the released batch is converted
+        // again when applied. Config changes are rare next to requests, and holding answers in
+        // wire form keeps the held set simple.
         if let Err(rejected) = apply::validate(&change) {
             return (self.nack(url, url, nonce, rejected.to_string()), false);
         }
