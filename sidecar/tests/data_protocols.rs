@@ -312,3 +312,32 @@ async fn inbound_passes_tls_through_to_the_app() {
     within(s.read_exact(&mut got)).await.unwrap();
     assert_eq!(got, hello);
 }
+
+#[tokio::test]
+async fn inbound_refuses_port_hints_outside_the_app_ports() {
+    let (_mesh, pod) = one_pod("a").await;
+    // Another loopback service of the pod (stands in for the sidecar's admin port).
+    let (other, _) = http_app("other", Duration::ZERO).await;
+    let mut tx = h1_conn(pod.inbound).await;
+    let req = get("a", "/")
+        .header("x-mesh-app-port", other.port().to_string())
+        .body(Full::default())
+        .unwrap();
+    let got = send_h1(&mut tx, req).await;
+    assert_eq!(got.status, 404);
+    assert_eq!(got.headers[proxy::MESH_ERROR], "no-route");
+    // The same via the TCP preamble: the connection is closed without reaching it.
+    let mut s = within(TcpStream::connect(pod.inbound)).await.unwrap();
+    s.write_all(
+        format!(
+            "MESH-TCP {}\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            other.port()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = within(s.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}

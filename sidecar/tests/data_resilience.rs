@@ -158,3 +158,52 @@ async fn retry_policy_retries_bodyless_requests_only() {
         .unwrap();
     assert_eq!(send_h1(&mut tx, req).await.status, 503);
 }
+
+#[tokio::test]
+async fn active_health_check_takes_failing_endpoint_out() {
+    use mesh_sidecar::state::HealthCheck;
+    let mut mesh = Mesh::new().await;
+    let (app, _) = http_app("good", Duration::ZERO).await;
+    let good = mesh.pod(app, "v1").await;
+    // An inbound sidecar whose app is gone: its probes get 503 app-unavailable.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let bad = mesh.pod(gone, "v1").await;
+    let mut c = Cluster::with_defaults("svc".into());
+    c.lb = LbPolicy::RoundRobin;
+    // Probes every 20 ms so the test needs few rounds; thresholds as in production.
+    c.health_check = Some(HealthCheck {
+        http_path: Some("/healthz".into()),
+        expected_status: 200,
+        interval: Duration::from_millis(20),
+        timeout: Duration::from_secs(1),
+        healthy_threshold: 2,
+        unhealthy_threshold: 3,
+    });
+    mesh.set_cluster(c);
+    mesh.set_endpoints("svc", &[&good, &bad]);
+    within(async {
+        loop {
+            let down = mesh.state.load().lb("svc").map(|lb| {
+                lb.endpoints()
+                    .iter()
+                    .map(|e| e.stats.health_down())
+                    .collect::<Vec<_>>()
+            });
+            if down == Some(vec![false, true]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut tx = mesh.h1().await;
+    for _ in 0..20 {
+        let got = send_h1(&mut tx, get("svc", "/").body(Full::default()).unwrap()).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert_eq!(got.headers["x-app"], "good");
+    }
+}

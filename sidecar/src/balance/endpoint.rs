@@ -75,9 +75,10 @@ impl LbEndpoint {
         }
     }
 
-    /// True when this endpoint may take new requests right now (healthy and not ejected).
+    /// True when this endpoint may take new requests right now: not ejected by outlier
+    /// detection and not failing active health checks.
     pub fn available(&self, now: u64) -> bool {
-        !self.stats.is_ejected(now)
+        !self.stats.is_ejected(now) && !self.stats.health_down()
     }
 }
 

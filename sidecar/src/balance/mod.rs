@@ -5,6 +5,7 @@
 
 mod endpoint;
 mod hash;
+mod health;
 mod pick;
 mod stats;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 pub use endpoint::{InFlight, LbEndpoint, Outcome, Outlier};
 pub use hash::{cookie, hash64, request_hash};
+pub use health::watch as watch_health;
 pub use pick::Subset;
 pub use stats::EndpointStats;
 

@@ -74,7 +74,10 @@ struct ConnInfo {
     peer: SocketAddr,
     orig_dst: Option<SocketAddr>,
     /// The peer's verified identity (mTLS); `None` on plaintext.
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "read by authorization once mTLS provides identities"
+    )]
     identity: Option<Name>,
 }
 
@@ -106,12 +109,27 @@ impl InboundCtx {
         }
     }
 
+    /// Whether a peer may name `port` (header or preamble). Only the app's ports: otherwise
+    /// any caller could reach every loopback service of the pod, the sidecar's admin port
+    /// included. Without any configured app port every port is allowed.
+    fn hint_allowed(&self, port: u16) -> bool {
+        let cfg = &self.inner.cfg.app_ports;
+        let snap = self.inner.state.load();
+        let listener: &[u16] = snap.listener.as_ref().map_or(&[], |l| &l.app_ports);
+        (cfg.is_empty() && listener.is_empty()) || cfg.contains(&port) || listener.contains(&port)
+    }
+
     /// The app port for a connection without a port hint: the original destination port
-    /// (transparent mode), else the first configured app port.
+    /// (transparent mode), else the first configured app port, else the first app port of
+    /// the Listener resource.
     fn default_port(&self, orig_dst: Option<SocketAddr>) -> Option<u16> {
         orig_dst
             .map(|d| d.port())
             .or_else(|| self.inner.cfg.app_ports.first().copied())
+            .or_else(|| {
+                let snap = self.inner.state.load();
+                snap.listener.as_ref()?.app_ports.first().copied()
+            })
     }
 }
 
@@ -226,7 +244,10 @@ async fn connection<T: Transport>(
             });
             proxy::server::serve_http(io, proto == Detected::Http2, max, svc, drain).await;
         }
-        Detected::MeshTcp(port) => to_app(&ctx, port, io).await,
+        Detected::MeshTcp(port) if ctx.hint_allowed(port) => to_app(&ctx, port, io).await,
+        Detected::MeshTcp(port) => {
+            Cause::NoRoute.record(&format_args!("preamble port {port} is not an app port"));
+        }
         Detected::Tls | Detected::Opaque => match ctx.default_port(orig_dst) {
             Some(port) => to_app(&ctx, port, io).await,
             None => Cause::NoRoute.record(&"inbound opaque connection without an app port"),

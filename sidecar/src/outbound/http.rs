@@ -19,33 +19,38 @@ pub(super) async fn handle(
         return connect(ctx, conn, req).await;
     }
     let wait = ctx.inner.cfg.discovery_wait;
-    // The authority: absolute-form URI or HTTP/2 :authority first, then Host. The service
-    // name is borrowed from the request and swapped for the snapshot's interned `Name`, so
-    // a known service costs no allocation.
+    // Transparent mode to a service VIP: the address the app dialled names the service.
+    let vip = conn
+        .orig_dst
+        .and_then(|d| ctx.inner.state.load().service_by_vip(d).cloned());
+    // Otherwise the authority: absolute-form URI or HTTP/2 :authority first, then Host. The
+    // name is borrowed from the request and swapped for the snapshot's interned `Name`, so a
+    // known service costs no allocation. IP literals name no service.
     let authority = req
         .uri()
         .authority()
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
-    let (snap, service) = match authority {
-        Some(a) => {
+    let (snap, service) = match (vip, authority) {
+        (Some(vip), _) => (ctx.inner.state.snapshot(), Some(vip)),
+        (None, Some(a)) => {
             let name = super::service_name(a);
-            let snap = super::known(&ctx.inner.state, &name, wait).await;
-            let key = snap.service_key(&name);
-            (snap, key)
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                (ctx.inner.state.snapshot(), None)
+            } else {
+                let snap = super::known(&ctx.inner.state, &name, wait).await;
+                let key = snap.service_key(&name);
+                (snap, key)
+            }
         }
-        None => {
-            let snap = ctx.inner.state.snapshot();
-            let key = conn.orig_dst.and_then(|d| snap.service_by_vip(d).cloned());
-            (snap, key)
-        }
+        (None, None) => (ctx.inner.state.snapshot(), None),
     };
     match service {
         Some(service) => super::forward::forward(&ctx, conn, &snap, &service, req).await,
         // Transparent mode to a destination outside the mesh: pass the request through.
         None => match conn.orig_dst {
-            Some(dst) if snap.service_by_vip(dst).is_none() => passthrough(&ctx, dst, req).await,
-            _ => Cause::NoRoute.respond(&format_args!("{:?}", req.headers().get(HOST))),
+            Some(dst) => passthrough(&ctx, dst, req).await,
+            None => Cause::NoRoute.respond(&format_args!("{:?}", req.headers().get(HOST))),
         },
     }
 }

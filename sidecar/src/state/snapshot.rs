@@ -86,12 +86,16 @@ impl Snapshot {
             let old = prev.lbs.get(name);
             let lb = match old {
                 Some(old) if old.inputs_are(cluster, endpoints) => old.clone(),
-                _ => Arc::new(ServiceLb::build(
-                    name.clone(),
-                    cluster.cloned(),
-                    endpoints.cloned(),
-                    old.map(|o| &**o),
-                )),
+                _ => {
+                    let lb = Arc::new(ServiceLb::build(
+                        name.clone(),
+                        cluster.cloned(),
+                        endpoints.cloned(),
+                        old.map(|o| &**o),
+                    ));
+                    crate::balance::watch_health(&lb);
+                    lb
+                }
             };
             lbs.insert(name.clone(), lb);
         }
