@@ -53,6 +53,8 @@ struct Inner {
     state: StateHandle,
     cfg: OutboundConfig,
     clients: Clients,
+    /// Retry budgets and circuit breakers per cluster.
+    resilience: crate::resilience::wiring::ClusterRegistry,
 }
 
 /// Facts about one downstream connection.
@@ -72,6 +74,7 @@ impl OutboundCtx {
                 state,
                 cfg,
                 clients,
+                resilience: Default::default(),
             }),
         }
     }

@@ -43,9 +43,11 @@ pub enum Cause {
     FaultAbort,
     #[error("app-unavailable")]
     AppUnavailable,
+    #[error("timeout:per-try")]
+    PerTryTimeout,
 }
 
-const ALL: [Cause; 15] = [
+const ALL: [Cause; 16] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -61,6 +63,7 @@ const ALL: [Cause; 15] = [
     Cause::CircuitOpen,
     Cause::FaultAbort,
     Cause::AppUnavailable,
+    Cause::PerTryTimeout,
 ];
 
 /// Process-wide count per cause, for the metrics exporter (one relaxed add per error).
@@ -86,6 +89,7 @@ impl Cause {
             Self::CircuitOpen => "circuit-open",
             Self::FaultAbort => "fault-abort",
             Self::AppUnavailable => "app-unavailable",
+            Self::PerTryTimeout => "timeout:per-try",
         }
     }
 
@@ -96,7 +100,9 @@ impl Cause {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::AuthzDenied => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::RequestTimeout | Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTimeout | Self::ConnectTimeout | Self::PerTryTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::NoEndpoints
             | Self::AllEjected
             | Self::CircuitOpen

@@ -10,6 +10,7 @@ use super::driver::{ClusterConfig, ClusterResilience};
 use super::errors::{Cause, TimeoutKind};
 use super::outlier::OutlierConfig;
 use super::retry::{RetryOn, RetryPolicy, grpc_code};
+use crate::balance::LbEndpoint;
 use crate::proxy::Cause as ProxyCause;
 use crate::state;
 
@@ -112,6 +113,34 @@ impl From<&state::RetryPolicy> for RetryPolicy {
     }
 }
 
+/// The driver's `pick` for a balancer pool: the endpoint already chosen for the first attempt
+/// (`first`, taken), else up to three balancer picks looking for one other than `avoid` (the
+/// endpoint that just failed); the failed one again when it is the only choice.
+pub fn pick_index<'a>(
+    members: &[Arc<LbEndpoint>],
+    first: Option<Arc<LbEndpoint>>,
+    avoid: Option<usize>,
+    mut pick: impl FnMut() -> Option<&'a Arc<LbEndpoint>>,
+) -> Result<usize, Cause> {
+    let index = |e: &Arc<LbEndpoint>| members.iter().position(|m| Arc::ptr_eq(m, e));
+    if let Some(e) = first {
+        return index(&e).ok_or(Cause::NoEndpoints);
+    }
+    let mut last = None;
+    // Three tries: P2C picks two random endpoints, so missing the failed one three times in a
+    // row is unlikely unless it is the only available one.
+    for _ in 0..3 {
+        let Some(i) = pick().and_then(index) else {
+            break;
+        };
+        if Some(i) != avoid {
+            return Ok(i);
+        }
+        last = Some(i);
+    }
+    last.ok_or(Cause::NoEndpoints)
+}
+
 /// The resilience cause of a data-path send failure.
 pub fn from_proxy_cause(c: ProxyCause) -> Cause {
     match c {
@@ -121,6 +150,7 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
         ProxyCause::ConnectRefused => Cause::ConnectRefused,
         ProxyCause::ConnectTimeout => Cause::CONNECT_TIMEOUT,
         ProxyCause::RequestTimeout => Cause::Timeout(TimeoutKind::Request),
+        ProxyCause::PerTryTimeout => Cause::Timeout(TimeoutKind::PerTry),
         ProxyCause::UpstreamReset => Cause::UpstreamReset,
         ProxyCause::BadRequest | ProxyCause::HeadersTooLarge => Cause::BadRequest,
         ProxyCause::DetectTimeout => Cause::DetectTimeout,
@@ -132,7 +162,7 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
 }
 
 /// The data-path cause for the response to the client. Causes the data path has no variant
-/// for map to the nearest one (per-try and idle timeouts are timeouts; a refused stream that
+/// for map to the nearest one (an idle timeout is a request timeout; a refused stream that
 /// exhausted its retries is a reset).
 pub fn to_proxy_cause(c: Cause) -> ProxyCause {
     match c {
@@ -141,6 +171,7 @@ pub fn to_proxy_cause(c: Cause) -> ProxyCause {
         Cause::AllEjected => ProxyCause::AllEjected,
         Cause::ConnectRefused | Cause::ConnectFailed => ProxyCause::ConnectRefused,
         Cause::Timeout(TimeoutKind::Connect) => ProxyCause::ConnectTimeout,
+        Cause::Timeout(TimeoutKind::PerTry) => ProxyCause::PerTryTimeout,
         Cause::Timeout(_) => ProxyCause::RequestTimeout,
         Cause::CircuitOpen => ProxyCause::CircuitOpen,
         Cause::RateLimited => ProxyCause::RateLimited,
@@ -199,6 +230,7 @@ mod tests {
             Cause::ConnectRefused,
             Cause::CONNECT_TIMEOUT,
             Cause::Timeout(TimeoutKind::Request),
+            Cause::Timeout(TimeoutKind::PerTry),
             Cause::CircuitOpen,
             Cause::UpstreamReset,
             Cause::RateLimited,
