@@ -186,3 +186,51 @@ async fn all_503_retries_through_the_sidecar_stay_within_the_budget() {
     println!("{REQUESTS} requests → {attempts} attempts at the apps (budget allows ≤ {allowed})");
     assert!(attempts > REQUESTS && attempts <= allowed);
 }
+
+/// A peer "sidecar" speaking HTTP/2 that refuses every stream with `REFUSED_STREAM`.
+async fn refusing_peer() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn refused_stream_from_a_peer_is_retried_even_for_post() {
+    let apps = backends(1).await;
+    let mut mesh = Mesh::new().await;
+    let good = mesh.pod(apps[0].addr, "v1").await;
+    let refusing = Pod {
+        app: apps[0].addr,
+        inbound: refusing_peer().await,
+        version: "v1",
+    };
+    mesh.set_endpoints("svc", &[&refusing, &good]);
+    let mut tx = mesh.h1().await;
+    for _ in 0..20 {
+        let got = send_h1(&mut tx, request(http::Method::POST)).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+    }
+    assert_eq!(
+        apps[0].hits(),
+        20,
+        "every POST reached the app exactly once"
+    );
+
+    // With only the refusing peer left, the client learns why.
+    mesh.set_endpoints("svc", &[&refusing]);
+    let got = send_h1(&mut tx, request(http::Method::POST)).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.headers["x-mesh-error"], "refused-stream");
+}

@@ -45,9 +45,12 @@ pub enum Cause {
     AppUnavailable,
     #[error("timeout:per-try")]
     PerTryTimeout,
+    /// HTTP/2 REFUSED_STREAM or GOAWAY before processing: the request never reached the app.
+    #[error("refused-stream")]
+    RefusedStream,
 }
 
-const ALL: [Cause; 16] = [
+const ALL: [Cause; 17] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -64,6 +67,7 @@ const ALL: [Cause; 16] = [
     Cause::FaultAbort,
     Cause::AppUnavailable,
     Cause::PerTryTimeout,
+    Cause::RefusedStream,
 ];
 
 /// Process-wide count per cause, for the metrics exporter (one relaxed add per error).
@@ -90,6 +94,7 @@ impl Cause {
             Self::FaultAbort => "fault-abort",
             Self::AppUnavailable => "app-unavailable",
             Self::PerTryTimeout => "timeout:per-try",
+            Self::RefusedStream => "refused-stream",
         }
     }
 
@@ -107,6 +112,7 @@ impl Cause {
             | Self::AllEjected
             | Self::CircuitOpen
             | Self::AppUnavailable
+            | Self::RefusedStream
             | Self::FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectRefused | Self::UpstreamReset | Self::DetectTimeout => {
                 StatusCode::BAD_GATEWAY

@@ -151,6 +151,7 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
         ProxyCause::ConnectTimeout => Cause::CONNECT_TIMEOUT,
         ProxyCause::RequestTimeout => Cause::Timeout(TimeoutKind::Request),
         ProxyCause::PerTryTimeout => Cause::Timeout(TimeoutKind::PerTry),
+        ProxyCause::RefusedStream => Cause::RefusedStream,
         ProxyCause::UpstreamReset => Cause::UpstreamReset,
         ProxyCause::BadRequest | ProxyCause::HeadersTooLarge => Cause::BadRequest,
         ProxyCause::DetectTimeout => Cause::DetectTimeout,
@@ -162,8 +163,8 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
 }
 
 /// The data-path cause for the response to the client. Causes the data path has no variant
-/// for map to the nearest one (an idle timeout is a request timeout; a refused stream that
-/// exhausted its retries is a reset).
+/// for map to the nearest one (an idle timeout is a request timeout; an upstream protocol
+/// error is a reset).
 pub fn to_proxy_cause(c: Cause) -> ProxyCause {
     match c {
         Cause::NoRoute => ProxyCause::NoRoute,
@@ -176,8 +177,8 @@ pub fn to_proxy_cause(c: Cause) -> ProxyCause {
         Cause::CircuitOpen => ProxyCause::CircuitOpen,
         Cause::RateLimited => ProxyCause::RateLimited,
         Cause::AuthzDenied => ProxyCause::AuthzDenied,
+        Cause::RefusedStream => ProxyCause::RefusedStream,
         Cause::UpstreamReset
-        | Cause::RefusedStream
         | Cause::UpstreamError
         | Cause::BudgetExhausted
         | Cause::ConnectionLimit => ProxyCause::UpstreamReset,
@@ -233,6 +234,7 @@ mod tests {
             Cause::Timeout(TimeoutKind::PerTry),
             Cause::CircuitOpen,
             Cause::UpstreamReset,
+            Cause::RefusedStream,
             Cause::RateLimited,
         ] {
             assert_eq!(from_proxy_cause(to_proxy_cause(c)), c);
