@@ -234,3 +234,75 @@ async fn refused_stream_from_a_peer_is_retried_even_for_post() {
     assert_eq!(got.status, 503);
     assert_eq!(got.headers["x-mesh-error"], "refused-stream");
 }
+
+#[tokio::test]
+async fn inbound_connection_limit_refuses_a_flood_while_mesh_traffic_flows() {
+    use mesh_sidecar::inbound::{self, InboundConfig, InboundCtx, Plaintext};
+    use mesh_sidecar::state::{Listener, TlsMode};
+
+    const LIMIT: u32 = 5;
+    let app = Backend::start().await;
+    let mesh = Mesh::new().await;
+    mesh.state.update(|s| {
+        s.listener = Some(Arc::new(Listener {
+            name: "svc".into(),
+            app_ports: vec![app.addr.port()],
+            opaque_ports: vec![],
+            server_first_ports: vec![],
+            // Long enough that flood connections stay open (and hold their slot) meanwhile.
+            detect_timeout: Some(std::time::Duration::from_secs(30)),
+            tls_mode: TlsMode::Disabled,
+            max_connections: Some(LIMIT),
+        }));
+    });
+    let ctx = InboundCtx::new(
+        mesh.state.clone(),
+        InboundConfig {
+            app_ports: vec![app.addr.port()],
+            ..Default::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let inbound_addr = listener.local_addr().unwrap();
+    let (_trigger, drain) = mesh_sidecar::proxy::drain::channel();
+    tokio::spawn(inbound::serve(
+        listener,
+        ctx.clone(),
+        Arc::new(Plaintext),
+        drain,
+    ));
+    let pod = Pod {
+        app: app.addr,
+        inbound: inbound_addr,
+        version: "v1",
+    };
+    mesh.set_endpoints("svc", &[&pod]);
+
+    // The mesh's own multiplexed connection takes one slot.
+    let mut tx = mesh.h1().await;
+    assert_eq!(
+        send_h1(&mut tx, request(http::Method::GET)).await.status,
+        200
+    );
+
+    // Ten times the limit in raw connections, all held open.
+    let mut flood = Vec::new();
+    for _ in 0..LIMIT * 10 {
+        flood.push(
+            within(tokio::net::TcpStream::connect(inbound_addr))
+                .await
+                .unwrap(),
+        );
+    }
+    let refused = u64::from(LIMIT * 10 - (LIMIT - 1));
+    assert!(resilience_support::eventually(T, || ctx.connections_refused() == refused).await);
+    // Admitted traffic keeps flowing.
+    for _ in 0..10 {
+        assert_eq!(
+            send_h1(&mut tx, request(http::Method::GET)).await.status,
+            200
+        );
+    }
+    assert_eq!(ctx.connections_refused(), refused);
+    drop(flood);
+}

@@ -84,7 +84,9 @@ pub use driver::{
 pub use errors::{Cause, CauseCounters, TimeoutKind, X_MESH_ERROR};
 pub use health::{CheckKind, HealthCheckConfig, HealthChecker, HealthStatus, StandardProbe};
 pub use outlier::{OutlierConfig, OutlierDetector};
-pub use ratelimit::{ConnectionLimiter, RateLimitConfig, RateLimiter, RetryAfter, TokenBucket};
+pub use ratelimit::{
+    ConnPermit, ConnectionLimiter, RateLimitConfig, RateLimiter, RetryAfter, TokenBucket,
+};
 pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use retry::{Decision, Outcome, RetryOn, RetryPolicy, Stop, should_retry};
 pub use timeouts::{TimeoutBody, Timeouts};
