@@ -306,3 +306,35 @@ async fn inbound_connection_limit_refuses_a_flood_while_mesh_traffic_flows() {
     assert_eq!(ctx.connections_refused(), refused);
     drop(flood);
 }
+
+#[tokio::test]
+async fn route_rate_limit_answers_429_with_retry_after() {
+    let apps = backends(1).await;
+    let (mesh, _pods) = mesh_over(&apps).await;
+    let mut route = retry_route(five_xx(2));
+    route.rules[0].rate_limit = Some(pb::RateLimit {
+        requests_per_second: 1,
+        burst: 3,
+        per_source: false,
+    });
+    mesh.set_route(&route);
+    let mut tx = mesh.h1().await;
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..10 {
+        let got = send_h1(&mut tx, request(http::Method::GET)).await;
+        match got.status.as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(got.headers["x-mesh-error"], "rate-limited");
+                assert_eq!(got.headers["retry-after"], "1");
+                limited += 1;
+            }
+            s => panic!("unexpected {s}: {}", got.body),
+        }
+    }
+    println!(
+        "10 requests at 1/s with burst 3 through the sidecar: {ok} allowed, {limited} limited"
+    );
+    assert!(ok >= 3 && limited >= 5);
+    assert_eq!(apps[0].hits(), ok);
+}

@@ -74,6 +74,11 @@ async fn forward(
             None => Cause::BadRequest.respond(&"redirect target not buildable"),
         };
     }
+    if let Some(sel) = &selected
+        && let Err(wait) = ctx.inner.limits.check(sel.rule, None)
+    {
+        return wiring::rate_limited(wait, &format_args!("{service}: rule {:?}", sel.rule.name));
+    }
     let (target, subset) = match selected
         .as_ref()
         .and_then(|s| routing::pick_backend_random(s.rule))

@@ -55,6 +55,8 @@ struct Inner {
     clients: Clients,
     /// Retry budgets and circuit breakers per cluster.
     resilience: crate::resilience::wiring::ClusterRegistry,
+    /// Token buckets of route rules with a rate limit.
+    limits: crate::resilience::wiring::RouteLimits,
 }
 
 /// Facts about one downstream connection.
@@ -75,6 +77,7 @@ impl OutboundCtx {
                 cfg,
                 clients,
                 resilience: Default::default(),
+                limits: Default::default(),
             }),
         }
     }
