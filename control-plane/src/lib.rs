@@ -7,6 +7,8 @@ pub mod config;
 pub mod core;
 pub mod encode;
 pub mod http;
+pub mod identity_seam;
+pub mod identity_server;
 pub mod metrics;
 pub mod model;
 pub mod registry;
@@ -120,7 +122,7 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         .add_service(DiscoveryServer::new(xds::DiscoveryService::new(
             core.clone(),
         )))
-        .add_service(IdentityServer::new(ca::IdentityService));
+        .add_service(IdentityServer::new(identity_seam::IdentityService));
     tasks.push(tokio::spawn(async move {
         if let Err(e) = discovery_server
             .serve_with_incoming(TcpListenerStream::new(discovery))

@@ -69,14 +69,34 @@ impl Drop for EchoApp {
     }
 }
 
+/// A single request's limit in scenarios: far above any healthy latency on loopback, so it only
+/// turns a hang into a clear failure.
+pub const REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Response of [`get_via`]: status, `x-app` (which backend answered), body, headers.
+pub type Reply = (u16, Option<String>, String, http::HeaderMap);
+
 /// One HTTP/1.1 request sent to `proxy` (a sidecar outbound listener) with `Host: authority`.
-/// Returns status, the `x-app` header (which backend answered) and the body.
 pub async fn get_via(
     proxy: SocketAddr,
     authority: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, Option<String>, String, http::HeaderMap)> {
+) -> anyhow::Result<Reply> {
+    tokio::time::timeout(
+        REQUEST_LIMIT,
+        get_via_inner(proxy, authority, path, headers),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no response within {REQUEST_LIMIT:?}"))?
+}
+
+async fn get_via_inner(
+    proxy: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Reply> {
     let stream = tokio::net::TcpStream::connect(proxy).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);

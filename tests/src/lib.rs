@@ -1,6 +1,8 @@
 //! Shared helpers for end-to-end scenarios: locate and spawn the real binaries, wait for them.
 
+pub mod admin;
 pub mod http;
+pub mod netns;
 pub mod process;
 
 pub use process::{ControlPlane, Sidecar, SidecarOpts, bin_path};

@@ -137,7 +137,10 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(dir: &Path, o: &SidecarOpts) -> Self {
-        let addrs_file = dir.join(format!("sidecar-{}-addrs.json", o.service));
+        // A per-process counter keeps files of several sidecars of one service apart.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let addrs_file = dir.join(format!("sidecar-{}-{n}-addrs.json", o.service));
         let _ = std::fs::remove_file(&addrs_file);
         let mut cmd = Command::new(bin_path("mesh-sidecar"));
         cmd.args(["--service", &o.service])
@@ -164,7 +167,7 @@ impl Sidecar {
         let data_dir = o
             .data_dir
             .clone()
-            .unwrap_or_else(|| dir.join(format!("sidecar-{}", o.service)));
+            .unwrap_or_else(|| dir.join(format!("sidecar-{}-{n}", o.service)));
         cmd.arg("--data-dir").arg(data_dir);
         cmd.args(&o.extra);
         cmd.envs(o.env.iter().map(|(k, v)| (k, v)));

@@ -1,0 +1,169 @@
+//! The Identity gRPC service over real TLS on loopback: token → cert, wrong identity, revoked and unknown tokens, garbage CSRs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_control_plane::ca::{
+    CaConfig, CertificateAuthority, JoinToken, JoinTokens, MemoryCaStorage, SpiffeId,
+};
+use mesh_control_plane::identity_server::{ControlPlaneTls, IdentityService};
+use mesh_proto::identity::v1::CertifyRequest;
+use mesh_proto::identity::v1::identity_client::IdentityClient;
+use rcgen::{CertificateParams, KeyPair, SanType};
+use tokio::time::timeout;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Server};
+
+/// Bounds a hang only; every step here takes milliseconds.
+const STEP: Duration = Duration::from_secs(20);
+
+struct Cp {
+    client: IdentityClient<Channel>,
+    tokens: JoinTokens,
+    bundle: Vec<String>,
+}
+
+async fn start() -> Cp {
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(
+            CaConfig::default(),
+            Arc::new(MemoryCaStorage::default()),
+        )
+        .unwrap(),
+    );
+    let tokens = JoinTokens::in_memory();
+    let tls = ControlPlaneTls::issue(&ca).unwrap();
+    assert_eq!(
+        tls.identity.as_str(),
+        "spiffe://cluster.local/ns/mesh-system/sa/control-plane"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = IdentityService::new(ca.clone(), tokens.clone()).into_server();
+    let server = Server::builder()
+        .tls_config(tls.tonic_config())
+        .unwrap()
+        .add_service(svc);
+    tokio::spawn(
+        server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    // The client trusts only the mesh bundle and checks the CP's DNS SAN `localhost`.
+    let client_tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.trust_bundle().concat()))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(client_tls)
+        .unwrap();
+    let channel = timeout(STEP, channel.connect()).await.unwrap().unwrap();
+    Cp {
+        client: IdentityClient::new(channel),
+        tokens,
+        bundle: ca.trust_bundle(),
+    }
+}
+
+fn id(sa: &str) -> SpiffeId {
+    SpiffeId::parse(&format!("spiffe://cluster.local/ns/default/sa/{sa}")).unwrap()
+}
+
+fn request(token: &JoinToken, identity: &SpiffeId, csr_uri: &SpiffeId) -> CertifyRequest {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(csr_uri.as_str().try_into().unwrap())];
+    CertifyRequest {
+        token: token.as_str().to_owned(),
+        identity: identity.to_string(),
+        csr_der: params.serialize_request(&key).unwrap().der().to_vec(),
+        requested_ttl_secs: 0,
+    }
+}
+
+async fn certify(
+    cp: &mut Cp,
+    req: CertifyRequest,
+) -> Result<mesh_proto::identity::v1::CertifyResponse, tonic::Status> {
+    timeout(STEP, cp.client.certify(req))
+        .await
+        .expect("certify hung")
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn token_gets_a_cert_for_its_identity_over_tls() {
+    let mut cp = start().await;
+    let (token, _) = cp.tokens.create(id("a"), None).unwrap();
+    let resp = certify(&mut cp, request(&token, &id("a"), &id("a")))
+        .await
+        .unwrap();
+    assert!(resp.leaf_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(resp.trust_bundle_pem, cp.bundle);
+    assert!(resp.chain_pem.is_empty());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let life = resp.not_after_unix - now;
+    assert!((86_000..=86_400).contains(&life), "about a day: {life}");
+}
+
+#[tokio::test]
+async fn token_for_a_cannot_get_b() {
+    let mut cp = start().await;
+    let (token, _) = cp.tokens.create(id("a"), None).unwrap();
+    let err = certify(&mut cp, request(&token, &id("b"), &id("b")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // Field says A, the CSR's SAN says B.
+    let err = certify(&mut cp, request(&token, &id("a"), &id("b")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+}
+
+#[tokio::test]
+async fn revoked_unknown_and_expired_tokens_are_unauthenticated() {
+    let mut cp = start().await;
+    let (token, record) = cp.tokens.create(id("a"), None).unwrap();
+    assert!(cp.tokens.revoke(&record.id).unwrap());
+    let err = certify(&mut cp, request(&token, &id("a"), &id("a")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("revoked"), "{err}");
+
+    let mut req = request(&token, &id("a"), &id("a"));
+    req.token = "not-a-token".to_owned();
+    let err = certify(&mut cp, req).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+
+    let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let (old, _) = cp
+        .tokens
+        .create_at(id("a"), Some(Duration::from_secs(60)), past)
+        .unwrap();
+    let err = certify(&mut cp, request(&old, &id("a"), &id("a")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("expired"), "{err}");
+}
+
+#[tokio::test]
+async fn thousand_garbage_csrs_over_grpc_then_a_valid_one() {
+    let mut cp = start().await;
+    let (token, _) = cp.tokens.create(id("a"), None).unwrap();
+    for i in 0..1000u32 {
+        let mut req = request(&token, &id("a"), &id("a"));
+        req.csr_der = i.to_le_bytes().repeat((i % 64) as usize + 1);
+        let err = certify(&mut cp, req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "#{i}: {err}");
+        assert!(err.message().contains("CSR"), "#{i}: {err}");
+    }
+    let resp = certify(&mut cp, request(&token, &id("a"), &id("a")))
+        .await
+        .unwrap();
+    assert!(!resp.leaf_pem.is_empty());
+}
