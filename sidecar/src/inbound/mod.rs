@@ -14,7 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 pub use transport::{Plaintext, Transport};
 
 use crate::proxy::{self, Cause, Clients, Detected, Drain, guard};
-use crate::resilience::ConnectionLimiter;
 use crate::state::{Name, StateHandle};
 
 /// Which HTTP version the local app speaks.
@@ -67,8 +66,6 @@ struct Inner {
     clients: Clients,
     /// `app_ip:port` authorities of the configured app ports, built once.
     app_authorities: Vec<(u16, ::http::uri::Authority)>,
-    /// Connection-table protection: the Listener's `max_connections`.
-    conn_limit: ConnectionLimiter,
 }
 
 /// Facts about one downstream connection.
@@ -97,14 +94,8 @@ impl InboundCtx {
                 cfg,
                 clients,
                 app_authorities,
-                conn_limit: ConnectionLimiter::new(0),
             }),
         }
-    }
-
-    /// Connections refused by the listener's connection limit so far.
-    pub fn connections_refused(&self) -> u64 {
-        self.inner.conn_limit.refused()
     }
 
     /// The authority of the app at `port` (prebuilt for configured ports).
@@ -151,27 +142,13 @@ pub async fn serve<T: Transport>(
             },
             () = drain.signaled() => return,
         };
-        // Excess connections are closed at once (and counted) so the proxy stays responsive
-        // for the ones it admitted.
-        let limit = &ctx.inner.conn_limit;
-        limit.set_max(
-            ctx.inner
-                .state
-                .load()
-                .listener
-                .as_ref()
-                .and_then(|l| l.max_connections)
-                .map_or(0, |m| m as usize),
-        );
-        let Some(permit) = limit.try_accept() else {
-            tracing::debug!(%peer, cause = "connection-limit", "inbound connection refused");
-            continue;
-        };
-        let (ctx, transport, drain) = (ctx.clone(), transport.clone(), drain.clone());
-        tokio::spawn(async move {
-            connection(stream, peer, ctx, transport, drain).await;
-            drop(permit);
-        });
+        tokio::spawn(connection(
+            stream,
+            peer,
+            ctx.clone(),
+            transport.clone(),
+            drain.clone(),
+        ));
     }
 }
 

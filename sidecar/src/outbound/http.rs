@@ -7,14 +7,12 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::{ConnInfo, OutboundCtx, tcp};
-use crate::balance::LbEndpoint;
 use crate::balance::{Outcome, cookie, hash64, request_hash};
 use crate::proxy::headers::{
     MESH_APP_PORT, MESH_ORIG_PROTO, add_forwarded_for, ensure_request_id, is_upgrade,
     strip_hop_by_hop,
 };
-use crate::proxy::{Cause, Clients, ProxyBody, tcp as ptcp, upgrade};
-use crate::resilience::{self, ReplayBody, wiring};
+use crate::proxy::{Cause, ProxyBody, tcp as ptcp, upgrade};
 use crate::routing::{self, RequestInfo};
 use crate::state::{HashKey, Snapshot};
 
@@ -73,11 +71,6 @@ async fn forward(
             }
             None => Cause::BadRequest.respond(&"redirect target not buildable"),
         };
-    }
-    if let Some(sel) = &selected
-        && let Err(wait) = ctx.inner.limits.check(sel.rule, None)
-    {
-        return wiring::rate_limited(wait, &format_args!("{service}: rule {:?}", sel.rule.name));
     }
     let (target, subset) = match selected
         .as_ref()
@@ -153,66 +146,6 @@ async fn forward(
     if let Some(sel) = &selected {
         routing::apply_header_ops(&sel.rule.request_headers, &mut parts.headers);
     }
-    if let Some(uri) = rewritten {
-        parts.uri = uri;
-    }
-    let timeout = selected
-        .as_ref()
-        .and_then(|s| s.rule.timeout)
-        .or(lb.cluster.request_timeout);
-    // Retries (safe by default, the route's policy on top), retry budget, circuit breaker and
-    // per-try/request timeouts; a retry goes to another endpoint than the one that failed.
-    let res = ctx.inner.resilience.get(&lb.cluster);
-    let retry = selected
-        .as_ref()
-        .and_then(|s| s.rule.retry.as_ref())
-        .map(resilience::RetryPolicy::from);
-    let policy = resilience::CallPolicy {
-        retry: retry.as_ref(),
-        request_timeout: timeout,
-        ..Default::default()
-    };
-    let members = pool.members();
-    let mut first = Some(ep);
-    let clients = &ctx.inner.clients;
-    let result = resilience::call_with_retries(
-        &res,
-        &policy,
-        Request::from_parts(parts, body),
-        |avoid| wiring::pick_index(members, first.take(), avoid, || pool.pick(None)),
-        |idx, req| attempt(clients, &members[idx], from_h2, upgrade, req),
-    )
-    .await;
-    let mut rsp = match result {
-        Ok(rsp) => rsp,
-        Err(e) => return wiring::to_proxy_cause(e.cause).respond(&format_args!("{target}: {e}")),
-    };
-
-    let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching && let Some(down) = on_upgrade {
-        upgrade::spawn_tunnel(down, hyper::upgrade::on(&mut rsp));
-    }
-    let (mut parts, body) = rsp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, switching);
-    if let Some(sel) = &selected {
-        routing::apply_header_ops(&sel.rule.response_headers, &mut parts.headers);
-    }
-    if let Some(c) = set_cookie {
-        parts.headers.append(SET_COOKIE, c);
-    }
-    Response::from_parts(parts, ProxyBody::from(body))
-}
-
-/// One attempt at one endpoint: endpoint-specific headers, the balancer's in-flight guard
-/// (latency, failure penalty, outlier detection), the send.
-async fn attempt(
-    clients: &Clients,
-    ep: &Arc<LbEndpoint>,
-    from_h2: bool,
-    upgrade: bool,
-    req: Request<ReplayBody<Incoming>>,
-) -> Result<Response<Incoming>, resilience::Cause> {
-    let (mut parts, body) = req.into_parts();
     let meshed = ep.endpoint.is_meshed();
     parts.headers.remove(&MESH_APP_PORT);
     parts.headers.remove(&MESH_ORIG_PROTO);
@@ -228,25 +161,51 @@ async fn attempt(
             .headers
             .insert(MESH_ORIG_PROTO, HeaderValue::from_static(proto));
     }
+    if let Some(uri) = rewritten {
+        parts.uri = uri;
+    }
     // Sidecar↔sidecar HTTP is multiplexed HTTP/2, except upgrades (HTTP/2 has no Upgrade);
     // an unmeshed endpoint gets the app's own protocol.
     let use_h2 = !upgrade && (meshed || from_h2);
-    let up_req = Request::from_parts(parts, ProxyBody::Replay(body));
+    let up_req = Request::from_parts(parts, ProxyBody::from(body));
+
     let guard = ep.start();
-    match clients
-        .send(up_req, ep.endpoint.addr, &ep.authority, use_h2)
-        .await
-    {
-        Ok(rsp) => {
-            guard.finish(Outcome::Status(rsp.status().as_u16()));
-            Ok(rsp)
-        }
+    let timeout = selected
+        .as_ref()
+        .and_then(|s| s.rule.timeout)
+        .or(lb.cluster.request_timeout);
+    let sent = ctx
+        .inner
+        .clients
+        .send(up_req, ep.endpoint.addr, &ep.authority, use_h2);
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, sent)
+            .await
+            .unwrap_or_else(|_| Err((Cause::RequestTimeout, format!("no response within {t:?}")))),
+        None => sent.await,
+    };
+    let mut rsp = match result {
+        Ok(rsp) => rsp,
         Err((cause, detail)) => {
             guard.finish(Outcome::Failed);
-            tracing::debug!(cause = cause.as_str(), endpoint = %ep.endpoint.addr, %detail, "attempt failed");
-            Err(wiring::from_proxy_cause(cause))
+            return cause.respond(&format_args!("{target} via {}: {detail}", ep.endpoint.addr));
         }
+    };
+    guard.finish(Outcome::Status(rsp.status().as_u16()));
+
+    let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && let Some(down) = on_upgrade {
+        upgrade::spawn_tunnel(down, hyper::upgrade::on(&mut rsp));
     }
+    let (mut parts, body) = rsp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching);
+    if let Some(sel) = &selected {
+        routing::apply_header_ops(&sel.rule.response_headers, &mut parts.headers);
+    }
+    if let Some(c) = set_cookie {
+        parts.headers.append(SET_COOKIE, c);
+    }
+    Response::from_parts(parts, ProxyBody::from(body))
 }
 
 /// `CONNECT svc:port`: an opaque tunnel to an endpoint of the service.

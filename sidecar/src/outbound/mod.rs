@@ -53,10 +53,6 @@ struct Inner {
     state: StateHandle,
     cfg: OutboundConfig,
     clients: Clients,
-    /// Retry budgets and circuit breakers per cluster.
-    resilience: crate::resilience::wiring::ClusterRegistry,
-    /// Token buckets of route rules with a rate limit.
-    limits: crate::resilience::wiring::RouteLimits,
 }
 
 /// Facts about one downstream connection.
@@ -76,8 +72,6 @@ impl OutboundCtx {
                 state,
                 cfg,
                 clients,
-                resilience: Default::default(),
-                limits: Default::default(),
             }),
         }
     }

@@ -87,7 +87,7 @@ impl Clients {
             return tx
                 .send_request(req)
                 .await
-                .map_err(|e| (h2_cause(&e), error_chain(&e)));
+                .map_err(|e| (Cause::UpstreamReset, error_chain(&e)));
         }
         *req.uri_mut() = uri(endpoint.clone(), pq)?;
         *req.version_mut() = Version::HTTP_11;
@@ -154,15 +154,6 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Cause {
         return Cause::ConnectRefused;
     }
     Cause::UpstreamReset
-}
-
-/// A refused stream (REFUSED_STREAM, or a graceful GOAWAY for it) provably never reached the
-/// app, so it may be retried; any other HTTP/2 failure is a reset.
-fn h2_cause(e: &hyper::Error) -> Cause {
-    match crate::resilience::classify_client_error(e) {
-        crate::resilience::Cause::RefusedStream => Cause::RefusedStream,
-        _ => Cause::UpstreamReset,
-    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -43,14 +43,9 @@ pub enum Cause {
     FaultAbort,
     #[error("app-unavailable")]
     AppUnavailable,
-    #[error("timeout:per-try")]
-    PerTryTimeout,
-    /// HTTP/2 REFUSED_STREAM or GOAWAY before processing: the request never reached the app.
-    #[error("refused-stream")]
-    RefusedStream,
 }
 
-const ALL: [Cause; 17] = [
+const ALL: [Cause; 15] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -66,8 +61,6 @@ const ALL: [Cause; 17] = [
     Cause::CircuitOpen,
     Cause::FaultAbort,
     Cause::AppUnavailable,
-    Cause::PerTryTimeout,
-    Cause::RefusedStream,
 ];
 
 /// Process-wide count per cause, for the metrics exporter (one relaxed add per error).
@@ -93,8 +86,6 @@ impl Cause {
             Self::CircuitOpen => "circuit-open",
             Self::FaultAbort => "fault-abort",
             Self::AppUnavailable => "app-unavailable",
-            Self::PerTryTimeout => "timeout:per-try",
-            Self::RefusedStream => "refused-stream",
         }
     }
 
@@ -105,14 +96,11 @@ impl Cause {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::AuthzDenied => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::RequestTimeout | Self::ConnectTimeout | Self::PerTryTimeout => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Self::RequestTimeout | Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NoEndpoints
             | Self::AllEjected
             | Self::CircuitOpen
             | Self::AppUnavailable
-            | Self::RefusedStream
             | Self::FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectRefused | Self::UpstreamReset | Self::DetectTimeout => {
                 StatusCode::BAD_GATEWAY

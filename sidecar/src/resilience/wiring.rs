@@ -207,8 +207,6 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
         ProxyCause::ConnectRefused => Cause::ConnectRefused,
         ProxyCause::ConnectTimeout => Cause::CONNECT_TIMEOUT,
         ProxyCause::RequestTimeout => Cause::Timeout(TimeoutKind::Request),
-        ProxyCause::PerTryTimeout => Cause::Timeout(TimeoutKind::PerTry),
-        ProxyCause::RefusedStream => Cause::RefusedStream,
         ProxyCause::UpstreamReset => Cause::UpstreamReset,
         ProxyCause::BadRequest | ProxyCause::HeadersTooLarge => Cause::BadRequest,
         ProxyCause::DetectTimeout => Cause::DetectTimeout,
@@ -220,8 +218,8 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
 }
 
 /// The data-path cause for the response to the client. Causes the data path has no variant
-/// for map to the nearest one (an idle timeout is a request timeout; an upstream protocol
-/// error is a reset).
+/// for map to the nearest one (per-try and idle timeouts are request timeouts; a refused
+/// stream that exhausted its retries, or an upstream protocol error, is a reset).
 pub fn to_proxy_cause(c: Cause) -> ProxyCause {
     match c {
         Cause::NoRoute => ProxyCause::NoRoute,
@@ -229,13 +227,12 @@ pub fn to_proxy_cause(c: Cause) -> ProxyCause {
         Cause::AllEjected => ProxyCause::AllEjected,
         Cause::ConnectRefused | Cause::ConnectFailed => ProxyCause::ConnectRefused,
         Cause::Timeout(TimeoutKind::Connect) => ProxyCause::ConnectTimeout,
-        Cause::Timeout(TimeoutKind::PerTry) => ProxyCause::PerTryTimeout,
         Cause::Timeout(_) => ProxyCause::RequestTimeout,
         Cause::CircuitOpen => ProxyCause::CircuitOpen,
         Cause::RateLimited => ProxyCause::RateLimited,
         Cause::AuthzDenied => ProxyCause::AuthzDenied,
-        Cause::RefusedStream => ProxyCause::RefusedStream,
         Cause::UpstreamReset
+        | Cause::RefusedStream
         | Cause::UpstreamError
         | Cause::BudgetExhausted
         | Cause::ConnectionLimit => ProxyCause::UpstreamReset,
@@ -288,10 +285,8 @@ mod tests {
             Cause::ConnectRefused,
             Cause::CONNECT_TIMEOUT,
             Cause::Timeout(TimeoutKind::Request),
-            Cause::Timeout(TimeoutKind::PerTry),
             Cause::CircuitOpen,
             Cause::UpstreamReset,
-            Cause::RefusedStream,
             Cause::RateLimited,
         ] {
             assert_eq!(from_proxy_cause(to_proxy_cause(c)), c);
