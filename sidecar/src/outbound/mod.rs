@@ -13,7 +13,6 @@
 mod forward;
 mod http;
 mod mirror;
-mod retry;
 mod target;
 mod tcp;
 
@@ -66,6 +65,8 @@ struct Inner {
     state: StateHandle,
     cfg: OutboundConfig,
     clients: Clients,
+    /// Retry budgets and circuit breakers per cluster.
+    resilience: crate::resilience::wiring::ClusterRegistry,
 }
 
 /// Facts about one downstream connection.
@@ -85,6 +86,7 @@ impl OutboundCtx {
                 state,
                 cfg,
                 clients,
+                resilience: Default::default(),
             }),
         }
     }

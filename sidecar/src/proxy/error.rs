@@ -45,9 +45,14 @@ pub enum Cause {
     AppUnavailable,
     #[error("connection-limit")]
     ConnectionLimit,
+    #[error("timeout:per-try")]
+    PerTryTimeout,
+    /// HTTP/2 REFUSED_STREAM or GOAWAY before processing: the request never reached the app.
+    #[error("refused-stream")]
+    RefusedStream,
 }
 
-const ALL: [Cause; 16] = [
+const ALL: [Cause; 18] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -64,6 +69,8 @@ const ALL: [Cause; 16] = [
     Cause::FaultAbort,
     Cause::AppUnavailable,
     Cause::ConnectionLimit,
+    Cause::PerTryTimeout,
+    Cause::RefusedStream,
 ];
 
 /// Process-wide count per cause, for the metrics exporter (one relaxed add per error).
@@ -90,6 +97,8 @@ impl Cause {
             Self::FaultAbort => "fault-abort",
             Self::AppUnavailable => "app-unavailable",
             Self::ConnectionLimit => "connection-limit",
+            Self::PerTryTimeout => "timeout:per-try",
+            Self::RefusedStream => "refused-stream",
         }
     }
 
@@ -100,12 +109,15 @@ impl Cause {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::AuthzDenied => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::RequestTimeout | Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTimeout | Self::ConnectTimeout | Self::PerTryTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::NoEndpoints
             | Self::AllEjected
             | Self::CircuitOpen
             | Self::AppUnavailable
             | Self::ConnectionLimit
+            | Self::RefusedStream
             | Self::FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectRefused | Self::UpstreamReset | Self::DetectTimeout => {
                 StatusCode::BAD_GATEWAY
