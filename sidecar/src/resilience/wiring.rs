@@ -213,6 +213,7 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
         ProxyCause::AuthzDenied => Cause::AuthzDenied,
         ProxyCause::RateLimited => Cause::RateLimited,
         ProxyCause::CircuitOpen => Cause::CircuitOpen,
+        ProxyCause::ConnectionLimit => Cause::ConnectionLimit,
         ProxyCause::FaultAbort | ProxyCause::AppUnavailable => Cause::UpstreamError,
     }
 }
@@ -234,8 +235,8 @@ pub fn to_proxy_cause(c: Cause) -> ProxyCause {
         Cause::UpstreamReset
         | Cause::RefusedStream
         | Cause::UpstreamError
-        | Cause::BudgetExhausted
-        | Cause::ConnectionLimit => ProxyCause::UpstreamReset,
+        | Cause::BudgetExhausted => ProxyCause::UpstreamReset,
+        Cause::ConnectionLimit => ProxyCause::ConnectionLimit,
         Cause::BadRequest => ProxyCause::BadRequest,
         Cause::DetectTimeout => ProxyCause::DetectTimeout,
     }
