@@ -104,7 +104,10 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;
-            let d = Discovery::start_static(&resources, local, &state, &health)?;
+            // Applied inside the control runtime: background work a snapshot update starts
+            // (active health checks) belongs there, as with updates from the control plane.
+            let d = control_rt
+                .block_on(async { Discovery::start_static(&resources, local, &state, &health) })?;
             info!(
                 resources = resources.len(),
                 "serving a static config; no control plane"

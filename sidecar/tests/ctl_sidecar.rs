@@ -397,3 +397,63 @@ async fn data_path_runs_on_its_own_worker_threads_apart_from_control() {
     assert_eq!(count(&names, "mesh-data"), 3, "{names:?}");
     assert_eq!(count(&names, "mesh-control"), 1, "{names:?}");
 }
+
+#[tokio::test]
+async fn static_config_clusters_get_active_health_checks() {
+    use mesh_proto::types::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let app = ctl_support::App::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let live_addr = app.addr.to_string();
+    let cluster = ctl_support::res(
+        "db",
+        "c1",
+        pb::resource::Kind::Cluster(pb::Cluster {
+            name: "db".into(),
+            // TCP checks every 50 ms; one failure takes an endpoint out.
+            health_check: Some(pb::HealthCheck {
+                interval_ms: 50,
+                timeout_ms: 1000,
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    );
+    let cfg = ctl_support::static_file(
+        dir.path(),
+        "s.json",
+        &[
+            listener("web", "l1"),
+            cluster,
+            endpoints("db", "e1", &[&live_addr, &dead_addr]),
+        ],
+    );
+    let sc = Sidecar::start(dir.path(), &["--service", "web", "--static-config", &cfg]).await;
+    sc.wait_ready(200).await;
+    let deadline = tokio::time::Instant::now() + ctl_support::WAIT;
+    loop {
+        let clusters = json(&sc.get("/clusters").await.1);
+        let down = |addr: &str| {
+            clusters[0]["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["address"] == addr)
+                .map(|e| e["health_down"] == true)
+                .unwrap()
+        };
+        if down(&dead_addr) {
+            assert!(!down(&live_addr), "{clusters}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never checked: {clusters}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -68,6 +68,8 @@ struct EndpointView {
     in_flight: u32,
     /// Ejected by outlier detection right now (no new requests until it returns).
     ejected: bool,
+    /// Failing its active health checks (out of the pool until it recovers).
+    health_down: bool,
 }
 
 /// Every service the balancers know, with each endpoint's weight, state, EWMA and in-flight.
@@ -97,6 +99,7 @@ pub fn clusters(state: &StateHandle) -> String {
                     ewma_ms: e.stats.ewma().as_secs_f64() * 1000.0,
                     in_flight: e.stats.in_flight(),
                     ejected: e.stats.ejected(),
+                    health_down: e.stats.health_down(),
                 })
                 .collect(),
         })
