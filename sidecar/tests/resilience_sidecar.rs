@@ -110,6 +110,10 @@ async fn connect_refused_endpoint_is_retried_even_for_post() {
         assert_eq!(got.status, 200, "{}", got.body);
     }
     assert_eq!(apps[0].hits(), 20);
+    // Outlier detection is on without any Cluster config (the EWMA failure penalty already
+    // steers traffic away from the refusing endpoint before its failures add up to an ejection).
+    let snap = mesh.state.snapshot();
+    assert!(snap.lb("svc").unwrap().cluster.outlier.is_some());
 }
 
 #[tokio::test]
