@@ -5,6 +5,7 @@ mod run_support;
 
 use run_support::*;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The app of the readiness test: it fails with 7 unless, at its very first instruction, the
 /// sidecar's admin answers /ready with 200 and the proxy in HTTP_PROXY accepts connections.
@@ -119,4 +120,64 @@ fn bad_mesh_setting_reaches_the_sidecar_and_fails_the_start() {
     );
     assert!(!marker.exists(), "the app must not start");
     assert_all_gone(&pids);
+}
+
+#[test]
+fn run_gets_a_join_token_for_the_sidecar_and_keeps_tokens_from_the_app() {
+    let cp = ControlPlane::start();
+    // The join token run creates is for the sidecar only: the app must not see it.
+    let mut child = cp
+        .run_cmd("details", None)
+        .args(["--namespace", "shop", "--service-account", "details-sa"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            r#"[ -z "$MESH_JOIN_TOKEN$MESH_ADMIN_TOKEN" ]"#,
+        ])
+        .spawn()
+        .expect("start mesh-cli run");
+    let (status, pids) = wait_watching(&mut child, START_LIMIT);
+    assert_eq!(status.code(), Some(0), "the app saw no mesh secret");
+    assert_all_gone(&pids);
+
+    // The control plane issued one token for the workload's identity.
+    let tokens = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(list_tokens(&cp));
+    let identities: Vec<&str> = tokens.iter().map(|t| t.identity.as_str()).collect();
+    assert_eq!(identities.len(), 1, "one token: {identities:?}");
+    assert!(
+        identities[0].ends_with("/ns/shop/sa/details-sa"),
+        "token for the workload's identity: {identities:?}"
+    );
+}
+
+async fn list_tokens(cp: &ControlPlane) -> Vec<mesh_proto::admin::v1::TokenInfo> {
+    use mesh_proto::admin::v1::ListRequest;
+    use mesh_proto::admin::v1::admin_client::AdminClient;
+    let dir = cp.dir.path();
+    let addrs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("addrs.json")).expect("addrs"))
+            .expect("addrs json");
+    let admin = addrs["admin"].as_str().expect("admin addr").to_string();
+    let token = std::fs::read_to_string(dir.join("admin-token")).expect("admin token");
+    let limit = Duration::from_secs(30);
+    let mut client = tokio::time::timeout(limit, AdminClient::connect(format!("http://{admin}")))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut req = tonic::Request::new(ListRequest {});
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().expect("header"),
+    );
+    tokio::time::timeout(limit, client.list_tokens(req))
+        .await
+        .expect("answer in time")
+        .expect("list tokens")
+        .into_inner()
+        .tokens
 }

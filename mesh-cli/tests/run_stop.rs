@@ -144,6 +144,42 @@ fn sigterm_lets_in_flight_requests_finish_and_leaves_nothing_behind() {
     assert_all_gone(&all);
 }
 
+#[test]
+fn an_app_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let cp = ControlPlane::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = dir.path().join("started");
+    // Ignores SIGTERM; only the SIGKILL after the grace ends it (its `sleep`s die of the
+    // forwarded SIGTERM, the loop goes on).
+    let app = r#"trap '' TERM; touch "$1"; while :; do sleep 0.1; done"#;
+    let mut child = cp
+        .run_cmd("stubborn", None)
+        .args(["--grace-period", "1", "--", "sh", "-c", app, "app"])
+        .arg(&started)
+        .spawn()
+        .expect("start mesh-cli run");
+    let deadline = Instant::now() + START_LIMIT;
+    while !started.exists() {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "run exited early"
+        );
+        assert!(Instant::now() < deadline, "the app did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = descendants(child.id());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM mesh-cli run");
+    let (status, more) = wait_watching(&mut child, START_LIMIT);
+    assert_eq!(status.code(), Some(128 + 9), "the app was killed");
+    let mut all = pids;
+    all.extend(more);
+    assert_all_gone(&all);
+}
+
 /// One bounded HTTP/1.0 GET straight to the app; the whole answer, or the error as text.
 fn get(port: u16, path: &str) -> String {
     let attempt = || -> std::io::Result<String> {
