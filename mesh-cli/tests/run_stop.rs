@@ -180,6 +180,47 @@ fn an_app_ignoring_sigterm_is_killed_after_the_grace_period() {
     assert_all_gone(&all);
 }
 
+#[test]
+fn a_dead_sidecar_stops_the_app_and_fails_run_with_3() {
+    let cp = ControlPlane::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = dir.path().join("started");
+    let app = r#"touch "$1"; while :; do sleep 0.1; done"#;
+    let mut child = cp
+        .run_cmd("fragile", None)
+        .args(["--", "sh", "-c", app, "app"])
+        .arg(&started)
+        .spawn()
+        .expect("start mesh-cli run");
+    let deadline = Instant::now() + START_LIMIT;
+    while !started.exists() {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "run exited early"
+        );
+        assert!(Instant::now() < deadline, "the app did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = descendants(child.id());
+    let sidecar = *pids
+        .iter()
+        .find(|&&p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("mesh-sidecar"))
+        })
+        .expect("the sidecar is a child of run");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sidecar as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the sidecar");
+    let (status, more) = wait_watching(&mut child, START_LIMIT);
+    assert_eq!(status.code(), Some(3), "run reports the lost sidecar");
+    let mut all = pids;
+    all.extend(more);
+    assert_all_gone(&all);
+}
+
 /// One bounded HTTP/1.0 GET straight to the app; the whole answer, or the error as text.
 fn get(port: u16, path: &str) -> String {
     let attempt = || -> std::io::Result<String> {
