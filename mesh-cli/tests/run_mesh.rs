@@ -27,16 +27,17 @@ fn a_job_reaches_a_served_workload_by_service_name_through_both_sidecars() {
     let site = tempfile::tempdir().expect("tempdir");
     std::fs::write(site.path().join("hello.txt"), "hello from reviews\n").expect("write");
     let port = free_port();
-    let mut server = cp
-        .run_cmd("reviews", Some(port))
-        .arg("--")
-        .args(["python3", "-m", "http.server", &port.to_string()])
-        .args(["--bind", "127.0.0.1", "--directory"])
-        .arg(site.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server workload");
+    let mut server = Running(
+        cp.run_cmd("reviews", Some(port))
+            .arg("--")
+            .args(["python3", "-m", "http.server", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--directory"])
+            .arg(site.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server workload"),
+    );
     let deadline = Instant::now() + START_LIMIT;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -51,13 +52,14 @@ fn a_job_reaches_a_served_workload_by_service_name_through_both_sidecars() {
     }
     let server_pids = descendants(server.id());
 
-    let mut client = cp
-        .run_cmd("ratings", None)
-        .arg("--")
-        .args(["sh", "-c", CLIENT, "client", &port.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the client job");
+    let mut client = Running(
+        cp.run_cmd("ratings", None)
+            .arg("--")
+            .args(["sh", "-c", CLIENT, "client", &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the client job"),
+    );
     let (status, client_pids) = wait_watching(&mut client, START_LIMIT);
     let mut out = String::new();
     client

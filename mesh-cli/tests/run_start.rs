@@ -35,11 +35,12 @@ fn app_starts_only_after_the_proxy_is_ready() {
     );
 
     let cp = ControlPlane::start();
-    let mut child = cp
-        .run_cmd("reviews", Some(free_port()))
-        .args(["--", "sh", "-c", NEEDS_PROXY])
-        .spawn()
-        .expect("start mesh-cli run");
+    let mut child = Running(
+        cp.run_cmd("reviews", Some(free_port()))
+            .args(["--", "sh", "-c", NEEDS_PROXY])
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
     let (status, pids) = wait_watching(&mut child, START_LIMIT);
     assert_eq!(status.code(), Some(0), "the app found its proxy ready");
     assert!(!pids.is_empty(), "run had a sidecar and an app");
@@ -52,12 +53,13 @@ fn job_exit_codes_become_runs_and_the_sidecar_never_keeps_a_job_alive() {
     // A ten-minute sidecar drain grace (MESH_* reaches the sidecar): run must still stop it at
     // once when the job ends, so each case finishes well inside the hang bound.
     for (script, want) in [("exit 0", 0), ("exit 3", 3), ("kill -9 $$", 128 + 9)] {
-        let mut child = cp
-            .run_cmd("batch", None)
-            .env("MESH_DRAIN_GRACE_MS", "600000")
-            .args(["--", "sh", "-c", script])
-            .spawn()
-            .expect("start mesh-cli run");
+        let mut child = Running(
+            cp.run_cmd("batch", None)
+                .env("MESH_DRAIN_GRACE_MS", "600000")
+                .args(["--", "sh", "-c", script])
+                .spawn()
+                .expect("start mesh-cli run"),
+        );
         let (status, pids) = wait_watching(&mut child, START_LIMIT);
         assert_eq!(status.code(), Some(want), "job `{script}`");
         assert!(!pids.is_empty(), "a sidecar ran");
@@ -70,18 +72,20 @@ fn sidecar_never_ready_fails_with_3_and_the_app_never_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = dir.path().join("app-started");
     let closed = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-cli"))
-        .args(["run", "--service", "lonely", "--ready-timeout", "2"])
-        .args(["--control-plane", &format!("127.0.0.1:{closed}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--")
-        .arg("touch")
-        .arg(&marker)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mesh-cli run");
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_mesh-cli"))
+            .args(["run", "--service", "lonely", "--ready-timeout", "2"])
+            .args(["--control-plane", &format!("127.0.0.1:{closed}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--")
+            .arg("touch")
+            .arg(&marker)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
     require_bin("mesh-sidecar");
     let (status, pids) = wait_watching(&mut child, START_LIMIT);
     let mut err = String::new();
@@ -100,15 +104,16 @@ fn sidecar_never_ready_fails_with_3_and_the_app_never_starts() {
 fn bad_mesh_setting_reaches_the_sidecar_and_fails_the_start() {
     let cp = ControlPlane::start();
     let marker = cp.dir.path().join("app-started");
-    let mut child = cp
-        .run_cmd("reviews", None)
-        .env("MESH_DETECT_TIMEOUT_MS", "not-a-number")
-        .arg("--")
-        .arg("touch")
-        .arg(&marker)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mesh-cli run");
+    let mut child = Running(
+        cp.run_cmd("reviews", None)
+            .env("MESH_DETECT_TIMEOUT_MS", "not-a-number")
+            .arg("--")
+            .arg("touch")
+            .arg(&marker)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
     let (status, pids) = wait_watching(&mut child, START_LIMIT);
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err)
@@ -126,17 +131,18 @@ fn bad_mesh_setting_reaches_the_sidecar_and_fails_the_start() {
 fn run_gets_a_join_token_for_the_sidecar_and_keeps_tokens_from_the_app() {
     let cp = ControlPlane::start();
     // The join token run creates is for the sidecar only: the app must not see it.
-    let mut child = cp
-        .run_cmd("details", None)
-        .args(["--namespace", "shop", "--service-account", "details-sa"])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            r#"[ -z "$MESH_JOIN_TOKEN$MESH_ADMIN_TOKEN" ]"#,
-        ])
-        .spawn()
-        .expect("start mesh-cli run");
+    let mut child = Running(
+        cp.run_cmd("details", None)
+            .args(["--namespace", "shop", "--service-account", "details-sa"])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                r#"[ -z "$MESH_JOIN_TOKEN$MESH_ADMIN_TOKEN" ]"#,
+            ])
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
     let (status, pids) = wait_watching(&mut child, START_LIMIT);
     assert_eq!(status.code(), Some(0), "the app saw no mesh secret");
     assert_all_gone(&pids);

@@ -72,16 +72,17 @@ fn sigterm_lets_in_flight_requests_finish_and_leaves_nothing_behind() {
     std::fs::write(&script, APP).expect("write app");
     let log = dir.path().join("app.log");
     let port = free_port();
-    let mut child = cp
-        .run_cmd("reviews", Some(port))
-        .arg("--")
-        .arg("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&log)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start mesh-cli run");
+    let mut child = Running(
+        cp.run_cmd("reviews", Some(port))
+            .arg("--")
+            .arg("python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&log)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
 
     let deadline = Instant::now() + START_LIMIT;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -152,12 +153,13 @@ fn an_app_ignoring_sigterm_is_killed_after_the_grace_period() {
     // Ignores SIGTERM; only the SIGKILL after the grace ends it (its `sleep`s die of the
     // forwarded SIGTERM, the loop goes on).
     let app = r#"trap '' TERM; touch "$1"; while :; do sleep 0.1; done"#;
-    let mut child = cp
-        .run_cmd("stubborn", None)
-        .args(["--grace-period", "1", "--", "sh", "-c", app, "app"])
-        .arg(&started)
-        .spawn()
-        .expect("start mesh-cli run");
+    let mut child = Running(
+        cp.run_cmd("stubborn", None)
+            .args(["--grace-period", "1", "--", "sh", "-c", app, "app"])
+            .arg(&started)
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
     let deadline = Instant::now() + START_LIMIT;
     while !started.exists() {
         assert!(
@@ -186,12 +188,13 @@ fn a_dead_sidecar_stops_the_app_and_fails_run_with_3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let started = dir.path().join("started");
     let app = r#"touch "$1"; while :; do sleep 0.1; done"#;
-    let mut child = cp
-        .run_cmd("fragile", None)
-        .args(["--", "sh", "-c", app, "app"])
-        .arg(&started)
-        .spawn()
-        .expect("start mesh-cli run");
+    let mut child = Running(
+        cp.run_cmd("fragile", None)
+            .args(["--", "sh", "-c", app, "app"])
+            .arg(&started)
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
     let deadline = Instant::now() + START_LIMIT;
     while !started.exists() {
         assert!(
@@ -219,6 +222,36 @@ fn a_dead_sidecar_stops_the_app_and_fails_run_with_3() {
     let mut all = pids;
     all.extend(more);
     assert_all_gone(&all);
+}
+
+#[test]
+fn killing_run_itself_takes_the_sidecar_and_the_app_with_it() {
+    let cp = ControlPlane::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = dir.path().join("started");
+    let app = r#"touch "$1"; while :; do sleep 0.1; done"#;
+    let mut child = Running(
+        cp.run_cmd("doomed", None)
+            .args(["--", "sh", "-c", app, "app"])
+            .arg(&started)
+            .spawn()
+            .expect("start mesh-cli run"),
+    );
+    let deadline = Instant::now() + START_LIMIT;
+    while !started.exists() {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "run exited early"
+        );
+        assert!(Instant::now() < deadline, "the app did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = descendants(child.id());
+    assert!(pids.len() >= 2, "a sidecar and the app: {pids:?}");
+    // SIGKILL: run gets no chance to clean up; the kernel's parent-death signal does it.
+    child.kill().expect("SIGKILL mesh-cli run");
+    let _ = child.wait();
+    assert_all_gone(&pids);
 }
 
 /// One bounded HTTP/1.0 GET straight to the app; the whole answer, or the error as text.

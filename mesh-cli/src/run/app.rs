@@ -74,6 +74,7 @@ impl App {
         for k in HIDDEN_FROM_APP {
             cmd.env_remove(k);
         }
+        super::orphan::die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| AppError {
             command: program.to_string_lossy().into_owned(),
             source,

@@ -9,6 +9,7 @@
 mod app;
 mod control_plane;
 mod http;
+mod orphan;
 mod sidecar;
 
 use std::ffi::OsString;
@@ -100,7 +101,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<i32> {
     // Signals are caught before any child exists, so a stop during start-up still cleans up.
     let mut stop = StopSignals::new()?;
     let spec = SidecarSpec::resolve(&args).await;
-    let mut sidecar = match Sidecar::start(spec, args.sidecar_log.clone()).await {
+    let mut sidecar = match Sidecar::start(spec, args.sidecar_log.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mesh-cli run: {e}");

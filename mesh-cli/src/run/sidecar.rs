@@ -56,8 +56,8 @@ pub enum SidecarError {
     },
 }
 
-/// What to start: the binary, its flags and extra environment (inherited otherwise, so every
-/// `MESH_*` variable of `run` reaches it).
+/// The sidecar's identity, control plane and join token, turned into its flags and environment
+/// (the rest of the environment is inherited, so every `MESH_*` variable of `run` reaches it).
 #[derive(Debug, Clone)]
 pub struct SidecarSpec {
     pub control_plane: String,
@@ -168,7 +168,7 @@ impl SidecarSpec {
 
 impl Sidecar {
     /// Starts `mesh-sidecar` from the directory of this executable.
-    pub async fn start(spec: SidecarSpec, log: Option<PathBuf>) -> Result<Self, SidecarError> {
+    pub fn start(spec: SidecarSpec, log: Option<PathBuf>) -> Result<Self, SidecarError> {
         let bin = sidecar_binary()?;
         let dir = std::env::temp_dir().join(format!("mesh-run-{}", std::process::id()));
         let io = |what: String| move |source: std::io::Error| SidecarError::Io { what, source };
@@ -186,6 +186,7 @@ impl Sidecar {
             // after the app, instead of reaching the sidecar directly.
             .process_group(0)
             .kill_on_drop(true);
+        super::orphan::die_with_parent(&mut cmd);
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
