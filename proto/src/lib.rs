@@ -1,30 +1,34 @@
 //! Generated protocol types and gRPC stubs shared by every mesh component.
 
-#![allow(clippy::all, clippy::pedantic)]
-
+#[allow(clippy::all, clippy::pedantic)]
 pub mod types {
     pub mod v1 {
         tonic::include_proto!("mesh.types.v1");
     }
 }
 
+#[allow(clippy::all, clippy::pedantic)]
 pub mod discovery {
     pub mod v1 {
         tonic::include_proto!("mesh.discovery.v1");
     }
 }
 
+#[allow(clippy::all, clippy::pedantic)]
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("mesh.identity.v1");
     }
 }
 
+#[allow(clippy::all, clippy::pedantic)]
 pub mod admin {
     pub mod v1 {
         tonic::include_proto!("mesh.admin.v1");
     }
 }
+
+pub mod spiffe;
 
 /// Type URLs carried on the discovery stream.
 pub mod type_url {
