@@ -406,7 +406,9 @@ def report(results, extra, args):
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "kernel": platform.release(), "quick": args.quick,
                # Shared machine: the load average says how much the figures are disturbed.
-               "loadavg_1_5_15": list(os.getloadavg())}
+               "loadavg_1_5_15": list(os.getloadavg()),
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                        capture_output=True, text=True).stdout.strip()}
     try:
         with open("/proc/cpuinfo") as f:
             m = re.search(r"model name\s*:\s*(.*)", f.read())
