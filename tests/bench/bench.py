@@ -75,6 +75,21 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def with_children(pids):
+    """`pids` plus their direct children: nginx serves from a worker forked by its master."""
+    out = list(pids)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid in pids:
+                out.append(int(entry))
+    return out
+
+
 def rss_kb(pid, key="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -94,13 +109,60 @@ def resources(echo_port, app_port_identity=""):
     ]
 
 
+def listener(service, mode):
+    """Listener resource for `service`; mode 2 = TLS_MODE_PERMISSIVE (plaintext accepted)."""
+    return {"name": service, "version": "bench",
+            "kind": {"listener": {"name": service, "tls_mode": mode}}}
+
+
+def big_config(echo_port, services=100, per_service=10):
+    """`services` routed services with `per_service` endpoints each (100 routes, 1,000
+    endpoints by default): the config size the idle-RSS goal is stated for."""
+    out = []
+    for i in range(services):
+        svc = f"svc-{i}"
+        out.append({"name": svc, "version": "bench", "kind": {"cluster": {"name": svc}}})
+        out.append({"name": svc, "version": "bench", "kind": {"route": {"service": svc, "rules": [
+            {"name": "api", "matches": [{"path": {"kind": 2, "value": f"/api/{i}/"}}],
+             "backends": [{"service": svc, "weight": 1}]}]}}})
+        eps = [{"address": f"127.0.0.{1 + j // 200}:{20000 + i * per_service + j}", "weight": 1,
+                "labels": {"version": "v1"}} for j in range(per_service)]
+        out.append({"name": svc, "version": "bench",
+                    "kind": {"endpoints": {"service": svc, "endpoints": eps}}})
+    return out
+
+
+def loaded_idle_rss(tmp, echo_port):
+    """RSS of an idle sidecar holding 100 routes and 1,000 endpoints."""
+    cfg = os.path.join(tmp, "big.json")
+    with open(cfg, "w") as f:
+        json.dump(resources(echo_port) + big_config(echo_port), f)
+    admin = free_port()
+    p = spawn([os.path.join(REL, "mesh-sidecar"), "--service", "bench-big",
+               "--static-config", cfg, "--admin-addr", f"127.0.0.1:{admin}",
+               "--inbound-addr", "127.0.0.1:0", "--outbound-addr", "127.0.0.1:0"], PROXY_CPU)
+    try:
+        wait_ready(admin)
+        time.sleep(1.0)  # let start-up allocations settle before reading RSS
+        return {"rss_idle_100_routes_1000_endpoints_kb": rss_kb(p.pid)}
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+
 def run_oha(url, seconds, host=None, http2=False):
     if not shutil.which("oha"):
         return None, "oha not installed (bash deploy/scripts/setup.sh bench)"
     cmd = ["taskset", "-c", LOAD_CPU, "oha", "--no-tui", "--output-format", "json",
            "-q", str(RATE), "--latency-correction", "-c", str(CONNS), "-z", f"{seconds}s"]
-    if host:
-        cmd += ["-H", f"Host: {host}"]
+    if host and http2:
+        # HTTP/2 routes on :authority, taken from the URL: name the service there and resolve
+        # it to the listener (a Host header would be ignored).
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        cmd += ["--connect-to", f"{host}:{port}:127.0.0.1:{port}"]
+        url = url.replace(f"127.0.0.1:{port}", f"{host}:{port}")
+    elif host:
+        cmd += ["--host", host]
     if http2:
         cmd += ["--http2"]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60)
@@ -110,9 +172,11 @@ def run_oha(url, seconds, host=None, http2=False):
         return None, f"oha output not JSON: {out.stderr[-300:]}"
     pct = data.get("latencyPercentiles", {})
     ms = lambda k: round(pct.get(k, 0) * 1000, 3)
+    # successRate counts transport-level success only: keep the status codes to spot 5xx.
     return {"p50_ms": ms("p50"), "p90_ms": ms("p90"), "p99_ms": ms("p99"),
             "p999_ms": ms("p99.9"),
-            "success": data.get("summary", {}).get("successRate", 0)}, None
+            "success": data.get("summary", {}).get("successRate", 0),
+            "status": data.get("statusCodeDistribution", {})}, None
 
 
 def run_wrk(url, seconds, host=None):
@@ -144,7 +208,7 @@ class Scenario:
 
 def measure(sc, args):
     res = {"scenario": sc.name}
-    pids = [p.pid for p in sc.procs]
+    pids = with_children([p.pid for p in sc.procs])
     if pids:
         res["rss_idle_kb"] = sum(rss_kb(p) for p in pids)
     lat, why = run_oha(sc.url, args.latency_secs, sc.host, sc.http2)
@@ -244,7 +308,8 @@ def main():
         procs.append(spawn([os.path.join(REL, "mesh-bench-echo"), f"127.0.0.1:{echo_port}"],
                            LOAD_CPU))
         wait_port(echo_port)
-        scenarios = [Scenario("direct", f"http://127.0.0.1:{echo_port}/")]
+        scenarios = [Scenario("direct", f"http://127.0.0.1:{echo_port}/"),
+                     Scenario("direct-h2", f"http://127.0.0.1:{echo_port}/", http2=True)]
 
         # One sidecar, explicit outbound.
         cfg = os.path.join(tmp, "one.json")
@@ -260,16 +325,21 @@ def main():
         scenarios.append(Scenario("one-sidecar", f"http://127.0.0.1:{out_port}/", "echo", [sc1]))
 
         # Two sidecars: client sidecar -> server sidecar inbound -> echo.
+        # A static config has no CA, so no certificates: the hop between the sidecars is
+        # plaintext (server listener permissive). mTLS handshake cost is measured separately.
         in_port, admin2 = free_port(), free_port()
+        cfg_srv = os.path.join(tmp, "srv.json")
+        with open(cfg_srv, "w") as f:
+            json.dump(resources(echo_port) + [listener("echo", 2)], f)
         srv = spawn([os.path.join(REL, "mesh-sidecar"), "--service", "echo",
-                     "--app-ports", str(echo_port), "--static-config", cfg,
+                     "--app-ports", str(echo_port), "--static-config", cfg_srv,
                      "--inbound-addr", f"127.0.0.1:{in_port}", "--outbound-addr", "127.0.0.1:0",
                      "--admin-addr", f"127.0.0.1:{admin2}",
                      "--data-dir", os.path.join(tmp, "srv")], PROXY_CPU)
         procs.append(srv)
         wait_ready(admin2)
         cfg2 = os.path.join(tmp, "two.json")
-        two = resources(in_port, "spiffe://cluster.local/ns/default/sa/echo")
+        two = resources(in_port)
         two[1]["kind"]["endpoints"]["endpoints"][0]["app_port"] = echo_port
         with open(cfg2, "w") as f:
             json.dump(two, f)
@@ -305,6 +375,7 @@ def main():
 
         results = [measure(sc, args) for sc in scenarios]
         extra = cold_start(tmp, echo_port)
+        extra.update(loaded_idle_rss(tmp, echo_port))
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)
@@ -324,13 +395,20 @@ def report(results, extra, args):
     for r in results:
         # Latency added over direct, and throughput/CPU relative to the HAProxy hop.
         for k in ("p50_ms", "p99_ms"):
-            if k in r and k in direct:
-                r[f"{k}_added"] = round(r[k] - direct[k], 3)
+            base = by.get("direct-h2", {}) if r["scenario"].endswith("h2") else direct
+            if k in r and k in base:
+                r[f"{k}_added"] = round(r[k] - base[k], 3)
+                r[f"{k}_vs_direct"] = ratio(r[k], base[k])
         hp = by.get("haproxy", {})
         r["rps_vs_haproxy"] = ratio(r.get("max_rps"), hp.get("max_rps"))
+        r["rps_vs_direct"] = ratio(r.get("max_rps"), base.get("max_rps"))
         r["cpu_vs_haproxy"] = ratio(r.get("cpu_us_per_req"), hp.get("cpu_us_per_req"))
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "kernel": platform.release(), "quick": args.quick}
+               "kernel": platform.release(), "quick": args.quick,
+               # Shared machine: the load average says how much the figures are disturbed.
+               "loadavg_1_5_15": list(os.getloadavg()),
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                        capture_output=True, text=True).stdout.strip()}
     try:
         with open("/proc/cpuinfo") as f:
             m = re.search(r"model name\s*:\s*(.*)", f.read())
@@ -342,7 +420,8 @@ def report(results, extra, args):
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=2)
     cols = ["scenario", "p50_ms", "p99_ms", "p999_ms", "p50_ms_added", "p99_ms_added", "max_rps",
-            "rps_vs_haproxy", "cpu_us_per_req", "cpu_vs_haproxy", "rss_idle_kb", "rss_peak_kb"]
+            "rps_vs_direct", "rps_vs_haproxy", "cpu_us_per_req", "cpu_vs_haproxy", "rss_idle_kb", "rss_load_kb", "rss_peak_kb",
+            "status"]
     print(f"machine: {machine}")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/scripts/setup.sh bench
-cargo build --release --workspace --bins
+cargo build --release -p mesh-sidecar -p mesh-tests --bins
 exec python3 tests/bench/bench.py "$@"
