@@ -21,7 +21,7 @@ use crate::trace::{
     self, ExportConfig, Exporter, Format, Sampler, SpanKind, SpanRecord, TraceContext,
 };
 
-pub use metrics::RequestMetrics;
+pub use metrics::{RequestMetrics, prometheus_text};
 
 /// Tracing, access logging and the local workload's labels.
 #[derive(Debug)]

@@ -193,7 +193,7 @@ impl Metrics {
             // Encoding into a String cannot fail; keep the page usable if it ever does.
             let _ = writeln!(out, "# encoding failed");
         }
-        out
+        crate::observe::prometheus_text(&out)
     }
 }
 

@@ -91,11 +91,11 @@ async fn spans_link_across_two_sidecars_and_w3c_b3_context_continues() {
     let spans = collector.wait_for_spans(TRACE, 2, CONVERGE).await;
     let client_span = spans
         .iter()
-        .find(|s| s.kind.contains("Client"))
+        .find(|s| s.kind.to_lowercase().contains("client"))
         .unwrap_or_else(|| panic!("no client span: {spans:?}"));
     let server_span = spans
         .iter()
-        .find(|s| s.kind.contains("Server"))
+        .find(|s| s.kind.to_lowercase().contains("server"))
         .unwrap_or_else(|| panic!("no server span: {spans:?}"));
     assert_eq!(client_span.parent, PARENT, "{spans:?}");
     assert_eq!(server_span.parent, client_span.id, "{spans:?}");
