@@ -83,8 +83,30 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        prometheus_text(&out)
     }
+}
+
+/// Names counter families the way the Prometheus text format (and `promtool check metrics`)
+/// expects: OpenMetrics puts `# HELP`/`# TYPE` on `x` while the samples are `x_total`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .filter(|name| !name.ends_with("_total"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let (name, tail) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {

@@ -53,6 +53,8 @@ pub enum AppError {
     StaticFile(#[from] persist::PersistError),
     #[error("static config rejected: {0}")]
     StaticRejected(#[from] crate::xds::apply::Rejected),
+    #[error("observability: {0}")]
+    Observe(#[from] crate::observe::StartError),
     #[error("the control thread failed")]
     ControlThread,
 }
@@ -100,6 +102,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     // Flag listener settings are in force before (and beneath) the control plane's Listener.
     state.update(|s| s.listener = local.baseline());
     let health = Arc::new(Health::default());
+    crate::observe::start(&cfg, &state, control_rt.handle())?;
     let metrics = Metrics::global().clone();
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {

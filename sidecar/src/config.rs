@@ -159,6 +159,26 @@ const SETTINGS: &[Setting] = &[
         "MESH_LOG",
         "Tracing filter directives [default: info]",
     ),
+    one(
+        "otlp-endpoint",
+        "MESH_OTLP_ENDPOINT",
+        "OTLP/gRPC collector URL for spans; empty = tracing off [default: empty]",
+    ),
+    one(
+        "trace-sampling",
+        "MESH_TRACE_SAMPLING",
+        "Ratio of new traces sampled, 0..=1; the control plane's Runtime overrides [default: 1]",
+    ),
+    one(
+        "access-log",
+        "MESH_ACCESS_LOG",
+        "Access log: stdout, off, or a file path [default: stdout]",
+    ),
+    one(
+        "access-log-sampling",
+        "MESH_ACCESS_LOG_SAMPLING",
+        "Ratio of successful requests logged, 0..=1; errors always are [default: 0.01]",
+    ),
 ];
 
 /// Default discovery server: the control plane's discovery port on this host.
@@ -211,7 +231,28 @@ pub struct Config {
     pub drain_grace: Duration,
     pub outbound_services: Vec<String>,
     pub log: String,
+    /// `None`: no span export (sampling decisions are still propagated).
+    pub otlp_endpoint: Option<String>,
+    pub trace_sampling: f64,
+    pub access_log: AccessLogDest,
+    pub access_log_sampling: f64,
 }
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogDest {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+/// Every new trace is sampled by default: exporting only happens when an endpoint is set, the
+/// decision is parent-based (the edge decides for the whole trace), and the control plane's
+/// Runtime ratio replaces this as soon as traffic is large enough to need it.
+const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
+/// Errors are always logged; 1 % of successes keeps a busy proxy's stdout readable while
+/// still showing what normal traffic looks like.
+const DEFAULT_ACCESS_LOG_SAMPLING: f64 = 0.01;
 
 /// A fixed local listener whose raw TCP goes to one service port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +338,14 @@ impl Config {
         });
         let outbound_services = r.value("outbound-services", Vec::new(), parse::names);
         let log = r.value("log", "info".into(), parse::log_filter);
+        let otlp_endpoint = r.optional("otlp-endpoint", parse::optional_url).flatten();
+        let trace_sampling = r.value("trace-sampling", DEFAULT_TRACE_SAMPLING, parse::ratio);
+        let access_log = r.value("access-log", AccessLogDest::Stdout, parse::access_log);
+        let access_log_sampling = r.value(
+            "access-log-sampling",
+            DEFAULT_ACCESS_LOG_SAMPLING,
+            parse::ratio,
+        );
 
         let errors = r.finish();
         match service {
@@ -326,6 +375,10 @@ impl Config {
                 drain_grace,
                 outbound_services,
                 log,
+                otlp_endpoint,
+                trace_sampling,
+                access_log,
+                access_log_sampling,
             }),
             _ => Err(ConfigError::Invalid(errors)),
         }

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod identity;
 pub mod inbound;
 pub mod init;
+pub mod observe;
 pub mod orig_dst;
 pub mod outbound;
 pub mod proxy;

@@ -87,6 +87,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mesh");
         registry.register_collector(Box::new(ProxyErrors));
+        crate::observe::RequestMetrics::register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -192,7 +193,7 @@ impl Metrics {
             // Encoding into a String cannot fail; keep the page usable if it ever does.
             let _ = writeln!(out, "# encoding failed");
         }
-        out
+        crate::observe::prometheus_text(&out)
     }
 }
 

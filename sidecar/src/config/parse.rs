@@ -323,3 +323,29 @@ pub(super) fn log_filter(s: &str) -> Result<String, String> {
         .map(|_| s.trim().to_string())
         .map_err(|e| format!("bad tracing filter: {e}"))
 }
+
+/// A URL, or nothing when empty (the feature is off).
+pub(super) fn optional_url(s: &str) -> Result<Option<String>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    url(s).map(Some)
+}
+
+/// A ratio within 0..=1.
+pub(super) fn ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a number within 0..=1".into()),
+    }
+}
+
+/// `stdout`, `off` or a file path.
+pub(super) fn access_log(s: &str) -> Result<super::AccessLogDest, String> {
+    Ok(match s.trim() {
+        "" => return Err("expected stdout, off or a path".into()),
+        "stdout" | "-" => super::AccessLogDest::Stdout,
+        "off" => super::AccessLogDest::Off,
+        p => super::AccessLogDest::File(PathBuf::from(p)),
+    })
+}

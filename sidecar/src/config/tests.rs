@@ -245,3 +245,46 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn observability_settings() {
+    let c = parse(&["--service", "a"], &[]).unwrap();
+    assert_eq!(c.otlp_endpoint, None);
+    assert_eq!(c.access_log, super::AccessLogDest::Stdout);
+    let c = parse(
+        &[
+            "--service",
+            "a",
+            "--trace-sampling",
+            "0.25",
+            "--access-log",
+            "/tmp/x.log",
+            "--access-log-sampling",
+            "1",
+        ],
+        &[("MESH_OTLP_ENDPOINT", "http://127.0.0.1:4317")],
+    )
+    .unwrap();
+    assert_eq!(c.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+    assert_eq!((c.trace_sampling, c.access_log_sampling), (0.25, 1.0));
+    assert_eq!(
+        c.access_log,
+        super::AccessLogDest::File("/tmp/x.log".into())
+    );
+    let c = parse(
+        &[
+            "--service",
+            "a",
+            "--otlp-endpoint",
+            "",
+            "--access-log",
+            "off",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.otlp_endpoint, None);
+    assert_eq!(c.access_log, super::AccessLogDest::Off);
+    let bad = invalid(parse(&["--service", "a", "--trace-sampling", "1.5"], &[]));
+    assert_eq!(bad.len(), 1, "{bad:?}");
+}

@@ -22,6 +22,7 @@ pub use transport::{Plaintext, Transport};
 
 use crate::proxy::{self, Cause, Clients, Detected, Drain, guard};
 use crate::state::{Name, StateHandle};
+use crate::telemetry::Direction;
 
 /// Which HTTP version the local app speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -247,7 +248,13 @@ async fn connection<T: Transport>(
             let svc_ctx = ctx.clone();
             let svc = service_fn(move |req| {
                 let (ctx, conn) = (svc_ctx.clone(), conn.clone());
-                async move { Ok::<_, std::convert::Infallible>(http::handle(&ctx, &conn, req).await) }
+                async move {
+                    let identity = conn.identity.as_deref();
+                    let rsp = crate::observe::observe(Direction::Inbound, identity, req, |req| {
+                        http::handle(&ctx, &conn, req)
+                    });
+                    Ok::<_, std::convert::Infallible>(rsp.await)
+                }
             });
             proxy::server::serve_http(io, proto == Detected::Http2, max, svc, drain).await;
         }

@@ -27,6 +27,7 @@ pub use target::{known, port_of, service_name};
 
 use crate::proxy::{self, Clients, Detected, Drain, guard};
 use crate::state::{Name, StateHandle};
+use crate::telemetry::Direction;
 
 /// Outbound settings from flags (the Listener resource may override detection).
 #[derive(Debug, Clone)]
@@ -206,7 +207,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: OutboundCtx, drain
             let svc_ctx = ctx.clone();
             let svc = service_fn(move |req| {
                 let ctx = svc_ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(http::handle(ctx, conn, req).await) }
+                async move {
+                    let rsp = crate::observe::observe(Direction::Outbound, None, req, |req| {
+                        http::handle(ctx, conn, req)
+                    });
+                    Ok::<_, std::convert::Infallible>(rsp.await)
+                }
             });
             proxy::server::serve_http(io, proto == Detected::Http2, max, svc, drain).await;
         }

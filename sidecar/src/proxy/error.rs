@@ -143,6 +143,11 @@ impl Cause {
         rsp
     }
 
+    /// The cause whose `as_str` is `name` (reads `x-mesh-error` back as a static label).
+    pub fn from_name(name: &str) -> Option<&'static str> {
+        ALL.iter().map(|c| c.as_str()).find(|s| *s == name)
+    }
+
     /// Every cause with its count so far.
     pub fn counts() -> impl Iterator<Item = (Cause, u64)> {
         ALL.iter().map(|&c| (c, COUNTS[c as usize].load(Relaxed)))

@@ -12,6 +12,6 @@ mod sampler;
 mod span;
 
 pub use export::{ExportConfig, Exporter, ExporterStats};
-pub use propagation::{Format, TraceContext, extract, inject};
+pub use propagation::{Format, TraceContext, extract, hex as hex_id, inject};
 pub use sampler::Sampler;
 pub use span::{SpanKind, SpanRecord};

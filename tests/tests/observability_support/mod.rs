@@ -1,0 +1,260 @@
+//! Helpers for the observability scenarios: a real rotel-agent collector and its span dump, an app that echoes trace headers, /metrics scraping and promtool.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn which(bin: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|p| p.exists())
+    })
+}
+
+/// One span as printed by rotel-agent's detailed debug log.
+#[derive(Debug, Clone, Default)]
+pub struct Span {
+    pub trace: String,
+    pub parent: String,
+    pub id: String,
+    pub kind: String,
+}
+
+/// A rotel-agent receiving OTLP/gRPC and printing every span; killed on drop.
+pub struct Collector {
+    child: Child,
+    port: u16,
+    lines: Arc<tokio::sync::Mutex<Vec<String>>>,
+}
+
+impl Collector {
+    pub fn start() -> Self {
+        let Some(agent) = which("rotel-agent") else {
+            panic!("rotel-agent not on PATH: run deploy/scripts/setup.sh (installs PyPI rotel)");
+        };
+        let port = free_port();
+        let mut child = Command::new(agent)
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args([
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args(["--exporter", "blackhole", "--debug-log", "traces"])
+            .args(["--debug-log-verbosity", "detailed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rotel-agent");
+        let lines = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.blocking_lock().push(l);
+                }
+            });
+        }
+        Collector { child, port, lines }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn text(&self) -> String {
+        self.lines.lock().await.join("\n")
+    }
+
+    /// Waits until at least `n` spans of trace `trace` were printed; returns them.
+    pub async fn wait_for_spans(&self, trace: &str, n: usize, limit: Duration) -> Vec<Span> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let text = self.text().await;
+            let spans: Vec<Span> = parse_spans(&text)
+                .into_iter()
+                .filter(|s| s.trace == trace)
+                .collect();
+            if spans.len() >= n {
+                return spans;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} spans of {trace} reached the collector:\n{text}",
+                spans.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses `Trace ID : …`, `Parent ID : …`, `ID : …`, `Kind : …` lines; a new span starts at
+/// each `Trace ID`.
+pub fn parse_spans(text: &str) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_start_matches("-> ").trim();
+        let value = value.trim().to_owned();
+        match key {
+            "Trace ID" => spans.push(Span {
+                trace: value,
+                ..Span::default()
+            }),
+            "Parent ID" => {
+                if let Some(s) = spans.last_mut() {
+                    s.parent = value;
+                }
+            }
+            "ID" => {
+                if let Some(s) = spans.last_mut() {
+                    s.id = value;
+                }
+            }
+            "Kind" => {
+                if let Some(s) = spans.last_mut() {
+                    s.kind = value;
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
+}
+
+/// An app that answers 503 on `/fail`, 200 elsewhere, and echoes the trace headers it
+/// received as `x-seen-*` response headers.
+pub struct TraceApp {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TraceApp {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let status = if req.uri().path() == "/fail" {
+                            503
+                        } else {
+                            200
+                        };
+                        let mut rsp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                        *rsp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+                        for (from, to) in [
+                            ("traceparent", "x-seen-traceparent"),
+                            ("b3", "x-seen-b3"),
+                            ("x-b3-traceid", "x-seen-b3-traceid"),
+                        ] {
+                            if let Some(v) = req.headers().get(from) {
+                                rsp.headers_mut().insert(to, v.clone());
+                            }
+                        }
+                        Ok::<_, Infallible>(rsp)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        TraceApp { addr, task }
+    }
+}
+
+impl Drop for TraceApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `GET /metrics` from an admin/HTTP listener; the body as text.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let rsp = tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .expect("metrics within 10 s")
+        .expect("metrics fetched");
+    let (head, body) = rsp.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample line starting with `series` (0 when absent).
+pub fn counter(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `promtool check metrics` on `text`; fails with a clear message when promtool is missing.
+pub fn promtool_check(what: &str, text: &str) {
+    let Some(promtool) = which("promtool") else {
+        panic!("promtool not on PATH: run deploy/scripts/setup.sh (installs Prometheus tools)");
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write metrics");
+    }
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed on the {what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
