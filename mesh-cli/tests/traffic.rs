@@ -68,7 +68,6 @@ async fn weighted_split_after_wait_matches_real_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reads per-request metrics (`mesh stat` part), which the sidecar does not export yet"]
 async fn explain_names_the_rule_real_traffic_took() {
     let m = mesh().await;
     m.cp.cli_async(&["route", "set", "api", "--to", "v1=100"])
