@@ -156,6 +156,21 @@ impl Core {
             .unwrap_or_default())
     }
 
+    /// Publishes the CA's trust bundle in the Runtime resource (the CA owns this field).
+    pub fn set_trust_bundle(&self, bundle: Vec<String>) -> Result<(), CoreError> {
+        let mut st = self.state.lock();
+        if st.runtime.trust_bundle_pem == bundle {
+            return Ok(());
+        }
+        let mut rt = st.runtime.clone();
+        rt.trust_bundle_pem = bundle;
+        self.persist("put_runtime", vec![Op::put(Table::Runtime, RUNTIME, &rt)])?;
+        st.runtime = rt;
+        drop(st);
+        self.rebuild([((Kind::Runtime, RUNTIME.into()), Instant::now())]);
+        Ok(())
+    }
+
     pub fn runtime(&self) -> Runtime {
         self.state.lock().runtime.clone()
     }
