@@ -56,10 +56,11 @@ pub struct ListenerTemplate {
     pub opaque: bool,
 }
 
+/// One map per kind, keyed by `Arc<str>` so lookups by `&str` allocate nothing.
 #[derive(Default)]
 pub struct Snapshot {
-    resources: DashMap<Key, Arc<Versioned>>,
-    watchers: DashMap<Key, HashSet<u64>>,
+    resources: [DashMap<Arc<str>, Arc<Versioned>>; 6],
+    watchers: [DashMap<Arc<str>, HashSet<u64>>; 6],
     streams: DashMap<u64, Arc<Notify>>,
     generation: AtomicU64,
 }
@@ -144,11 +145,7 @@ pub fn personal_listener(t: &ListenerTemplate, app_ports: &[u16]) -> (Arc<str>, 
 
 impl Snapshot {
     pub fn get(&self, kind: Kind, name: &str) -> Option<Arc<Versioned>> {
-        // Keys are (Kind, Arc<str>); a lookup by &str needs an owned key. The allocation is
-        // per subscription diff, not per request on any data path.
-        self.resources
-            .get(&(kind, Arc::from(name)))
-            .map(|e| e.clone())
+        self.resources[kind.index()].get(name).map(|e| e.clone())
     }
 
     /// A counter bumped on every publish that changed something (`system_version_info`).
@@ -163,7 +160,9 @@ impl Snapshot {
         let mut woken: HashSet<u64> = HashSet::new();
         let mut changed = 0;
         for (key, value) in batch {
-            let differs = match (&value, self.resources.get(&key)) {
+            let (kind, name) = key;
+            let resources = &self.resources[kind.index()];
+            let differs = match (&value, resources.get(&name)) {
                 (Some(v), Some(cur)) => v.version != cur.version,
                 (None, None) => false,
                 _ => true,
@@ -174,13 +173,13 @@ impl Snapshot {
             changed += 1;
             match value {
                 Some(v) => {
-                    self.resources.insert(key.clone(), Arc::new(v));
+                    resources.insert(name.clone(), Arc::new(v));
                 }
                 None => {
-                    self.resources.remove(&key);
+                    resources.remove(&name);
                 }
             }
-            if let Some(w) = self.watchers.get(&key) {
+            if let Some(w) = self.watchers[kind.index()].get(&name) {
                 woken.extend(w.iter().copied());
             }
         }
@@ -209,11 +208,14 @@ impl Snapshot {
     }
 
     pub fn watch(&self, id: u64, key: Key) {
-        self.watchers.entry(key).or_default().insert(id);
+        self.watchers[key.0.index()]
+            .entry(key.1)
+            .or_default()
+            .insert(id);
     }
 
     pub fn unwatch(&self, id: u64, key: &Key) {
-        if let dashmap::Entry::Occupied(mut e) = self.watchers.entry(key.clone()) {
+        if let dashmap::Entry::Occupied(mut e) = self.watchers[key.0.index()].entry(key.1.clone()) {
             e.get_mut().remove(&id);
             if e.get().is_empty() {
                 e.remove();
@@ -222,10 +224,10 @@ impl Snapshot {
     }
 
     pub fn len(&self) -> usize {
-        self.resources.len()
+        self.resources.iter().map(DashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.resources.is_empty()
+        self.resources.iter().all(DashMap::is_empty)
     }
 }

@@ -1,19 +1,5 @@
-//! Binary entry point (placeholder until the command set lands): runs the demo.
+//! Binary entry point: parse, run, map the outcome to an exit code.
 
-use clap::Parser;
-
-#[derive(Parser)]
-enum Cmd {
-    /// Run a local mesh demo.
-    Demo(mesh_cli::demo::DemoArgs),
-    /// Run one demo application.
-    #[command(hide = true)]
-    DemoApp(mesh_cli::demo::DemoAppArgs),
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cmd::parse() {
-        Cmd::Demo(a) => mesh_cli::demo::run(a),
-        Cmd::DemoApp(a) => mesh_cli::demo::run_app(a),
-    }
+fn main() -> std::process::ExitCode {
+    mesh_cli::main()
 }

@@ -27,7 +27,9 @@ use crate::proxy::drain;
 use crate::state::StateHandle;
 use crate::telemetry::{LogControl, Metrics};
 use crate::xds::backoff::Backoff;
-use crate::xds::{Client, ClientConfig, Discovery, persist};
+use crate::xds::{
+    Client, ClientConfig, Discovery, LocalListener, SNAPSHOT_FALLBACK_AFTER, persist,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -74,6 +76,14 @@ struct Listeners {
 
 /// Runs the sidecar until shutdown completes.
 pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
+    // Built here and moved into its thread: signal handlers are installed before any address is
+    // announced, so a SIGTERM right after start-up still drains instead of killing.
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(runtime_err("control"))?;
+    let signals = control_rt.block_on(async { Signals::new() })?;
+
     let listeners = bind(&cfg)?;
     let addrs = BoundAddrs {
         inbound: local(&listeners.inbound),
@@ -85,13 +95,19 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     }
     info!(?addrs, service = %cfg.service, id = %cfg.id, "listening");
 
+    let local = local_listener(&cfg);
     let state = StateHandle::default();
+    // Flag listener settings are in force before (and beneath) the control plane's Listener.
+    state.update(|s| s.listener = local.baseline());
     let health = Arc::new(Health::default());
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Metrics::global().clone();
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;
-            let d = Discovery::start_static(&resources, &state, &health)?;
+            // Applied inside the control runtime: background work a snapshot update starts
+            // (active health checks) belongs there, as with updates from the control plane.
+            let d = control_rt
+                .block_on(async { Discovery::start_static(&resources, local, &state, &health) })?;
             info!(
                 resources = resources.len(),
                 "serving a static config; no control plane"
@@ -100,7 +116,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         }
         None => {
             let (client, d) = Client::new(
-                client_config(&cfg, addrs.inbound.port()),
+                client_config(&cfg, addrs.inbound.port(), local),
                 state.clone(),
                 health.clone(),
                 metrics.clone(),
@@ -123,42 +139,29 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     let control_health = health.clone();
     let control = std::thread::Builder::new()
         .name("mesh-control".into())
-        .spawn(move || -> Result<(), AppError> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| AppError::Runtime {
-                    what: "control",
-                    source,
-                })?;
-            rt.block_on(control_main(
+        .spawn(move || {
+            control_rt.block_on(control_main(
                 admin,
                 admin_listener,
                 client,
+                signals,
                 control_health,
                 grace,
                 exit_tx,
             ))
         })
-        .map_err(|source| AppError::Runtime {
-            what: "control",
-            source,
-        })?;
+        .map_err(runtime_err("control"))?;
 
     let data_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.workers)
         .thread_name("mesh-data")
         .enable_all()
         .build()
-        .map_err(|source| AppError::Runtime {
-            what: "data",
-            source,
-        })?;
+        .map_err(runtime_err("data"))?;
     let data_cfg = DataPath {
         cfg,
         state,
         health,
-        metrics,
         inbound: listeners.inbound,
         outbound: listeners.outbound,
         forwards: listeners.forwards,
@@ -169,6 +172,10 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     control.join().map_err(|_| AppError::ControlThread)??;
     info!("shutdown complete");
     Ok(())
+}
+
+fn runtime_err(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
+    move |source| AppError::Runtime { what, source }
 }
 
 fn bind(cfg: &Config) -> Result<Listeners, AppError> {
@@ -214,7 +221,16 @@ pub fn write_addrs_file(path: &Path, addrs: &BoundAddrs) -> Result<(), AppError>
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-fn client_config(cfg: &Config, inbound_port: u16) -> ClientConfig {
+fn local_listener(cfg: &Config) -> LocalListener {
+    LocalListener {
+        name: cfg.service.clone(),
+        app_ports: cfg.app_ports.clone(),
+        opaque_ports: cfg.opaque_ports.clone(),
+        server_first_ports: cfg.server_first_ports.clone(),
+    }
+}
+
+fn client_config(cfg: &Config, inbound_port: u16, local: LocalListener) -> ClientConfig {
     let node = Node {
         id: cfg.id.clone(),
         identity: cfg.identity(),
@@ -241,6 +257,8 @@ fn client_config(cfg: &Config, inbound_port: u16) -> ClientConfig {
         eager_services: eager,
         data_dir: cfg.data_dir.clone(),
         backoff: Backoff::default(),
+        local_listener: local,
+        snapshot_fallback_after: SNAPSHOT_FALLBACK_AFTER,
     }
 }
 
@@ -249,19 +267,21 @@ async fn control_main(
     admin: Arc<Admin>,
     admin_listener: std::net::TcpListener,
     client: Option<Client>,
+    mut signals: Signals,
     health: Arc<Health>,
     grace: Duration,
     exit: oneshot::Sender<()>,
 ) -> Result<(), AppError> {
     let admin_listener =
-        tokio::net::TcpListener::from_std(admin_listener).map_err(|source| AppError::Runtime {
-            what: "control",
-            source,
-        })?;
+        tokio::net::TcpListener::from_std(admin_listener).map_err(runtime_err("control"))?;
+    let discovery = admin.discovery.clone();
+    let state = admin.state.clone();
     let admin_task = tokio::spawn(admin.serve(admin_listener));
-    let client_task = client.map(|c| tokio::spawn(c.run()));
+    let client_task = match client {
+        Some(c) => tokio::spawn(c.run()),
+        None => tokio::spawn(async move { discovery.answer_wants_as_absent(state).await }),
+    };
 
-    let mut signals = Signals::new()?;
     signals.next().await;
     info!(?grace, "shutdown signal: draining");
     health.drain();
@@ -271,9 +291,7 @@ async fn control_main(
     }
     let _ = exit.send(());
     admin_task.abort();
-    if let Some(t) = client_task {
-        t.abort();
-    }
+    client_task.abort();
     Ok(())
 }
 
@@ -286,13 +304,10 @@ struct Signals {
 impl Signals {
     fn new() -> Result<Self, AppError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let err = |source| AppError::Runtime {
-            what: "signal",
-            source,
-        };
+        let err = runtime_err("signal");
         Ok(Self {
-            term: signal(SignalKind::terminate()).map_err(err)?,
-            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(&err)?,
+            int: signal(SignalKind::interrupt()).map_err(&err)?,
         })
     }
 
@@ -309,8 +324,6 @@ struct DataPath {
     cfg: Config,
     state: StateHandle,
     health: Arc<Health>,
-    #[allow(dead_code)] // handed to the data path once it counts requests here
-    metrics: Arc<Metrics>,
     inbound: std::net::TcpListener,
     outbound: std::net::TcpListener,
     forwards: Vec<(TcpForward, std::net::TcpListener)>,
@@ -319,10 +332,7 @@ struct DataPath {
 /// Data runtime: inbound, outbound and fixed-port listeners until `exit`.
 async fn data_main(d: DataPath, exit: oneshot::Receiver<()>) -> Result<(), AppError> {
     let tokio_listener = |l: std::net::TcpListener| {
-        tokio::net::TcpListener::from_std(l).map_err(|source| AppError::Runtime {
-            what: "data",
-            source,
-        })
+        tokio::net::TcpListener::from_std(l).map_err(runtime_err("data"))
     };
     let inbound = tokio_listener(d.inbound)?;
     let outbound = tokio_listener(d.outbound)?;

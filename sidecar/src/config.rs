@@ -111,7 +111,7 @@ const SETTINGS: &[Setting] = &[
     one(
         "detect-timeout-ms",
         "MESH_DETECT_TIMEOUT_MS",
-        "Protocol detection timeout [default: 1000]",
+        "Protocol detection timeout [default: 500]",
     ),
     one(
         "opaque-ports",
@@ -166,15 +166,11 @@ const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:15010";
 const DEFAULT_INBOUND: &str = "0.0.0.0:15006";
 const DEFAULT_OUTBOUND: &str = "127.0.0.1:15001";
 const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
-/// A connected client sends its first bytes within about one round trip; one second leaves room
-/// for a slow client while keeping the stall of an unlisted server-first protocol short (Linkerd
-/// waits 10 s, which makes such protocols look hung).
-const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The data path's own default (its reasoning is there): one source of truth.
+const DEFAULT_DETECT_TIMEOUT: Duration = crate::proxy::DEFAULT_DETECT_TIMEOUT;
 /// Upper bound of a detection timeout: beyond this, detection is a stall, not a heuristic.
 const MAX_DETECT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Envoy's default header limit is 60 KiB; 64 KiB fits every real-world cookie jar while a
-/// connection cannot make the proxy buffer an unbounded head.
-const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+const DEFAULT_MAX_HEADER_BYTES: usize = crate::proxy::DEFAULT_MAX_HEADER_BYTES;
 /// hyper's own buffer must hold at least one small head.
 const MIN_MAX_HEADER_BYTES: usize = 1024;
 /// Covers common request deadlines (5–10 s) and the app's last outbound calls while it shuts
@@ -189,7 +185,7 @@ const MAX_WORKERS: usize = 256;
 /// The typed sidecar configuration, parsed once at start-up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Discovery server URL (`http://host:port` or `https://host:port`).
+    /// Discovery server URL (`http://host:port`).
     pub control_plane: String,
     pub id: String,
     pub service: String,

@@ -1,8 +1,13 @@
 //! Metric families and tracing setup.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -57,6 +62,13 @@ pub struct Metrics {
     last_ack: parking_lot::Mutex<Option<Instant>>,
 }
 
+/// Exports the data path's process-wide error counts (`proxy::Cause`) at scrape time.
+#[derive(Debug)]
+struct ProxyErrors;
+
+/// The process's metrics, for code that has no handle plumbed to it.
+static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
+
 // === impl Metrics ===
 
 impl Default for Metrics {
@@ -66,8 +78,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The process-wide instance (the binary's `/metrics`). Tests that need isolated counts
+    /// use [`Metrics::new`].
+    pub fn global() -> &'static Arc<Metrics> {
+        GLOBAL.get_or_init(|| Arc::new(Metrics::new()))
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mesh");
+        registry.register_collector(Box::new(ProxyErrors));
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -177,6 +196,24 @@ impl Metrics {
     }
 }
 
+// === impl ProxyErrors ===
+
+impl Collector for ProxyErrors {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "proxy_errors",
+            "Responses and connections the proxy answered itself, by x-mesh-error cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cause, n) in crate::proxy::Cause::counts() {
+            let labels = [("cause", cause.as_str())];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Changes the tracing filter of a running process (`/logging?level=`).
 #[derive(Clone)]
 pub struct LogControl {
@@ -279,6 +316,7 @@ mod tests {
             "mesh_discovery_acks_total{type_url=\"mesh.types.v1.Listener\"} 1",
             "mesh_discovery_nacks_total{type_url=\"mesh.types.v1.Route\"} 1",
             "mesh_discovery_last_ack_age_seconds",
+            "mesh_proxy_errors_total{cause=\"no-route\"}",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -5,7 +5,7 @@ mod ctl_support;
 use std::time::Duration;
 
 use ctl_support::{FakeCp, Sidecar, bad_route, endpoints, listener};
-use mesh_proto::type_url::{AUTHORIZATION_POLICY, ENDPOINTS, LISTENER, ROUTE, RUNTIME};
+use mesh_proto::type_url::{AUTHORIZATION_POLICY, CLUSTER, ENDPOINTS, LISTENER, ROUTE, RUNTIME};
 
 /// Answers the proxy's listener and its own authorization policy: its first complete config.
 async fn serve_first_config(s: &mut ctl_support::CpStream, service: &str) {
@@ -45,6 +45,7 @@ async fn ready_only_after_first_config_and_config_dump_shows_versions_and_nack()
 
     serve_first_config(&mut s, "web").await;
     sc.wait_ready(200).await;
+    s.answer_no_cluster_no_route("db").await;
 
     let n = s
         .send(
@@ -85,6 +86,8 @@ async fn ready_only_after_first_config_and_config_dump_shows_versions_and_nack()
     assert_eq!(clusters[0]["service"], "db");
     assert_eq!(clusters[0]["endpoints"][0]["address"], "127.0.0.1:9");
     assert_eq!(clusters[0]["endpoints"][0]["in_flight"], 0);
+    assert_eq!(clusters[0]["endpoints"][0]["ejected"], false);
+    assert_eq!(clusters[0]["endpoints"][0]["state"], "healthy");
 
     let (status, metrics) = sc.get("/metrics").await;
     assert_eq!(status, 200);
@@ -140,6 +143,8 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
+    let app = ctl_support::App::start().await;
+    let app_addr = app.addr.to_string();
     {
         let mut cp = FakeCp::start().await;
         let url = cp.url();
@@ -161,12 +166,9 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
         .await;
         let mut s = cp.accept().await;
         serve_first_config(&mut s, "web").await;
+        s.answer_no_cluster_no_route("db").await;
         let n = s
-            .send(
-                ENDPOINTS,
-                vec![endpoints("db", "e5", &["127.0.0.1:9"])],
-                &[],
-            )
+            .send(ENDPOINTS, vec![endpoints("db", "e5", &[&app_addr])], &[])
             .await;
         s.recv_reply(&n).await;
         let snapshot = data.join(mesh_sidecar::xds::persist::SNAPSHOT_FILE);
@@ -180,7 +182,8 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
 
     // Nobody listens on this port any more: the control plane is down.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", dead.local_addr().unwrap());
+    let cp_addr = dead.local_addr().unwrap();
+    let url = format!("http://{cp_addr}");
     drop(dead);
     let sc = Sidecar::start(
         dir.path(),
@@ -218,6 +221,53 @@ async fn restarted_with_control_plane_down_serves_the_snapshot() {
         versions.contains(&("web".into(), "l1".into())),
         "{versions:?}"
     );
+    // Traffic flows on the snapshot's endpoints.
+    assert_eq!(
+        ctl_support::get_via(sc.addrs.outbound, "db", "/from-snapshot")
+            .await
+            .unwrap(),
+        (200, "app /from-snapshot".to_string())
+    );
+
+    // The control plane comes back where the proxy looks: the proxy reconnects, says what it
+    // holds, and a new route applies.
+    let mut cp = FakeCp::start_on(cp_addr).await;
+    let mut s = cp.accept().await;
+    let initial = s.recv_initial(&[RUNTIME, LISTENER, ENDPOINTS, ROUTE]).await;
+    assert_eq!(
+        initial[ENDPOINTS].initial_resource_versions.get("db"),
+        Some(&"e5".to_string())
+    );
+    let n = s.send(ROUTE, vec![redirect_route("db", "r2")], &[]).await;
+    assert!(s.recv_reply(&n).await.error_detail.is_none());
+    let (status, _) = ctl_support::get_via(sc.addrs.outbound, "db", "/old")
+        .await
+        .unwrap();
+    assert_eq!(status, 302, "the new route is in force");
+    assert_eq!(
+        json(&sc.get("/config_dump").await.1)["source"],
+        "control-plane"
+    );
+}
+
+/// A route sending every request of `service` elsewhere with a 302.
+fn redirect_route(service: &str, version: &str) -> mesh_proto::types::v1::Resource {
+    use mesh_proto::types::v1 as pb;
+    ctl_support::res(
+        service,
+        version,
+        pb::resource::Kind::Route(pb::Route {
+            service: service.into(),
+            rules: vec![pb::RouteRule {
+                redirect: Some(pb::Redirect {
+                    path: "/moved".into(),
+                    status: 302,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        }),
+    )
 }
 
 #[tokio::test]
@@ -266,5 +316,144 @@ async fn bad_settings_are_all_reported_and_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     for origin in ["--service", "--workers", "--app-ports", "MESH_ADMIN_ADDR"] {
         assert!(err.contains(origin), "{origin} missing from: {err}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_service_is_subscribed_on_first_use_and_routed_once_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = ctl_support::App::start().await;
+    let mut cp = FakeCp::start().await;
+    let url = cp.url();
+    let sc = Sidecar::start(dir.path(), &["--service", "web", "--control-plane", &url]).await;
+    let mut s = cp.accept().await;
+    serve_first_config(&mut s, "web").await;
+
+    let outbound = sc.addrs.outbound;
+    let request =
+        tokio::spawn(async move { ctl_support::get_via(outbound, "reviews", "/on-demand").await });
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let r = s.recv().await;
+        if r.resource_names_subscribe == ["reviews"] {
+            kinds.push(r.type_url);
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, [CLUSTER, ENDPOINTS, ROUTE]);
+    let app_addr = app.addr.to_string();
+    s.send(
+        ENDPOINTS,
+        vec![endpoints("reviews", "e1", &[&app_addr])],
+        &[],
+    )
+    .await;
+    s.send(CLUSTER, vec![], &["reviews"]).await;
+    s.send(ROUTE, vec![], &["reviews"]).await;
+    let got = tokio::time::timeout(ctl_support::WAIT, request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), (200, "app /on-demand".to_string()));
+    let dump = json(&sc.get("/config_dump").await.1);
+    assert_eq!(dump["services"][0], "reviews");
+}
+
+#[tokio::test]
+async fn data_path_runs_on_its_own_worker_threads_apart_from_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ctl_support::static_file(dir.path(), "s.json", &[listener("web", "l1")]);
+    let sc = Sidecar::start(
+        dir.path(),
+        &[
+            "--service",
+            "web",
+            "--static-config",
+            &cfg,
+            "--workers",
+            "3",
+        ],
+    )
+    .await;
+    sc.wait_ready(200).await;
+    let pid = sc.child.id().unwrap();
+    let threads = || {
+        let mut names = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let comm = task.unwrap().path().join("comm");
+            if let Ok(name) = std::fs::read_to_string(comm) {
+                names.push(name.trim().to_string());
+            }
+        }
+        names
+    };
+    let count = |names: &[String], n: &str| names.iter().filter(|t| *t == n).count();
+    // Worker threads start asynchronously with the runtime: wait for them, then count exactly.
+    ctl_support::eventually("data workers started", || {
+        count(&threads(), "mesh-data") >= 3
+    })
+    .await;
+    let names = threads();
+    assert_eq!(count(&names, "mesh-data"), 3, "{names:?}");
+    assert_eq!(count(&names, "mesh-control"), 1, "{names:?}");
+}
+
+#[tokio::test]
+async fn static_config_clusters_get_active_health_checks() {
+    use mesh_proto::types::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let app = ctl_support::App::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let live_addr = app.addr.to_string();
+    let cluster = ctl_support::res(
+        "db",
+        "c1",
+        pb::resource::Kind::Cluster(pb::Cluster {
+            name: "db".into(),
+            // TCP checks every 50 ms; one failure takes an endpoint out.
+            health_check: Some(pb::HealthCheck {
+                interval_ms: 50,
+                timeout_ms: 1000,
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    );
+    let cfg = ctl_support::static_file(
+        dir.path(),
+        "s.json",
+        &[
+            listener("web", "l1"),
+            cluster,
+            endpoints("db", "e1", &[&live_addr, &dead_addr]),
+        ],
+    );
+    let sc = Sidecar::start(dir.path(), &["--service", "web", "--static-config", &cfg]).await;
+    sc.wait_ready(200).await;
+    let deadline = tokio::time::Instant::now() + ctl_support::WAIT;
+    loop {
+        let clusters = json(&sc.get("/clusters").await.1);
+        let down = |addr: &str| {
+            clusters[0]["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["address"] == addr)
+                .map(|e| e["health_down"] == true)
+                .unwrap()
+        };
+        if down(&dead_addr) {
+            assert!(!down(&live_addr), "{clusters}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never checked: {clusters}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -50,6 +50,8 @@ fn start(endpoint: String, eager: &[&str], data_dir: Option<&std::path::Path>) -
         data_dir: data_dir.map(Into::into),
         // Fast retries keep the reconnect tests short; the default cap is 15 s.
         backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+        local_listener: Default::default(),
+        snapshot_fallback_after: Duration::from_millis(300),
     };
     let state = StateHandle::default();
     let health = Arc::new(Health::default());
@@ -100,6 +102,11 @@ async fn first_request_carries_node_and_good_config_is_acked() {
     assert!(!p.health.is_ready());
     make_ready(&mut s).await;
     assert!(p.health.is_ready());
+    s.answer_no_cluster_no_route("db").await;
+    assert!(
+        p.state.snapshot().lb("db").is_none(),
+        "held until its endpoints answer"
+    );
     let n = s
         .send(
             ENDPOINTS,
@@ -126,6 +133,7 @@ async fn bad_resource_is_nacked_with_reason_and_previous_config_stays() {
     let mut s = cp.accept().await;
     s.recv_initial(&[RUNTIME, LISTENER, ROUTE]).await;
     make_ready(&mut s).await;
+    s.answer_no_cluster_no_route("db").await;
     let n = s
         .send(
             ENDPOINTS,
@@ -218,6 +226,10 @@ async fn on_demand_subscription_waits_for_the_first_answer() {
         .await;
     s.recv_reply(&n).await;
     assert!(
+        p.state.snapshot().lb("reviews").is_none(),
+        "half a service is held, not applied"
+    );
+    assert!(
         !p.discovery.is_answered("reviews"),
         "the route is still unanswered"
     );
@@ -264,6 +276,7 @@ async fn reconnect_sends_initial_versions_and_keeps_config_meanwhile() {
     let mut s = cp.accept().await;
     s.recv_initial(&[RUNTIME, LISTENER, ROUTE]).await;
     make_ready(&mut s).await;
+    s.answer_no_cluster_no_route("db").await;
     let n = s
         .send(
             ENDPOINTS,
@@ -313,6 +326,7 @@ async fn snapshot_file_is_written_and_served_when_the_control_plane_is_down() {
         let mut s = cp.accept().await;
         s.recv_initial(&[RUNTIME, LISTENER, ROUTE]).await;
         make_ready(&mut s).await;
+        s.answer_no_cluster_no_route("db").await;
         let n = s.send(CLUSTER, vec![cluster("db", "c1")], &[]).await;
         s.recv_reply(&n).await;
         let n = s
@@ -326,6 +340,20 @@ async fn snapshot_file_is_written_and_served_when_the_control_plane_is_down() {
         let path = dir.path().join(mesh_sidecar::xds::persist::SNAPSHOT_FILE);
         eventually("snapshot has the endpoints", || {
             std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"e1\""))
+        })
+        .await;
+        // A service answered as absent is remembered too, so it needs no wait after a restart.
+        p.state.want("ghost");
+        for _ in 0..3 {
+            let r = s.recv().await;
+            assert_eq!(r.resource_names_subscribe, ["ghost"]);
+        }
+        for t in [CLUSTER, ENDPOINTS, ROUTE] {
+            let n = s.send(t, vec![], &["ghost"]).await;
+            s.recv_reply(&n).await;
+        }
+        eventually("snapshot lists the absent service", || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"ghost\""))
         })
         .await;
         drop(p);
@@ -345,5 +373,64 @@ async fn snapshot_file_is_written_and_served_when_the_control_plane_is_down() {
         p.discovery.is_answered("db"),
         "snapshot services need no wait"
     );
-    assert_eq!(p.discovery.services(), ["db"]);
+    assert_eq!(p.discovery.services(), ["db", "ghost"]);
+    assert!(p.discovery.is_answered("ghost"));
+    assert!(p.state.snapshot().absent.contains("ghost"));
+    assert!(!p.state.snapshot().absent.contains("db"));
+}
+
+#[tokio::test]
+async fn a_silent_control_plane_counts_as_down_until_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = mesh_sidecar::xds::store::ResourceStore::default();
+    file.apply(
+        mesh_sidecar::state::ResourceKind::Endpoints,
+        &[endpoints("db", "old", &["127.0.0.1:9"])],
+        &[],
+    );
+    file.apply(
+        mesh_sidecar::state::ResourceKind::Listener,
+        &[listener(OWN, "l0")],
+        &[],
+    );
+    mesh_sidecar::xds::persist::write(dir.path(), &file.to_file(vec!["db".into()]))
+        .await
+        .unwrap();
+
+    // The control plane accepts the stream and stays silent.
+    let mut cp = FakeCp::start().await;
+    let p = start(cp.url(), &[], Some(dir.path()));
+    let mut s = cp.accept().await;
+    let initial = s
+        .recv_initial(&[RUNTIME, LISTENER, AUTHORIZATION_POLICY])
+        .await;
+    assert!(initial[LISTENER].initial_resource_versions.is_empty());
+    eventually("ready from the snapshot", || p.health.is_ready()).await;
+    assert_eq!(p.discovery.source(), ConfigSource::SnapshotFile);
+    assert!(p.discovery.is_connected(), "the stream stays up meanwhile");
+
+    // Its answers replace the snapshot's resources as they arrive.
+    let n = s
+        .send(
+            ENDPOINTS,
+            vec![endpoints("db", "new", &["127.0.0.1:10"])],
+            &[],
+        )
+        .await;
+    s.recv_reply(&n).await;
+    assert_eq!(p.discovery.source(), ConfigSource::ControlPlane);
+    let store = p.discovery.store();
+    let db = store
+        .get(mesh_sidecar::state::ResourceKind::Endpoints, "db")
+        .unwrap();
+    assert_eq!(db.version, "new");
+    assert!(
+        store
+            .get(mesh_sidecar::state::ResourceKind::Listener, OWN)
+            .is_some()
+    );
+    assert_eq!(
+        p.state.snapshot().endpoints["db"].endpoints[0].addr.port(),
+        10
+    );
 }

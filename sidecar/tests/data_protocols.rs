@@ -282,3 +282,62 @@ async fn read_head(s: &mut TcpStream) -> String {
     }
     String::from_utf8(head).unwrap()
 }
+
+#[tokio::test]
+async fn inbound_serves_unmeshed_clients_in_their_own_protocol() {
+    let (_mesh, pod) = one_pod("a").await;
+    // HTTP/1.1 straight to the inbound listener: no mesh headers, the first app port.
+    let mut tx = h1_conn(pod.inbound).await;
+    let got = send_h1(&mut tx, get("a", "/direct").body(Full::default()).unwrap()).await;
+    assert_eq!(got.body, "a GET /direct HTTP/1.1");
+    // HTTP/2 prior knowledge straight to it: the app gets HTTP/2.
+    let mut h2 = h2_conn(pod.inbound).await;
+    let req = Request::get("http://a/direct2")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let got = collect(within(h2.send_request(req)).await.unwrap()).await;
+    assert_eq!(got.body, "a GET http://a/direct2 HTTP/2.0");
+}
+
+#[tokio::test]
+async fn inbound_passes_tls_through_to_the_app() {
+    let mut mesh = Mesh::new().await;
+    let echo = tcp_echo().await;
+    let pod = mesh.pod(echo, "v1").await;
+    let mut s = within(TcpStream::connect(pod.inbound)).await.unwrap();
+    // The start of a TLS ClientHello: handshake record, TLS 1.0 record version, type 1.
+    let hello = [0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0xaa, 0xbb, 0xcc, 0xdd];
+    s.write_all(&hello).await.unwrap();
+    let mut got = [0u8; 10];
+    within(s.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, hello);
+}
+
+#[tokio::test]
+async fn inbound_refuses_port_hints_outside_the_app_ports() {
+    let (_mesh, pod) = one_pod("a").await;
+    // Another loopback service of the pod (stands in for the sidecar's admin port).
+    let (other, _) = http_app("other", Duration::ZERO).await;
+    let mut tx = h1_conn(pod.inbound).await;
+    let req = get("a", "/")
+        .header("x-mesh-app-port", other.port().to_string())
+        .body(Full::default())
+        .unwrap();
+    let got = send_h1(&mut tx, req).await;
+    assert_eq!(got.status, 404);
+    assert_eq!(got.headers[proxy::MESH_ERROR], "no-route");
+    // The same via the TCP preamble: the connection is closed without reaching it.
+    let mut s = within(TcpStream::connect(pod.inbound)).await.unwrap();
+    s.write_all(
+        format!(
+            "MESH-TCP {}\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            other.port()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = within(s.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}

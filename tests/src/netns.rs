@@ -28,9 +28,9 @@
 //! ```
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -364,15 +364,6 @@ fn run_ok(cmd: &mut Command) -> Result<Output> {
         );
     }
     Ok(out)
-}
-
-/// Reads a whole file (used for capture files written by tcpdump).
-pub(crate) fn read_all(path: &PathBuf) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
-        .read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 #[cfg(test)]

@@ -199,11 +199,17 @@ impl Core {
     }
 
     /// Rebuilds dirty resources at most once per coalescing window: a burst of endpoint
-    /// changes becomes one publish (and one push per subscriber), not one per change.
+    /// changes becomes one publish (and one push per subscriber) per window, not one per
+    /// change. An isolated change (nothing published within the last window) goes out at
+    /// once, so coalescing costs latency only while a burst is actually happening.
     pub async fn run_builder(self: Arc<Self>) {
+        let mut last: Option<Instant> = None;
         loop {
             self.dirty_notify.notified().await;
-            tokio::time::sleep(self.config.coalesce).await;
+            if let Some(last) = last {
+                tokio::time::sleep_until(last + self.config.coalesce).await;
+            }
+            last = Some(Instant::now());
             let batch: Vec<(Key, Instant)> = self.dirty.lock().drain().collect();
             if batch.is_empty() {
                 continue;

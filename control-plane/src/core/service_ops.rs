@@ -139,9 +139,17 @@ impl Core {
     pub fn announce(&self, node: &ProxyNode) -> Result<LeaseKey, CoreError> {
         let mut st = self.state.lock();
         self.ensure_vip(&mut st, &node.service)?;
+        let was_known = st.registry.is_known(&node.service);
         let key = st.registry.announce(node);
         drop(st);
-        self.mark_dirty(service_keys(&node.service));
+        if was_known {
+            self.mark_dirty(service_keys(&node.service));
+        } else {
+            // A new service is published before the stream is served, so the proxy's first
+            // subscription finds its own listener instead of a removal.
+            let now = Instant::now();
+            self.rebuild(service_keys(&node.service).map(|k| (k, now)));
+        }
         Ok(key)
     }
 

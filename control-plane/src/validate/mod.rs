@@ -5,6 +5,7 @@ mod authz;
 mod cluster;
 mod endpoint;
 mod route;
+mod route_match;
 mod runtime;
 #[cfg(test)]
 mod tests;

@@ -66,6 +66,10 @@ struct EndpointView {
     /// The balancer's PeakEWMA latency estimate (decayed to now), in milliseconds.
     ewma_ms: f64,
     in_flight: u32,
+    /// Ejected by outlier detection right now (no new requests until it returns).
+    ejected: bool,
+    /// Failing its active health checks (out of the pool until it recovers).
+    health_down: bool,
 }
 
 /// Every service the balancers know, with each endpoint's weight, state, EWMA and in-flight.
@@ -94,6 +98,8 @@ pub fn clusters(state: &StateHandle) -> String {
                     zone: e.endpoint.zone.as_ref().map(|z| z.to_string()),
                     ewma_ms: e.stats.ewma().as_secs_f64() * 1000.0,
                     in_flight: e.stats.in_flight(),
+                    ejected: e.stats.ejected(),
+                    health_down: e.stats.health_down(),
                 })
                 .collect(),
         })

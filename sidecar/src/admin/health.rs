@@ -1,13 +1,17 @@
 //! Readiness and drain state shared by discovery (config applied), admin and shutdown.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use tokio::sync::watch;
 
-/// Ready = a first config is applied and the proxy is not draining.
+/// Ready = a first config is applied, every added gate is open (e.g. a workload certificate is
+/// loaded, once mTLS adds that gate), and the proxy is not draining.
 #[derive(Debug)]
 pub struct Health {
     config_applied: AtomicBool,
+    /// Named conditions readiness still waits for.
+    closed_gates: parking_lot::Mutex<BTreeSet<&'static str>>,
     draining: watch::Sender<bool>,
 }
 
@@ -17,6 +21,7 @@ impl Default for Health {
     fn default() -> Self {
         Self {
             config_applied: AtomicBool::new(false),
+            closed_gates: parking_lot::Mutex::default(),
             draining: watch::channel(false).0,
         }
     }
@@ -24,7 +29,22 @@ impl Default for Health {
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.config_applied() && !self.is_draining()
+        self.config_applied() && self.closed_gates.lock().is_empty() && !self.is_draining()
+    }
+
+    /// Makes readiness wait for `what` too, until [`Health::open_gate`]. Add gates before the
+    /// listeners start so readiness never flips to true early.
+    pub fn add_gate(&self, what: &'static str) {
+        self.closed_gates.lock().insert(what);
+    }
+
+    pub fn open_gate(&self, what: &'static str) {
+        self.closed_gates.lock().remove(what);
+    }
+
+    /// Gates still closed, for the `/ready` body.
+    pub fn closed_gates(&self) -> Vec<&'static str> {
+        self.closed_gates.lock().iter().copied().collect()
     }
 
     pub fn config_applied(&self) -> bool {
@@ -71,6 +91,11 @@ mod tests {
         assert!(!h.is_ready());
         assert!(h.set_config_applied());
         assert!(!h.set_config_applied());
+        assert!(h.is_ready());
+        h.add_gate("certificate");
+        assert!(!h.is_ready());
+        assert_eq!(h.closed_gates(), ["certificate"]);
+        h.open_gate("certificate");
         assert!(h.is_ready());
         let mut rx = h.watch_draining();
         assert!(h.drain());

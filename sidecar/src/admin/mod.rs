@@ -85,8 +85,14 @@ impl Admin {
                     text(StatusCode::OK, "ready\n")
                 } else if self.health.is_draining() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-                } else {
+                } else if !self.health.config_applied() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "no config applied yet\n")
+                } else {
+                    let waiting = self.health.closed_gates().join(", ");
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("waiting for: {waiting}\n"),
+                    )
                 }
             }
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),

@@ -1,31 +1,59 @@
 //! Starts the data-path listeners (inbound, outbound, fixed TCP ports) on the data runtime.
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 
 use crate::config::{Config, TcpForward};
+use crate::inbound::{self, InboundConfig, InboundCtx, Plaintext};
+use crate::outbound::{self, OutboundConfig, OutboundCtx};
 use crate::proxy::Drain;
-use crate::state::StateHandle;
+use crate::state::{Name, StateHandle};
 
-/// Spawns every data-path listener. Each stops accepting when its drain is signalled.
+/// Spawns every data-path listener. Each stops accepting when its drain is signalled; live
+/// connections hold a `Drain` clone until they finish.
 pub(super) fn spawn_data_path(
-    _cfg: &Config,
-    _state: &StateHandle,
+    cfg: &Config,
+    state: &StateHandle,
     inbound: TcpListener,
     inbound_drain: Drain,
     outbound: TcpListener,
     forwards: Vec<(TcpForward, TcpListener)>,
     outbound_drain: Drain,
 ) {
-    // Until the proxy serve functions are wired, hold the listeners open (their ports stay
-    // reserved and announced) and release them on drain.
-    tokio::spawn(hold(inbound, inbound_drain));
-    tokio::spawn(hold(outbound, outbound_drain.clone()));
-    for (_, l) in forwards {
-        tokio::spawn(hold(l, outbound_drain.clone()));
-    }
-}
+    let inbound_ctx = InboundCtx::new(
+        state.clone(),
+        InboundConfig {
+            app_ports: cfg.app_ports.clone(),
+            detect_timeout: cfg.detect_timeout,
+            max_header_bytes: cfg.max_header_bytes,
+            ..InboundConfig::default()
+        },
+    );
+    // The mTLS transport replaces `Plaintext` here.
+    tokio::spawn(inbound::serve(
+        inbound,
+        inbound_ctx,
+        Arc::new(Plaintext),
+        inbound_drain,
+    ));
 
-async fn hold(listener: TcpListener, mut drain: Drain) {
-    drain.signaled().await;
-    drop(listener);
+    let outbound_ctx = OutboundCtx::new(
+        state.clone(),
+        OutboundConfig {
+            detect_timeout: cfg.detect_timeout,
+            max_header_bytes: cfg.max_header_bytes,
+            ..OutboundConfig::default()
+        },
+    );
+    for (f, listener) in forwards {
+        tokio::spawn(outbound::serve_fixed(
+            listener,
+            outbound_ctx.clone(),
+            Name::from(f.service.as_str()),
+            f.port,
+            outbound_drain.clone(),
+        ));
+    }
+    tokio::spawn(outbound::serve(outbound, outbound_ctx, outbound_drain));
 }

@@ -1,6 +1,7 @@
 //! A balanced endpoint (config + live stats) and the RAII guard that counts a request on it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::stats::{EndpointStats, now_ns};
@@ -14,6 +15,8 @@ pub struct LbEndpoint {
     pub authority: http::uri::Authority,
     pub stats: Arc<EndpointStats>,
     pub(crate) outlier: Option<Arc<Outlier>>,
+    /// Requests in flight on the whole service (for the `max_requests` circuit breaker).
+    service_in_flight: Arc<AtomicU32>,
 }
 
 /// Outlier-detection settings of a service and the stats of all its endpoints (to cap ejections).
@@ -48,6 +51,7 @@ impl LbEndpoint {
         endpoint: Endpoint,
         stats: Arc<EndpointStats>,
         outlier: Option<Arc<Outlier>>,
+        service_in_flight: Arc<AtomicU32>,
     ) -> Self {
         // A socket address always formats as a valid authority (`ip:port`, `[v6]:port`).
         let authority = http::uri::Authority::try_from(endpoint.addr.to_string())
@@ -57,21 +61,24 @@ impl LbEndpoint {
             authority,
             stats,
             outlier,
+            service_in_flight,
         }
     }
 
     /// Starts a request on this endpoint.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.stats.start();
+        self.service_in_flight.fetch_add(1, Relaxed);
         InFlight {
             ep: self.clone(),
             started_ns: now_ns(),
         }
     }
 
-    /// True when this endpoint may take new requests right now (healthy and not ejected).
+    /// True when this endpoint may take new requests right now: not ejected by outlier
+    /// detection and not failing active health checks.
     pub fn available(&self, now: u64) -> bool {
-        !self.stats.is_ejected(now)
+        !self.stats.is_ejected(now) && !self.stats.health_down()
     }
 }
 
@@ -138,5 +145,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.ep.stats.end();
+        self.ep.service_in_flight.fetch_sub(1, Relaxed);
     }
 }

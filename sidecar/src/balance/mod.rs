@@ -5,6 +5,7 @@
 
 mod endpoint;
 mod hash;
+mod health;
 mod pick;
 mod stats;
 #[cfg(test)]
@@ -13,9 +14,11 @@ mod tests;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 pub use endpoint::{InFlight, LbEndpoint, Outcome, Outlier};
 pub use hash::{cookie, hash64, request_hash};
+pub use health::watch as watch_health;
 pub use pick::Subset;
 pub use stats::EndpointStats;
 
@@ -32,6 +35,9 @@ pub struct ServiceLb {
     subsets: HashMap<Name, Subset>,
     cluster_in: Option<Arc<Cluster>>,
     endpoints_in: Option<Arc<Endpoints>>,
+    /// Requests in flight on this build's endpoints (a rebuild starts from zero: requests
+    /// already running on the old build are not counted against the new limit).
+    in_flight: Arc<AtomicU32>,
 }
 
 // === impl ServiceLb ===
@@ -65,10 +71,18 @@ impl ServiceLb {
             .outlier
             .clone()
             .map(|cfg| Arc::new(Outlier::new(cfg, stats.clone())));
+        let in_flight = Arc::new(AtomicU32::new(0));
         let members: Vec<Arc<LbEndpoint>> = eps
             .iter()
             .zip(stats)
-            .map(|(e, s)| Arc::new(LbEndpoint::new(e.clone(), s, outlier.clone())))
+            .map(|(e, s)| {
+                Arc::new(LbEndpoint::new(
+                    e.clone(),
+                    s,
+                    outlier.clone(),
+                    in_flight.clone(),
+                ))
+            })
             .collect();
 
         let mut by_version: HashMap<Name, Vec<Arc<LbEndpoint>>> = HashMap::new();
@@ -88,7 +102,21 @@ impl ServiceLb {
             cluster,
             cluster_in,
             endpoints_in,
+            in_flight,
         }
+    }
+
+    /// Requests in flight on the service.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// True when the `max_requests` circuit breaker is open (limit reached).
+    pub fn circuit_open(&self) -> bool {
+        self.cluster
+            .circuit_breakers
+            .max_requests
+            .is_some_and(|max| self.in_flight() >= max)
     }
 
     /// True when this was built from exactly these inputs (same `Arc`s).

@@ -1,7 +1,7 @@
 //! Per-endpoint live state: PeakEWMA latency with an error penalty, in-flight count, ejection.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Decay time constant of the latency estimate. 10 s (Linkerd's default) forgets a slow spell
@@ -34,6 +34,10 @@ pub struct EndpointStats {
     ejected_until_ns: AtomicU64,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
+    /// Active health checking: consecutive probe results (positive: successes, negative:
+    /// failures) and whether the endpoint is currently failing its checks.
+    health_streak: AtomicI32,
+    health_down: AtomicBool,
 }
 
 // === impl EndpointStats ===
@@ -62,6 +66,34 @@ impl EndpointStats {
     /// PeakEWMA cost: latency estimate scaled by the load the endpoint already carries.
     pub fn cost(&self, now: u64) -> f64 {
         self.ewma_ns_at(now) * f64::from(self.in_flight() + 1)
+    }
+
+    /// True while outlier detection has the endpoint ejected (for `/clusters`).
+    pub fn ejected(&self) -> bool {
+        self.is_ejected(now_ns())
+    }
+
+    /// True while active health checks report the endpoint down.
+    pub fn health_down(&self) -> bool {
+        self.health_down.load(Relaxed)
+    }
+
+    /// Records one probe: `unhealthy` consecutive failures take the endpoint down, `healthy`
+    /// consecutive successes bring it back.
+    pub(crate) fn health_result(&self, ok: bool, healthy: u32, unhealthy: u32) {
+        let streak = self.health_streak.load(Relaxed);
+        let streak = match (ok, streak) {
+            (true, s) if s > 0 => s.saturating_add(1),
+            (true, _) => 1,
+            (false, s) if s < 0 => s.saturating_sub(1),
+            (false, _) => -1,
+        };
+        self.health_streak.store(streak, Relaxed);
+        if ok && streak >= healthy as i32 {
+            self.health_down.store(false, Relaxed);
+        } else if !ok && -streak >= unhealthy as i32 {
+            self.health_down.store(true, Relaxed);
+        }
     }
 
     pub fn is_ejected(&self, now: u64) -> bool {

@@ -36,7 +36,9 @@ fn defaults() {
     assert_eq!(c.admin_addr.to_string(), "127.0.0.1:15000");
     assert_eq!(c.advertise_address.to_string(), "127.0.0.1");
     assert_eq!(c.workers, 1);
-    assert_eq!(c.detect_timeout, Duration::from_secs(1));
+    assert_eq!(c.detect_timeout, Duration::from_millis(500));
+    assert_eq!(c.detect_timeout, crate::proxy::DEFAULT_DETECT_TIMEOUT);
+    assert_eq!(c.max_header_bytes, crate::proxy::DEFAULT_MAX_HEADER_BYTES);
     assert_eq!(c.drain_grace, Duration::from_secs(10));
     assert!(c.data_dir.is_none() && c.static_config.is_none() && c.addrs_file.is_none());
     assert!(c.tcp_forwards.is_empty() && c.app_ports.is_empty());
@@ -145,6 +147,20 @@ fn unknown_flag_is_a_usage_error() {
 }
 
 #[test]
+fn control_plane_url_is_plain_http_with_a_host() {
+    for bad in ["https://cp:15010", "127.0.0.1:15010", "http://", "cp"] {
+        let errs = invalid(parse(&["--service", "a", "--control-plane", bad], &[]));
+        assert_eq!(errs[0].origin, "--control-plane", "{bad}");
+    }
+    let c = parse(
+        &["--service", "a", "--control-plane", "http://cp.mesh:15010"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.control_plane, "http://cp.mesh:15010");
+}
+
+#[test]
 fn advertise_address_must_be_dialable() {
     let errs = invalid(parse(
         &["--service", "a", "--advertise-address", "0.0.0.0"],
@@ -195,4 +211,37 @@ fn loopback_helper_is_valid() {
     let c = Config::for_service("bench");
     assert_eq!(c.inbound_addr.port(), 0);
     assert_eq!(c.admin_addr.ip().to_string(), "127.0.0.1");
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any value of any setting, from a flag or the environment, parses or is reported:
+        /// never a panic, and every reported origin names the setting that was given.
+        #[test]
+        fn any_values(values in proptest::collection::vec(".{0,40}", crate::config::SETTINGS.len())) {
+            let mut env = HashMap::new();
+            let mut args = vec!["mesh-sidecar".to_string()];
+            for (i, (s, v)) in crate::config::SETTINGS.iter().zip(&values).enumerate() {
+                if i % 2 == 0 {
+                    env.insert(s.env.to_string(), v.clone());
+                } else {
+                    args.push(format!("--{}={v}", s.flag));
+                }
+            }
+            match Config::from_sources(args, &env) {
+                Ok(c) => prop_assert!(!c.service.is_empty()),
+                Err(ConfigError::Usage(_)) => {}
+                Err(ConfigError::Invalid(all)) => {
+                    for e in all {
+                        prop_assert!(crate::config::SETTINGS.iter().any(|s| {
+                            e.origin == s.env || e.origin == format!("--{}", s.flag)
+                        }), "unknown origin {}", e.origin);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -7,9 +7,10 @@
 //! relayed unchanged to the resolvers of resolv.conf as captured at start-up. The sidecar runs
 //! as the proxy uid, which `init` exempts, so those relayed queries reach the real resolver.
 //!
-//! Wiring (at start-up, before the app starts):
+//! Wiring (at start-up, before the app starts); `StateHandle` implements `VipLookup`, asking
+//! discovery on demand for names it does not know yet:
 //! ```no_run
-//! # async fn wire(state: impl mesh_sidecar::dns::VipLookup) -> std::io::Result<()> {
+//! # async fn wire(state: mesh_sidecar::state::StateHandle) -> std::io::Result<()> {
 //! use mesh_sidecar::dns::{DnsConfig, DnsServer, MeshNames, DEFAULT_DNS_PORT, resolv};
 //! let upstreams = resolv::read("/etc/resolv.conf".as_ref())?;
 //! let names = MeshNames { namespace: "default".into(), trust_domain: "cluster.local".into() };
@@ -23,8 +24,11 @@
 pub mod message;
 pub mod resolv;
 mod server;
+mod state;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 
 pub use server::{DnsConfig, DnsServer};
 
@@ -33,10 +37,20 @@ pub use server::{DnsConfig, DnsServer};
 /// ending in 53 so it is recognisable in rules and captures.
 pub const DEFAULT_DNS_PORT: u16 = 15053;
 
+/// A future that only signals completion.
+pub type Fetch = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Where the sidecar's state answers "which VIP does this service have?".
 pub trait VipLookup: Send + Sync + 'static {
-    /// The VIP of `service` in `namespace`, if the mesh knows that service.
+    /// The VIP of `service` in `namespace`, if the mesh knows that service now.
     fn vip(&self, service: &str, namespace: &str) -> Option<IpAddr>;
+
+    /// Called when `vip` had no answer for a mesh-shaped name: completes once the lookup knows
+    /// whether the service exists (e.g. after an on-demand subscription was answered). The
+    /// server bounds the wait and asks `vip` once more. Default: nothing to fetch.
+    fn fetch(&self, _service: &str, _namespace: &str) -> Fetch {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 impl<F> VipLookup for F

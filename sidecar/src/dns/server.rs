@@ -67,9 +67,17 @@ struct Shared {
     tcp_conns: Arc<Semaphore>,
 }
 
+/// How a query arrived (and so how it is forwarded).
+#[derive(Clone, Copy)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
 /// What to do with one incoming message.
 enum Decision {
     Reply(Vec<u8>),
+    /// Not answerable from what is known now: fetch (mesh names) or forward.
     Forward(Query),
     Ignore,
 }
@@ -179,7 +187,7 @@ async fn udp_loop(udp: Arc<UdpSocket>, shared: Arc<Shared>) {
                 };
                 let (udp, shared) = (udp.clone(), shared.clone());
                 tokio::spawn(async move {
-                    let resp = shared.forward_udp(&msg, &query).await;
+                    let resp = shared.resolve(&msg, &query, Transport::Udp).await;
                     let _ = udp.send_to(&resp, from).await;
                     drop(permit);
                 });
@@ -227,14 +235,33 @@ impl Shared {
     }
 
     fn mesh_vip(&self, query: &Query) -> Option<IpAddr> {
+        let (service, namespace) = self.mesh_name(query)?;
+        let vip = self.lookup.vip(service, namespace);
+        tracing::debug!(service, namespace, ?vip, "dns: mesh lookup");
+        vip
+    }
+
+    fn mesh_name<'q>(&'q self, query: &'q Query) -> Option<(&'q str, &'q str)> {
         if query.qclass != message::CLASS_IN {
             return None;
         }
-        let name = query.name.as_deref()?;
-        let (service, namespace) = self.names.service_of(name)?;
-        let vip = self.lookup.vip(service, namespace);
-        tracing::debug!(name, ?vip, "dns: mesh lookup");
-        vip
+        self.names.service_of(query.name.as_deref()?)
+    }
+
+    /// The slow path of a query not answered at once: a mesh-shaped name gets one chance to be
+    /// fetched (on-demand subscription, bounded by the forward timeout) before it is treated as
+    /// a name the mesh does not know and forwarded.
+    async fn resolve(&self, msg: &[u8], query: &Query, transport: Transport) -> Vec<u8> {
+        if let Some((service, namespace)) = self.mesh_name(query) {
+            let _ = timeout(self.forward_timeout, self.lookup.fetch(service, namespace)).await;
+            if let Some(ip) = self.mesh_vip(query) {
+                return message::answer(msg, query, Some(ip), MESH_TTL);
+            }
+        }
+        match transport {
+            Transport::Udp => self.forward_udp(msg, query).await,
+            Transport::Tcp => self.forward_tcp(msg, query).await,
+        }
     }
 
     async fn forward_udp(&self, msg: &[u8], query: &Query) -> Vec<u8> {
@@ -271,7 +298,7 @@ impl Shared {
                 .map_err(io::Error::other)??;
             let resp = match self.decide(&msg) {
                 Decision::Reply(resp) => resp,
-                Decision::Forward(query) => self.forward_tcp(&msg, &query).await,
+                Decision::Forward(query) => self.resolve(&msg, &query, Transport::Tcp).await,
                 Decision::Ignore => return Ok(()),
             };
             write_framed(&mut stream, &resp).await?;

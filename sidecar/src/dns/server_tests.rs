@@ -220,3 +220,56 @@ async fn dead_upstreams_give_servfail() {
         vec![VIP]
     );
 }
+
+/// A lookup that learns `late` only when asked to fetch it (an on-demand subscription).
+struct OnDemand {
+    fetched: Arc<std::sync::atomic::AtomicBool>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl VipLookup for OnDemand {
+    fn vip(&self, service: &str, _namespace: &str) -> Option<IpAddr> {
+        (service == "late" && self.fetched.load(Ordering::SeqCst)).then_some(VIP)
+    }
+
+    fn fetch(&self, service: &str, _namespace: &str) -> crate::dns::Fetch {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let (fetched, found) = (self.fetched.clone(), service == "late");
+        Box::pin(async move { fetched.store(found, Ordering::SeqCst) })
+    }
+}
+
+#[tokio::test]
+async fn unknown_mesh_names_are_fetched_once_then_answered_or_forwarded() {
+    let (up, seen) = upstream().await;
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let lookup = OnDemand {
+        fetched: Default::default(),
+        fetches: fetches.clone(),
+    };
+    let server = DnsServer::bind(DnsConfig::new(0, vec![up], names()), Arc::new(lookup));
+    let server = server.await.unwrap();
+    let dns = server.local_addr();
+    tokio::spawn(server.serve(std::future::pending()));
+
+    let resp = udp_query(dns, &build_query(60, "late", TYPE_A)).await;
+    assert_eq!(
+        resp,
+        Response {
+            id: 60,
+            rcode: 0,
+            addrs: vec![VIP]
+        }
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "fetched, not forwarded");
+    // Shaped like a mesh name but not one: fetched, still unknown, so forwarded.
+    let resp = udp_query(dns, &build_query(61, "www.example", TYPE_A)).await;
+    assert_eq!(resp.addrs, vec![UPSTREAM_IP]);
+    // Not shaped like a mesh name at all: forwarded without a fetch.
+    let resp = udp_query(dns, &build_query(62, "a.b.c", TYPE_A)).await;
+    assert_eq!(resp.addrs, vec![UPSTREAM_IP]);
+    assert_eq!(
+        (fetches.load(Ordering::SeqCst), seen.load(Ordering::SeqCst)),
+        (2, 2)
+    );
+}

@@ -22,6 +22,11 @@ pub(super) async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u16>().ok())
         .filter(|&p| p != 0);
+    if let Some(p) = hinted
+        && !ctx.hint_allowed(p)
+    {
+        return Cause::NoRoute.respond(&format_args!("port {p} is not an app port"));
+    }
     let Some(port) = hinted.or_else(|| ctx.default_port(conn.orig_dst)) else {
         return Cause::NoRoute.respond(&"no app port for inbound request");
     };

@@ -1,4 +1,11 @@
 //! Inbound: accept from peer sidecars, detect, forward to the local app.
+//!
+//! Each connection passes the [`Transport`] (plaintext now, mTLS later), then detection: a
+//! `MESH-TCP <port>` preamble is opaque TCP to that app port; HTTP/1 or HTTP/2 is served by
+//! hyper and each request goes to `app_ip:<port>` (port from `x-mesh-app-port`, else the
+//! original destination, else the first app port; hints are limited to the app's ports) in
+//! the protocol the client app spoke (`x-mesh-orig-proto`, default HTTP/1.1); TLS and other
+//! bytes are passed through to the app. Drain stops accepting and lets requests finish.
 
 mod http;
 mod transport;
@@ -74,7 +81,10 @@ struct ConnInfo {
     peer: SocketAddr,
     orig_dst: Option<SocketAddr>,
     /// The peer's verified identity (mTLS); `None` on plaintext.
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "read by authorization once mTLS provides identities"
+    )]
     identity: Option<Name>,
 }
 
@@ -106,12 +116,27 @@ impl InboundCtx {
         }
     }
 
+    /// Whether a peer may name `port` (header or preamble). Only the app's ports: otherwise
+    /// any caller could reach every loopback service of the pod, the sidecar's admin port
+    /// included. Without any configured app port every port is allowed.
+    fn hint_allowed(&self, port: u16) -> bool {
+        let cfg = &self.inner.cfg.app_ports;
+        let snap = self.inner.state.load();
+        let listener: &[u16] = snap.listener.as_ref().map_or(&[], |l| &l.app_ports);
+        (cfg.is_empty() && listener.is_empty()) || cfg.contains(&port) || listener.contains(&port)
+    }
+
     /// The app port for a connection without a port hint: the original destination port
-    /// (transparent mode), else the first configured app port.
+    /// (transparent mode), else the first configured app port, else the first app port of
+    /// the Listener resource.
     fn default_port(&self, orig_dst: Option<SocketAddr>) -> Option<u16> {
         orig_dst
             .map(|d| d.port())
             .or_else(|| self.inner.cfg.app_ports.first().copied())
+            .or_else(|| {
+                let snap = self.inner.state.load();
+                snap.listener.as_ref()?.app_ports.first().copied()
+            })
     }
 }
 
@@ -129,6 +154,7 @@ pub async fn serve<T: Transport>(
     transport: Arc<T>,
     mut drain: Drain,
 ) {
+    let limit = proxy::limit::ConnLimit::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -142,13 +168,22 @@ pub async fn serve<T: Transport>(
             },
             () = drain.signaled() => return,
         };
-        tokio::spawn(connection(
-            stream,
-            peer,
-            ctx.clone(),
-            transport.clone(),
-            drain.clone(),
-        ));
+        let max = ctx
+            .inner
+            .state
+            .load()
+            .listener
+            .as_ref()
+            .and_then(|l| l.max_connections);
+        let Some(permit) = limit.try_acquire(max) else {
+            Cause::ConnectionLimit.record(&peer);
+            continue;
+        };
+        let (ctx, transport, drain) = (ctx.clone(), transport.clone(), drain.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, ctx, transport, drain).await;
+            drop(permit);
+        });
     }
 }
 
@@ -216,7 +251,10 @@ async fn connection<T: Transport>(
             });
             proxy::server::serve_http(io, proto == Detected::Http2, max, svc, drain).await;
         }
-        Detected::MeshTcp(port) => to_app(&ctx, port, io).await,
+        Detected::MeshTcp(port) if ctx.hint_allowed(port) => to_app(&ctx, port, io).await,
+        Detected::MeshTcp(port) => {
+            Cause::NoRoute.record(&format_args!("preamble port {port} is not an app port"));
+        }
         Detected::Tls | Detected::Opaque => match ctx.default_port(orig_dst) {
             Some(port) => to_app(&ctx, port, io).await,
             None => Cause::NoRoute.record(&"inbound opaque connection without an app port"),

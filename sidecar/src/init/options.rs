@@ -10,8 +10,8 @@ pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
 pub const DEFAULT_INBOUND_PORT: u16 = 15006;
 /// Sidecar admin port: kubelet probes reach `/ready` here directly.
 pub const DEFAULT_ADMIN_PORT: u16 = 15000;
-/// DNS capture port: see `crate::dns::DEFAULT_DNS_PORT` for why 15053.
-pub const DEFAULT_DNS_PORT: u16 = 15053;
+/// DNS capture port (why 15053: see there).
+pub const DEFAULT_DNS_PORT: u16 = crate::dns::DEFAULT_DNS_PORT;
 /// The uid (and gid) the sidecar runs as. 1337 is the de-facto mesh convention (Istio and
 /// the injector templates use it), a uid no distribution assigns to a real user.
 pub const DEFAULT_PROXY_UID: u32 = 1337;

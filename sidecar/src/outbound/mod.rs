@@ -1,6 +1,19 @@
 //! Outbound: original destination or authority, route, balance, connect to the peer sidecar.
+//!
+//! A connection from the local app is classified (`SO_ORIGINAL_DST` port on the Listener's
+//! opaque / server-first lists skips detection; otherwise the first bytes decide). HTTP is
+//! served by hyper and each request goes: service (VIP of the original destination, else the
+//! authority with its namespace suffixes stripped; unknown names are asked of discovery) →
+//! first matching route rule → rate limit / fault → weighted backend → the service's
+//! pre-built balancer → endpoint (connect retried on another endpoint) → HTTP/2 to a peer
+//! sidecar (`x-mesh-app-port`, `x-mesh-orig-proto`) or the app's own protocol to an
+//! unmeshed endpoint. Opaque TCP, CONNECT and fixed local ports go to an endpoint behind the
+//! `MESH-TCP <port>` preamble. Non-mesh destinations in transparent mode pass through.
 
+mod forward;
 mod http;
+mod mirror;
+mod retry;
 mod target;
 mod tcp;
 
@@ -84,6 +97,7 @@ impl OutboundCtx {
 /// Serves the outbound listener (explicit proxy and transparent) until drain begins; live
 /// connections keep their `Drain` clone and finish on their own.
 pub async fn serve(listener: TcpListener, ctx: OutboundCtx, mut drain: Drain) {
+    let limit = proxy::limit::ConnLimit::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -97,7 +111,22 @@ pub async fn serve(listener: TcpListener, ctx: OutboundCtx, mut drain: Drain) {
             },
             () = drain.signaled() => return,
         };
-        tokio::spawn(connection(stream, peer, ctx.clone(), drain.clone()));
+        let max = ctx
+            .inner
+            .state
+            .load()
+            .listener
+            .as_ref()
+            .and_then(|l| l.max_connections);
+        let Some(permit) = limit.try_acquire(max) else {
+            proxy::Cause::ConnectionLimit.record(&peer);
+            continue;
+        };
+        let (ctx, drain) = (ctx.clone(), drain.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, ctx, drain).await;
+            drop(permit);
+        });
     }
 }
 

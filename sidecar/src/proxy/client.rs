@@ -2,8 +2,9 @@
 //! connection per endpoint.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use http::header::HOST;
@@ -19,7 +20,7 @@ use tokio::net::TcpStream;
 use super::body::ProxyBody;
 use super::error::Cause;
 
-/// Idle pooled HTTP/1 connections close after 90 s, matching the cluster default idle
+/// Idle pooled connections close after 90 s, matching the cluster default idle
 /// timeout and staying under common server keep-alive limits.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// HTTP/2 PING every 20 s on idle links detects a dead peer before a request does; a 10 s
@@ -34,9 +35,20 @@ pub struct Clients {
     h1: Client<HttpConnector, ProxyBody>,
     /// HTTP/2: one multiplexed connection per endpoint address. A DashMap read is an
     /// uncontended shard read lock; the connection itself is shared by every request.
-    h2: Arc<DashMap<SocketAddr, http2::SendRequest<ProxyBody>>>,
+    h2: Arc<DashMap<SocketAddr, PooledH2>>,
     connect_timeout: Duration,
 }
+
+/// A pooled HTTP/2 connection and when a request last used it.
+#[derive(Debug)]
+struct PooledH2 {
+    tx: http2::SendRequest<ProxyBody>,
+    last_used: AtomicU64,
+}
+
+/// A ready HTTP/2 connection to one endpoint (a handle on the shared connection).
+#[derive(Debug)]
+pub struct H2Conn(http2::SendRequest<ProxyBody>);
 
 /// A send failure: its cause and a human-readable chain.
 pub type SendError = (Cause, String);
@@ -44,6 +56,7 @@ pub type SendError = (Cause, String);
 // === impl Clients ===
 
 impl Clients {
+    /// Call on the data-path runtime: the idle-connection sweeper is spawned there.
     pub fn new(connect_timeout: Duration) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
@@ -55,7 +68,7 @@ impl Clients {
             .build(conn);
         Self {
             h1,
-            h2: Arc::default(),
+            h2: sweep(Arc::default()),
             connect_timeout,
         }
     }
@@ -64,31 +77,46 @@ impl Clients {
     /// authority or `Host` header is what the upstream sees as the authority.
     pub async fn send(
         &self,
-        mut req: Request<ProxyBody>,
+        req: Request<ProxyBody>,
         addr: SocketAddr,
         endpoint: &Authority,
         h2: bool,
     ) -> Result<Response<Incoming>, SendError> {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         if h2 {
-            // :authority carries the original authority; `Host` would duplicate it.
-            let authority = match req.headers_mut().remove(HOST) {
-                Some(h) => Authority::try_from(h.as_bytes()).ok(),
-                None => req.uri().authority().cloned(),
-            }
-            .unwrap_or_else(|| endpoint.clone());
-            *req.uri_mut() = uri(authority, pq)?;
-            *req.version_mut() = Version::HTTP_2;
-            let mut tx = self.h2_conn(addr).await?;
-            return tx
-                .send_request(req)
-                .await
-                .map_err(|e| (Cause::UpstreamReset, error_chain(&e)));
+            let conn = self.connect_h2(addr).await?;
+            return Self::send_h2(conn, req, endpoint).await;
         }
+        self.send_h1(req, endpoint).await
+    }
+
+    /// Sends over an HTTP/2 connection from [`Self::connect_h2`].
+    pub async fn send_h2(
+        mut conn: H2Conn,
+        mut req: Request<ProxyBody>,
+        endpoint: &Authority,
+    ) -> Result<Response<Incoming>, SendError> {
+        let pq = path_and_query(&req);
+        // :authority carries the original authority; `Host` would duplicate it.
+        let authority = match req.headers_mut().remove(HOST) {
+            Some(h) => Authority::try_from(h.as_bytes()).ok(),
+            None => req.uri().authority().cloned(),
+        }
+        .unwrap_or_else(|| endpoint.clone());
+        *req.uri_mut() = uri(authority, pq)?;
+        *req.version_mut() = Version::HTTP_2;
+        conn.0
+            .send_request(req)
+            .await
+            .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))
+    }
+
+    /// Sends over a pooled HTTP/1.1 connection to `endpoint` (the `Host` header is kept).
+    pub async fn send_h1(
+        &self,
+        mut req: Request<ProxyBody>,
+        endpoint: &Authority,
+    ) -> Result<Response<Incoming>, SendError> {
+        let pq = path_and_query(&req);
         *req.uri_mut() = uri(endpoint.clone(), pq)?;
         *req.version_mut() = Version::HTTP_11;
         self.h1
@@ -98,11 +126,14 @@ impl Clients {
     }
 
     /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed).
-    async fn h2_conn(&self, addr: SocketAddr) -> Result<http2::SendRequest<ProxyBody>, SendError> {
-        if let Some(tx) = self.h2.get(&addr).map(|c| c.clone())
-            && !tx.is_closed()
+    /// Separate from sending so a connect failure leaves the request unsent and retryable.
+    pub async fn connect_h2(&self, addr: SocketAddr) -> Result<H2Conn, SendError> {
+        if let Some(tx) = self.h2.get(&addr).map(|c| {
+            c.last_used.store(now_secs(), Ordering::Relaxed);
+            c.tx.clone()
+        }) && !tx.is_closed()
         {
-            return Ok(tx);
+            return Ok(H2Conn(tx));
         }
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err((Cause::ConnectTimeout, format!("connect to {addr}"))),
@@ -125,9 +156,50 @@ impl Clients {
         });
         // Concurrent first requests may each connect; the last one stays pooled and the others
         // serve their own request and close when idle.
-        self.h2.insert(addr, tx.clone());
-        Ok(tx)
+        self.h2.insert(
+            addr,
+            PooledH2 {
+                tx: tx.clone(),
+                last_used: AtomicU64::new(now_secs()),
+            },
+        );
+        Ok(H2Conn(tx))
     }
+}
+
+/// Seconds since a process-wide base (coarse is enough for idling out connections).
+fn now_secs() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_secs()
+}
+
+/// Drops pooled HTTP/2 connections idle for `POOL_IDLE` (endpoints that left, or quiet ones)
+/// every `POOL_IDLE / 3`; hyper closes a connection once its last handle is gone and its
+/// streams are done. The sweeper ends with the pool.
+fn sweep(pool: Arc<DashMap<SocketAddr, PooledH2>>) -> Arc<DashMap<SocketAddr, PooledH2>> {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&pool);
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(POOL_IDLE / 3).await;
+                let Some(pool) = weak.upgrade() else { return };
+                let now = now_secs();
+                pool.retain(|_, c| {
+                    !c.tx.is_closed()
+                        && now.saturating_sub(c.last_used.load(Ordering::Relaxed))
+                            < POOL_IDLE.as_secs()
+                });
+            }
+        });
+    }
+    pool
+}
+
+fn path_and_query<B>(req: &Request<B>) -> PathAndQuery {
+    req.uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 fn uri(authority: Authority, pq: PathAndQuery) -> Result<Uri, SendError> {

@@ -182,6 +182,8 @@ pub async fn detect<T: AsyncRead + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy;
+
     use super::*;
 
     #[test]
@@ -220,6 +222,30 @@ mod tests {
             classify(b"GET / SSH-2.0\r\n"),
             Verdict::Known(Detected::Opaque)
         );
+    }
+
+    proptest::proptest! {
+        /// Once a prefix has a verdict, no longer input asks for more bytes again (the same
+        /// property the `detect` fuzz target checks, here on random and HTTP-like inputs).
+        #[test]
+        fn verdicts_are_monotonic(
+            data in proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                "[A-Z]{1,8} /[a-z?=&]{0,10} HTTP/1\\.[01]\r\n".prop_map(String::into_bytes),
+            ]
+        ) {
+            let mut known = false;
+            for end in 0..=data.len() {
+                match classify(&data[..end]) {
+                    Verdict::NeedMore => proptest::prop_assert!(!known),
+                    Verdict::Preamble(_, len) => {
+                        proptest::prop_assert!(len <= end);
+                        known = true;
+                    }
+                    Verdict::Known(_) => known = true,
+                }
+            }
+        }
     }
 
     #[tokio::test]

@@ -43,9 +43,11 @@ pub enum Cause {
     FaultAbort,
     #[error("app-unavailable")]
     AppUnavailable,
+    #[error("connection-limit")]
+    ConnectionLimit,
 }
 
-const ALL: [Cause; 15] = [
+const ALL: [Cause; 16] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -61,6 +63,7 @@ const ALL: [Cause; 15] = [
     Cause::CircuitOpen,
     Cause::FaultAbort,
     Cause::AppUnavailable,
+    Cause::ConnectionLimit,
 ];
 
 /// Process-wide count per cause, for the metrics exporter (one relaxed add per error).
@@ -86,6 +89,7 @@ impl Cause {
             Self::CircuitOpen => "circuit-open",
             Self::FaultAbort => "fault-abort",
             Self::AppUnavailable => "app-unavailable",
+            Self::ConnectionLimit => "connection-limit",
         }
     }
 
@@ -101,6 +105,7 @@ impl Cause {
             | Self::AllEjected
             | Self::CircuitOpen
             | Self::AppUnavailable
+            | Self::ConnectionLimit
             | Self::FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectRefused | Self::UpstreamReset | Self::DetectTimeout => {
                 StatusCode::BAD_GATEWAY

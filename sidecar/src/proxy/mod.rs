@@ -8,6 +8,7 @@ pub mod error;
 pub mod guard;
 pub mod headers;
 pub mod io;
+pub mod limit;
 pub mod orig_dst;
 pub mod server;
 pub mod tcp;

@@ -219,14 +219,13 @@ where
     // A never-polled clone: the source of every later replay.
     let replay = body.try_replay();
     let mut next_body = Some(body);
-    let mut avoid = None;
     let mut _retry_permit = None;
+    let mut endpoint = match pick(None) {
+        Ok(e) => e,
+        Err(cause) => return fail(cause, info),
+    };
 
     loop {
-        let endpoint = match pick(avoid) {
-            Ok(e) => e,
-            Err(cause) => return fail(cause, info),
-        };
         let Some(body) = next_body
             .take()
             .or_else(|| replay.as_ref().and_then(|r| r.try_replay()))
@@ -268,6 +267,15 @@ where
                 return finish(result, info, request_permit);
             }
         };
+        if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
+            // No time left for another try: the failure at hand is the honest answer.
+            return finish(result, info, request_permit);
+        }
+        // Chosen before the failed result is released, so that when no other endpoint is
+        // left the client still gets the original failure rather than `no-endpoints`.
+        let Ok(next) = pick(Some(endpoint)) else {
+            return finish(result, info, request_permit);
+        };
         // The permit for the coming retry; the previous retry's is released here.
         _retry_permit = match cluster.circuit.try_acquire(Resource::Retry) {
             Ok(p) => Some(p),
@@ -278,14 +286,10 @@ where
             tracing::debug!(cause = Cause::BudgetExhausted.as_str(), "retry refused");
             return finish(result, info, request_permit);
         }
-        if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
-            // No time left for another try: the failure at hand is the honest answer.
-            return finish(result, info, request_permit);
-        }
         // Release the failed response's connection before waiting.
         drop(result);
         tokio::time::sleep(backoff).await;
-        avoid = Some(endpoint);
+        endpoint = next;
     }
 }
 

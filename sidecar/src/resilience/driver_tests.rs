@@ -362,3 +362,27 @@ fn error_responses_describe_themselves() {
     assert_eq!(r.status(), 504);
     assert_eq!(r.headers()[X_MESH_ERROR], "timeout:request");
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_endpoint_left_for_the_retry_returns_the_original_failure() {
+    let c = cluster(1);
+    let p = policy(&["5xx"], 3);
+    let cp = CallPolicy {
+        retry: Some(&p),
+        ..Default::default()
+    };
+    let resp = call_with_retries(
+        &c,
+        &cp,
+        req(http::Method::GET, b""),
+        |avoid| match avoid {
+            None => Ok(0),
+            Some(_) => Err(Cause::AllEjected),
+        },
+        |_, _| async { status(503) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.extensions().get::<CallInfo>().unwrap().attempts, 1);
+}

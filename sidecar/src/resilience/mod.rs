@@ -52,6 +52,11 @@
 //! }
 //! ```
 //!
+//! Connections: the connector takes a [`Resource::Connection`] permit per upstream connection
+//! (held by the connection task) and a [`Resource::Pending`] one while a request waits for a
+//! pooled connection; the driver itself takes the request and retry permits. On the inbound
+//! listener, [`ConnectionLimiter::try_accept`] runs before anything else is read.
+//!
 //! The balancer should also feed its EWMA with failures (a fast failure must not look like a
 //! fast endpoint); the driver reports every attempt's outcome to the outlier detector itself.
 
@@ -79,7 +84,9 @@ pub use driver::{
 pub use errors::{Cause, CauseCounters, TimeoutKind, X_MESH_ERROR};
 pub use health::{CheckKind, HealthCheckConfig, HealthChecker, HealthStatus, StandardProbe};
 pub use outlier::{OutlierConfig, OutlierDetector};
-pub use ratelimit::{ConnectionLimiter, RateLimitConfig, RateLimiter, RetryAfter, TokenBucket};
+pub use ratelimit::{
+    ConnPermit, ConnectionLimiter, RateLimitConfig, RateLimiter, RetryAfter, TokenBucket,
+};
 pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use retry::{Decision, Outcome, RetryOn, RetryPolicy, Stop, should_retry};
 pub use timeouts::{TimeoutBody, Timeouts};

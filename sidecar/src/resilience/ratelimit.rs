@@ -5,11 +5,10 @@
 //! exact wait until the next token falls out of the same arithmetic.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Distinct source identities tracked per route. Identities are workload certificates from
@@ -65,11 +64,26 @@ pub struct RateLimiter {
 }
 
 /// Caps concurrent connections on a listener; excess connections are refused and counted.
+///
+/// Atomic counters rather than a semaphore so the cap can follow the Listener resource at
+/// runtime ([`ConnectionLimiter::set_max`]) without tracking forgotten permits.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimiter {
-    sem: Arc<Semaphore>,
-    max: usize,
-    refused: Arc<AtomicU64>,
+    inner: Arc<LimiterState>,
+}
+
+#[derive(Debug)]
+struct LimiterState {
+    active: AtomicUsize,
+    max: AtomicUsize,
+    refused: AtomicU64,
+}
+
+/// One admitted connection; releases its slot when dropped.
+#[must_use = "the connection slot is released when the permit is dropped"]
+#[derive(Debug)]
+pub struct ConnPermit {
+    inner: Arc<LimiterState>,
 }
 
 // === impl RetryAfter ===
@@ -176,43 +190,62 @@ impl RateLimiter {
 impl ConnectionLimiter {
     /// A limiter admitting `max` concurrent connections (0 = [`DEFAULT_MAX_CONNECTIONS`]).
     pub fn new(max: usize) -> Self {
+        let l = ConnectionLimiter {
+            inner: Arc::new(LimiterState {
+                active: AtomicUsize::new(0),
+                max: AtomicUsize::new(0),
+                refused: AtomicU64::new(0),
+            }),
+        };
+        l.set_max(max);
+        l
+    }
+
+    /// Changes the cap (0 = default). Connections above a lowered cap are not cut; new ones
+    /// wait until the count drops below it.
+    pub fn set_max(&self, max: usize) {
         let max = if max == 0 {
             DEFAULT_MAX_CONNECTIONS
         } else {
             max
         };
-        ConnectionLimiter {
-            sem: Arc::new(Semaphore::new(max)),
-            max,
-            refused: Arc::new(AtomicU64::new(0)),
-        }
+        self.inner.max.store(max, Ordering::Release);
     }
 
     /// A permit to keep for the connection's lifetime, or `None` (counted) when full: the
     /// caller closes the connection at once instead of queuing it.
-    pub fn try_accept(&self) -> Option<OwnedSemaphorePermit> {
-        match self.sem.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+    pub fn try_accept(&self) -> Option<ConnPermit> {
+        let s = &self.inner;
+        // Add, then check, then undo: two accepts can never both take the last slot.
+        if s.active.fetch_add(1, Ordering::AcqRel) >= s.max.load(Ordering::Acquire) {
+            s.active.fetch_sub(1, Ordering::AcqRel);
+            s.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
+        Some(ConnPermit {
+            inner: self.inner.clone(),
+        })
     }
 
     /// Connections refused so far.
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        self.inner.refused.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
     pub fn active(&self) -> usize {
-        self.max - self.sem.available_permits()
+        self.inner.active.load(Ordering::Acquire)
     }
 
     /// The cap.
     pub fn max(&self) -> usize {
-        self.max
+        self.inner.max.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.inner.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -302,5 +335,13 @@ mod tests {
         drop(a);
         assert!(cl.try_accept().is_some());
         assert_eq!(ConnectionLimiter::new(0).max(), DEFAULT_MAX_CONNECTIONS);
+        // The cap follows config at runtime.
+        cl.set_max(1);
+        assert!(cl.try_accept().is_none(), "one open, cap lowered to one");
+        assert_eq!(cl.refused(), 2);
+        cl.set_max(3);
+        let _c = cl.try_accept().unwrap();
+        let _d = cl.try_accept().unwrap();
+        assert_eq!(cl.active(), 3);
     }
 }

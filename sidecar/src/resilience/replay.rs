@@ -54,6 +54,14 @@ struct Shared<B> {
 
 // === impl ReplayBody ===
 
+impl<B> std::fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayBody")
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B> ReplayBody<B>
 where
     B: Body<Data = Bytes> + Unpin,

@@ -1,16 +1,19 @@
-//! Glue to the sidecar's data path: resilience config from the domain model (`state`), per-cluster state kept across requests, and cause mapping to and from `proxy::Cause`.
+//! Glue to the sidecar's data path: resilience config from the domain model (`state`), per-cluster and per-rule state kept across requests, and cause mapping to and from `proxy::Cause`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
+use http::{HeaderValue, Response};
 
 use super::budget::BudgetConfig;
 use super::circuit::{CircuitLimits, DEFAULT_MAX, DEFAULT_MAX_RETRIES};
 use super::driver::{ClusterConfig, ClusterResilience};
 use super::errors::{Cause, TimeoutKind};
 use super::outlier::OutlierConfig;
+use super::ratelimit::{RateLimitConfig, RateLimiter, RetryAfter};
 use super::retry::{RetryOn, RetryPolicy, grpc_code};
-use crate::proxy::Cause as ProxyCause;
+use crate::balance::LbEndpoint;
+use crate::proxy::{Cause as ProxyCause, ProxyBody};
 use crate::state;
 
 /// Per-cluster resilience state (budget, circuit breaker) kept across requests and config
@@ -18,6 +21,61 @@ use crate::state;
 #[derive(Debug, Default)]
 pub struct ClusterRegistry {
     clusters: DashMap<state::Name, (ClusterConfig, Arc<ClusterResilience>)>,
+}
+
+/// Token buckets per route rule, kept across requests; a rule replaced by a config update
+/// gets a fresh bucket.
+#[derive(Debug, Default)]
+pub struct RouteLimits {
+    /// Keyed by the rule's address; the `Weak` proves the key still names the same rule.
+    rules: DashMap<usize, (Weak<state::RouteRule>, Arc<RateLimiter>)>,
+}
+
+// === impl RouteLimits ===
+
+impl RouteLimits {
+    /// Admits one request under `rule`'s rate limit (if it has one), or says how long to
+    /// wait. `source` is the peer identity where known (per-source buckets).
+    pub fn check(
+        &self,
+        rule: &Arc<state::RouteRule>,
+        source: Option<&str>,
+    ) -> Result<(), RetryAfter> {
+        let Some(rl) = &rule.rate_limit else {
+            return Ok(());
+        };
+        let key = Arc::as_ptr(rule) as usize;
+        if let Some(entry) = self.rules.get(&key)
+            && entry.0.as_ptr() == Arc::as_ptr(rule)
+        {
+            return entry.1.check(source);
+        }
+        let cfg = RateLimitConfig {
+            requests_per_second: rl.requests_per_second,
+            burst: rl.burst,
+            per_source: rl.per_source,
+        };
+        // A zero rate is rejected at conversion; should one slip through, do not limit.
+        let Ok(limiter) = RateLimiter::new(cfg) else {
+            return Ok(());
+        };
+        // Rules replaced by config updates are dropped when a new rule is first seen.
+        self.rules.retain(|_, (weak, _)| weak.strong_count() > 0);
+        let limiter = Arc::new(limiter);
+        self.rules
+            .insert(key, (Arc::downgrade(rule), limiter.clone()));
+        limiter.check(source)
+    }
+}
+
+/// The 429 for a rate-limited request: `x-mesh-error: rate-limited` and `Retry-After`.
+pub fn rate_limited(wait: RetryAfter, detail: &dyn std::fmt::Display) -> Response<ProxyBody> {
+    let mut rsp = ProxyCause::RateLimited.respond(detail);
+    rsp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(wait.header_secs()),
+    );
+    rsp
 }
 
 // === impl ClusterRegistry ===
@@ -112,6 +170,34 @@ impl From<&state::RetryPolicy> for RetryPolicy {
     }
 }
 
+/// The driver's `pick` for a balancer pool: the endpoint already chosen for the first attempt
+/// (`first`, taken), else up to three balancer picks looking for one other than `avoid` (the
+/// endpoint that just failed); the failed one again when it is the only choice.
+pub fn pick_index<'a>(
+    members: &[Arc<LbEndpoint>],
+    first: Option<Arc<LbEndpoint>>,
+    avoid: Option<usize>,
+    mut pick: impl FnMut() -> Option<&'a Arc<LbEndpoint>>,
+) -> Result<usize, Cause> {
+    let index = |e: &Arc<LbEndpoint>| members.iter().position(|m| Arc::ptr_eq(m, e));
+    if let Some(e) = first {
+        return index(&e).ok_or(Cause::NoEndpoints);
+    }
+    let mut last = None;
+    // Three tries: P2C picks two random endpoints, so missing the failed one three times in a
+    // row is unlikely unless it is the only available one.
+    for _ in 0..3 {
+        let Some(i) = pick().and_then(index) else {
+            break;
+        };
+        if Some(i) != avoid {
+            return Ok(i);
+        }
+        last = Some(i);
+    }
+    last.ok_or(Cause::NoEndpoints)
+}
+
 /// The resilience cause of a data-path send failure.
 pub fn from_proxy_cause(c: ProxyCause) -> Cause {
     match c {
@@ -127,13 +213,14 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
         ProxyCause::AuthzDenied => Cause::AuthzDenied,
         ProxyCause::RateLimited => Cause::RateLimited,
         ProxyCause::CircuitOpen => Cause::CircuitOpen,
+        ProxyCause::ConnectionLimit => Cause::ConnectionLimit,
         ProxyCause::FaultAbort | ProxyCause::AppUnavailable => Cause::UpstreamError,
     }
 }
 
 /// The data-path cause for the response to the client. Causes the data path has no variant
-/// for map to the nearest one (per-try and idle timeouts are timeouts; a refused stream that
-/// exhausted its retries is a reset).
+/// for map to the nearest one (per-try and idle timeouts are request timeouts; a refused
+/// stream that exhausted its retries, or an upstream protocol error, is a reset).
 pub fn to_proxy_cause(c: Cause) -> ProxyCause {
     match c {
         Cause::NoRoute => ProxyCause::NoRoute,
@@ -148,8 +235,8 @@ pub fn to_proxy_cause(c: Cause) -> ProxyCause {
         Cause::UpstreamReset
         | Cause::RefusedStream
         | Cause::UpstreamError
-        | Cause::BudgetExhausted
-        | Cause::ConnectionLimit => ProxyCause::UpstreamReset,
+        | Cause::BudgetExhausted => ProxyCause::UpstreamReset,
+        Cause::ConnectionLimit => ProxyCause::ConnectionLimit,
         Cause::BadRequest => ProxyCause::BadRequest,
         Cause::DetectTimeout => ProxyCause::DetectTimeout,
     }

@@ -4,6 +4,7 @@ mod cluster;
 pub mod convert;
 mod endpoint;
 mod handle;
+mod limiter;
 mod policy;
 mod route;
 mod snapshot;
@@ -17,6 +18,7 @@ pub use cluster::{
 pub use convert::ConvertError;
 pub use endpoint::{Endpoint, EndpointState, Endpoints};
 pub use handle::StateHandle;
+pub use limiter::Gcra;
 pub use policy::{
     AuthorizationPolicy, AuthzAction, AuthzRule, Listener, Runtime, SourceMatch, TlsMode,
 };

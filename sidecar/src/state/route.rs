@@ -144,4 +144,7 @@ pub struct RateLimit {
     pub requests_per_second: u32,
     pub burst: u32,
     pub per_source: bool,
+    /// The rule's limiter. It lives with the converted rule, so it persists across snapshot
+    /// updates that keep the Route and starts afresh when the Route changes.
+    pub limiter: Arc<super::limiter::Gcra>,
 }

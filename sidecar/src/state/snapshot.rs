@@ -58,6 +58,15 @@ impl Snapshot {
         self.vips.get(&dst)
     }
 
+    /// The interned name of a routable service (one with a route, endpoints or a cluster).
+    pub fn service_key(&self, service: &str) -> Option<Name> {
+        self.lbs
+            .get_key_value(service)
+            .map(|(k, _)| k)
+            .or_else(|| self.routes.get_key_value(service).map(|(k, _)| k))
+            .cloned()
+    }
+
     /// True when `service` is known to the proxy (routable or answered as absent).
     pub fn knows(&self, service: &str) -> bool {
         self.lbs.contains_key(service)
@@ -77,12 +86,16 @@ impl Snapshot {
             let old = prev.lbs.get(name);
             let lb = match old {
                 Some(old) if old.inputs_are(cluster, endpoints) => old.clone(),
-                _ => Arc::new(ServiceLb::build(
-                    name.clone(),
-                    cluster.cloned(),
-                    endpoints.cloned(),
-                    old.map(|o| &**o),
-                )),
+                _ => {
+                    let lb = Arc::new(ServiceLb::build(
+                        name.clone(),
+                        cluster.cloned(),
+                        endpoints.cloned(),
+                        old.map(|o| &**o),
+                    ));
+                    crate::balance::watch_health(&lb);
+                    lb
+                }
             };
             lbs.insert(name.clone(), lb);
         }

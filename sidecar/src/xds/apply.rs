@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use mesh_proto::types::v1::{Resource, resource::Kind};
 
+use super::LocalListener;
 use super::store::{kind_of, url_of};
 use crate::state::{
     AuthorizationPolicy, Cluster, ConvertError, Endpoints, Listener, Name, ResourceKind, Route,
@@ -42,8 +43,37 @@ enum Converted {
     Runtime(Arc<Runtime>),
 }
 
+/// A resource converted, with its name and version.
+type Item = (Name, Name, Converted);
+
 /// Converts every resource of `changes`, then publishes them in one snapshot update.
-pub fn apply(state: &StateHandle, changes: &[Change<'_>]) -> Result<(), Rejected> {
+pub fn apply(
+    state: &StateHandle,
+    local: &LocalListener,
+    changes: &[Change<'_>],
+) -> Result<(), Rejected> {
+    let converted = convert_all(changes)?;
+    state.update(|snap| {
+        for (change, items) in converted {
+            for name in change.removed {
+                remove(snap, local, change.kind, name);
+            }
+            for (name, version, c) in items {
+                insert(snap, local, name, version, c);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Checks that every resource of `change` converts, without touching any state.
+pub fn validate(change: &Change<'_>) -> Result<(), Rejected> {
+    convert_all(std::slice::from_ref(change)).map(drop)
+}
+
+fn convert_all<'c, 'a>(
+    changes: &'c [Change<'a>],
+) -> Result<Vec<(&'c Change<'a>, Vec<Item>)>, Rejected> {
     let mut converted = Vec::with_capacity(changes.len());
     for change in changes {
         let mut items = Vec::with_capacity(change.updated.len());
@@ -62,17 +92,7 @@ pub fn apply(state: &StateHandle, changes: &[Change<'_>]) -> Result<(), Rejected
         }
         converted.push((change, items));
     }
-    state.update(|snap| {
-        for (change, items) in converted {
-            for name in change.removed {
-                remove(snap, change.kind, name);
-            }
-            for (name, version, c) in items {
-                insert(snap, name, version, c);
-            }
-        }
-    });
-    Ok(())
+    Ok(converted)
 }
 
 fn convert(kind: ResourceKind, r: &Resource) -> Result<Converted, ConvertError> {
@@ -144,10 +164,10 @@ fn within<T>(outer: &str, r: Result<T, ConvertError>) -> Result<T, ConvertError>
     })
 }
 
-fn insert(snap: &mut Snapshot, name: Name, version: Name, c: Converted) {
+fn insert(snap: &mut Snapshot, local: &LocalListener, name: Name, version: Name, c: Converted) {
     let kind = match c {
         Converted::Listener(l) => {
-            snap.listener = Some(l);
+            snap.listener = Some(local.merge(&l));
             ResourceKind::Listener
         }
         Converted::Route(r) => {
@@ -177,12 +197,12 @@ fn insert(snap: &mut Snapshot, name: Name, version: Name, c: Converted) {
     snap.versions.insert((kind, name), version);
 }
 
-fn remove(snap: &mut Snapshot, kind: ResourceKind, name: &str) {
+fn remove(snap: &mut Snapshot, local: &LocalListener, kind: ResourceKind, name: &str) {
     let key = Name::from(name);
     match kind {
         ResourceKind::Listener => {
             if snap.listener.as_ref().is_some_and(|l| *l.name == *name) {
-                snap.listener = None;
+                snap.listener = local.baseline();
             }
         }
         ResourceKind::Route => drop(snap.routes.remove(name)),
@@ -245,14 +265,24 @@ mod tests {
     fn one_bad_resource_rejects_the_batch() {
         let state = StateHandle::default();
         let good = [endpoints("a", "127.0.0.1:1")];
-        apply(&state, &[change(ResourceKind::Endpoints, &good, &[])]).unwrap();
+        apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &good, &[])],
+        )
+        .unwrap();
         let before = state.snapshot().generation;
 
         let mixed = [
             endpoints("b", "127.0.0.1:2"),
             endpoints("c", "not-an-address"),
         ];
-        let err = apply(&state, &[change(ResourceKind::Endpoints, &mixed, &[])]).unwrap_err();
+        let err = apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &mixed, &[])],
+        )
+        .unwrap_err();
         assert_eq!(err.name, "c");
         assert!(err.detail.starts_with("endpoints.endpoints[0]"), "{err}");
         let snap = state.snapshot();
@@ -264,11 +294,21 @@ mod tests {
     fn kind_must_match_type_and_name() {
         let state = StateHandle::default();
         let r = [endpoints("a", "127.0.0.1:1")];
-        let err = apply(&state, &[change(ResourceKind::Route, &r, &[])]).unwrap_err();
+        let err = apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Route, &r, &[])],
+        )
+        .unwrap_err();
         assert!(err.detail.starts_with("kind:"), "{err}");
         let mut renamed = endpoints("a", "127.0.0.1:1");
         renamed.name = "x".into();
-        let err = apply(&state, &[change(ResourceKind::Endpoints, &[renamed], &[])]).unwrap_err();
+        let err = apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &[renamed], &[])],
+        )
+        .unwrap_err();
         assert!(err.detail.starts_with("endpoints.service:"), "{err}");
     }
 
@@ -276,10 +316,20 @@ mod tests {
     fn removal_marks_a_service_absent_until_it_appears() {
         let state = StateHandle::default();
         let removed = ["ghost".to_string()];
-        apply(&state, &[change(ResourceKind::Cluster, &[], &removed)]).unwrap();
+        apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Cluster, &[], &removed)],
+        )
+        .unwrap();
         assert!(state.snapshot().absent.contains("ghost"));
         let eps = [endpoints("ghost", "127.0.0.1:1")];
-        apply(&state, &[change(ResourceKind::Endpoints, &eps, &[])]).unwrap();
+        apply(
+            &state,
+            &LocalListener::default(),
+            &[change(ResourceKind::Endpoints, &eps, &[])],
+        )
+        .unwrap();
         let snap = state.snapshot();
         assert!(!snap.absent.contains("ghost"));
         assert_eq!(

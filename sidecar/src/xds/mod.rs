@@ -7,10 +7,12 @@
 pub mod apply;
 pub mod backoff;
 mod client;
+mod local;
+mod pending;
 pub mod persist;
 pub mod store;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, SystemTime};
@@ -20,7 +22,8 @@ use mesh_proto::types::v1::Resource;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, SNAPSHOT_FALLBACK_AFTER};
+pub use local::LocalListener;
 pub use store::ResourceStore;
 
 use crate::admin::Health;
@@ -71,6 +74,8 @@ struct Shared {
     applied: watch::Sender<u64>,
     /// Services to subscribe to; `None` when no client runs.
     requests: Option<mpsc::UnboundedSender<String>>,
+    /// Listener settings from flags, merged into every applied Listener.
+    local: LocalListener,
 }
 
 /// On-demand service subscriptions and which (kind, name) pairs have had an answer.
@@ -90,7 +95,7 @@ const SERVICE_KINDS: [ResourceKind; 3] = [
 // === impl Discovery ===
 
 impl Discovery {
-    fn new(requests: Option<mpsc::UnboundedSender<String>>) -> Self {
+    fn new(requests: Option<mpsc::UnboundedSender<String>>, local: LocalListener) -> Self {
         Self {
             shared: Arc::new(Shared {
                 store: ArcSwap::default(),
@@ -100,6 +105,7 @@ impl Discovery {
                 subs: parking_lot::Mutex::default(),
                 applied: watch::channel(0).0,
                 requests,
+                local,
             }),
         }
     }
@@ -174,17 +180,45 @@ impl Discovery {
     /// Applies `resources` as the whole config, without a control plane (`--static-config`).
     pub fn start_static(
         resources: &[Resource],
+        local: LocalListener,
         state: &StateHandle,
         health: &Health,
     ) -> Result<Self, apply::Rejected> {
-        let this = Self::new(None);
+        let this = Self::new(None, local);
         this.install(resources, &[], state, ConfigSource::Static)?;
         health.set_config_applied();
         Ok(this)
     }
 
-    /// Applies a full resource set atomically (snapshot file or static config) and records every
-    /// service it names as answered.
+    /// Without a control plane nothing new can arrive: answers every service the data path asks
+    /// for as absent at once, so it answers `no-route` instead of waiting for discovery.
+    /// Runs until the state handle is gone.
+    pub async fn answer_wants_as_absent(&self, state: StateHandle) {
+        let mut wanted = state.wanted();
+        loop {
+            let names: Vec<String> = wanted
+                .borrow_and_update()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            if !names.is_empty() {
+                let change = apply::Change {
+                    kind: ResourceKind::Cluster,
+                    updated: &[],
+                    removed: &names,
+                };
+                // Removals of unknown names always convert.
+                let _ = apply::apply(&state, &self.shared.local, &[change]);
+            }
+            if wanted.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Applies a resource set atomically (snapshot file or static config) and records every
+    /// service it names as answered. Resources already applied from the control plane are newer
+    /// and are kept.
     fn install(
         &self,
         resources: &[Resource],
@@ -192,39 +226,65 @@ impl Discovery {
         state: &StateHandle,
         source: ConfigSource,
     ) -> Result<(), apply::Rejected> {
-        let store = ResourceStore::from_resources(resources);
-        let mut by_kind: Vec<(ResourceKind, Vec<Resource>)> = Vec::new();
-        for (kind, r) in store.iter() {
-            match by_kind.last_mut() {
-                Some((k, list)) if *k == kind => list.push(r.clone()),
-                _ => by_kind.push((kind, vec![r.clone()])),
+        let current = self.store();
+        let mut by_kind: BTreeMap<ResourceKind, Vec<Resource>> = BTreeMap::new();
+        for r in resources {
+            let Some(kind) = store::kind_of(r) else {
+                return Err(apply::Rejected {
+                    type_url: "(none)",
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    detail: "kind: not set".into(),
+                });
+            };
+            if current.get(kind, &r.name).is_none() {
+                by_kind.entry(kind).or_default().push(r.clone());
             }
         }
-        let changes: Vec<apply::Change<'_>> = by_kind
+        // Listed services without any resource were answered as absent: keep them so.
+        let absent: Vec<String> = services
             .iter()
-            .map(|(kind, list)| apply::Change {
-                kind: *kind,
-                updated: list,
-                removed: &[],
+            .filter(|s| {
+                SERVICE_KINDS.iter().all(|k| {
+                    current.get(*k, s).is_none()
+                        && !by_kind
+                            .get(k)
+                            .is_some_and(|l| l.iter().any(|r| &r.name == *s))
+                })
             })
+            .cloned()
             .collect();
-        apply::apply(state, &changes)?;
+        let mut changes = vec![apply::Change {
+            kind: ResourceKind::Cluster,
+            updated: &[],
+            removed: &absent,
+        }];
+        changes.extend(by_kind.iter().map(|(kind, list)| apply::Change {
+            kind: *kind,
+            updated: list,
+            removed: &[],
+        }));
+        apply::apply(state, &self.shared.local, &changes)?;
+
+        let mut merged = (*current).clone();
+        for (kind, list) in &by_kind {
+            merged.apply(*kind, list, &[]);
+        }
         {
             let mut subs = self.shared.subs.lock();
-            subs.services.extend(services.iter().cloned());
-            for (kind, r) in store.iter() {
-                if SERVICE_KINDS.contains(&kind) {
-                    subs.services.insert(r.name.clone());
-                }
-            }
-            let services: Vec<String> = subs.services.iter().cloned().collect();
-            for s in services {
+            let named = by_kind
+                .iter()
+                .filter(|(k, _)| SERVICE_KINDS.contains(k))
+                .flat_map(|(_, list)| list.iter().map(|r| r.name.clone()));
+            let loaded: BTreeSet<String> = services.iter().cloned().chain(named).collect();
+            for s in loaded {
                 for k in SERVICE_KINDS {
                     subs.answered.insert((k, s.clone()));
                 }
+                subs.services.insert(s);
             }
         }
-        self.shared.store.store(Arc::new(store));
+        self.shared.store.store(Arc::new(merged));
         *self.shared.source.lock() = source;
         self.shared.applied.send_modify(|g| *g += 1);
         Ok(())
@@ -234,4 +294,32 @@ impl Discovery {
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn static_config_answers_unknown_services_as_absent() {
+        let state = StateHandle::default();
+        let health = Health::default();
+        let d = Discovery::start_static(&[], LocalListener::default(), &state, &health).unwrap();
+        assert!(health.is_ready());
+        let task = tokio::spawn({
+            let (d, state) = (d.clone(), state.clone());
+            async move { d.answer_wants_as_absent(state).await }
+        });
+        let mut changed = state.changed();
+        state.want("nosuch");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !state.snapshot().absent.contains("nosuch") {
+                changed.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("answered as absent");
+        assert!(state.snapshot().knows("nosuch"));
+        task.abort();
+    }
 }

@@ -148,6 +148,17 @@ impl CpStream {
         nonce
     }
 
+    /// Answers `service`'s cluster and route as absent (each ACK awaited), as a control plane
+    /// does for a service with endpoints only: its endpoints answer then completes the service.
+    pub async fn answer_no_cluster_no_route(&mut self, service: &str) {
+        use mesh_proto::type_url::{CLUSTER, ROUTE};
+        for t in [CLUSTER, ROUTE] {
+            let n = self.send(t, vec![], &[service]).await;
+            let reply = self.recv_reply(&n).await;
+            assert!(reply.error_detail.is_none(), "{reply:?}");
+        }
+    }
+
     /// Ends the stream with an error, as a control plane restart would.
     pub async fn fail(self) {
         let _ = self
@@ -359,4 +370,144 @@ pub async fn http(method: &str, url: &str) -> (u16, String) {
         .expect("body readable")
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+// === a test app behind the sidecars ===
+
+/// An HTTP/1.1 app on 127.0.0.1:0. `GET /slow…` announces its arrival on `arrivals` and answers
+/// only once the test calls [`App::release`]; any other path answers at once.
+pub struct App {
+    pub addr: SocketAddr,
+    pub arrivals: mpsc::UnboundedReceiver<()>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+use std::sync::Arc;
+
+impl App {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, arrivals) = mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = release.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((io, _)) = listener.accept().await else {
+                    return;
+                };
+                let (tx, gate) = (tx.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (tx, gate) = (tx.clone(), gate.clone());
+                            async move {
+                                if req.uri().path().starts_with("/slow") {
+                                    let _ = tx.send(());
+                                    gate.acquire().await.expect("gate open").forget();
+                                }
+                                let body = format!("app {}", req.uri().path());
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(body)),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            arrivals,
+            release,
+        }
+    }
+
+    /// Lets one held `/slow…` request answer.
+    pub fn release(&self) {
+        self.release.add_permits(1);
+    }
+
+    /// Waits until a `/slow…` request has reached the app.
+    pub async fn arrived(&mut self) {
+        tokio::time::timeout(WAIT, self.arrivals.recv())
+            .await
+            .expect("the request reaches the app")
+            .expect("app running");
+    }
+}
+
+/// A meshed endpoint: the server sidecar's inbound address in front of `app_port`.
+pub fn meshed_endpoints(
+    service: &str,
+    version: &str,
+    inbound: SocketAddr,
+    app_port: u16,
+) -> pb::Resource {
+    res(
+        service,
+        version,
+        Kind::Endpoints(pb::Endpoints {
+            service: service.into(),
+            endpoints: vec![pb::Endpoint {
+                address: inbound.to_string(),
+                weight: 1,
+                app_port: u32::from(app_port),
+                identity: format!("spiffe://cluster.local/ns/default/sa/{service}"),
+                ..Default::default()
+            }],
+        }),
+    )
+}
+
+/// `GET http://<host>/<path>` sent to the proxy at `proxy` (origin-form with a `Host` header).
+pub async fn get_via(proxy: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
+    use http_body_util::{BodyExt, Empty};
+    let io = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(proxy))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, tx.send_request(req))
+        .await
+        .map_err(|_| "response timed out".to_string())?
+        .map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Writes `resources` as a static config file and returns its path as a string.
+pub fn static_file(dir: &std::path::Path, name: &str, resources: &[pb::Resource]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(resources).unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Like [`eventually`] for an async condition.
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

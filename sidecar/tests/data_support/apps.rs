@@ -63,7 +63,8 @@ type AppBody = http_body_util::Either<http_body_util::Full<Bytes>, EchoBody>;
 
 /// The HTTP app: `name` identifies the instance in the body (`<name> <METHOD> <path> <version>`),
 /// every request header `x-*` is echoed back as `echo-x-*`, `/echo` streams the body back
-/// with trailers, `/slow` waits `delay` first, `/ws` upgrades and echoes bytes.
+/// with trailers, `/slow` waits `delay` first, `/ws` upgrades and echoes bytes, `/flaky`
+/// answers 503 to every odd-numbered request.
 pub async fn http_app(name: &'static str, delay: Duration) -> (SocketAddr, Arc<AppStats>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -93,7 +94,7 @@ async fn app_handle(
     stats: &AppStats,
     mut req: Request<Incoming>,
 ) -> Response<AppBody> {
-    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let n = stats.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let mut echo = HeaderMap::new();
     for (k, v) in req.headers() {
         if (k.as_str().starts_with("x-") || k == http::header::HOST)
@@ -125,6 +126,12 @@ async fn app_handle(
             .insert("connection", HeaderValue::from_static("upgrade"));
         rsp.headers_mut()
             .insert("upgrade", HeaderValue::from_static("websocket"));
+        return rsp;
+    }
+    if path == "/flaky" && n % 2 == 1 {
+        // Every other request fails: retries turn it into a success.
+        let mut rsp = Response::new(AppBody::Left("flaky".into()));
+        *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return rsp;
     }
     let line = format!("{name} {} {} {:?}", req.method(), req.uri(), req.version());

@@ -32,6 +32,9 @@ pub struct Pod {
     pub app: SocketAddr,
     pub inbound: SocketAddr,
     pub version: &'static str,
+    /// Drains the pod's inbound sidecar; only set by [`Mesh::pod_with_drain`] (otherwise the
+    /// mesh keeps it, so dropping a `Pod` never drains its sidecar).
+    pub trigger: Option<DrainTrigger>,
 }
 
 /// The client-side sidecar plus the shared state.
@@ -64,12 +67,19 @@ impl Mesh {
 
     /// Starts an inbound sidecar in front of `app` and returns the pod.
     pub async fn pod(&mut self, app: SocketAddr, version: &'static str) -> Pod {
+        let mut pod = self.pod_with_drain(app, version).await;
+        self.triggers.extend(pod.trigger.take());
+        pod
+    }
+
+    /// Like [`Self::pod`], but the caller owns the drain trigger.
+    pub async fn pod_with_drain(&mut self, app: SocketAddr, version: &'static str) -> Pod {
         let (trigger, inbound) = start_inbound(self.state.clone(), app.port()).await;
-        self.triggers.push(trigger);
         Pod {
             app,
             inbound,
             version,
+            trigger: Some(trigger),
         }
     }
 

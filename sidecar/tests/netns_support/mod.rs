@@ -58,8 +58,8 @@ fn init() {
     }
 }
 
-/// A workload: on each port of `APP_PORTS` (default `APP_PORT`) answers every request with
-/// `BODY` and reports the request and who called.
+/// A workload: on each port of `APP_PORTS` (default `APP_PORT`) answers every HTTP request
+/// with `BODY` (any other first line is echoed back) and reports the request and who called.
 fn app() {
     let ports = std::env::var("APP_PORTS").unwrap_or_else(|_| APP_PORT.to_string());
     let listeners: Vec<TcpListener> = ports
@@ -87,6 +87,12 @@ fn serve(listener: TcpListener) {
         let mut head = BufReader::new(conn.try_clone().unwrap());
         let mut request_line = String::new();
         let _ = head.read_line(&mut request_line);
+        if !request_line.contains(" HTTP/") {
+            // Not HTTP: a line-echo server, for opaque TCP.
+            println!("TCP {} FROM {peer}", request_line.trim());
+            let _ = conn.write_all(format!("echo: {request_line}").as_bytes());
+            continue;
+        }
         let mut line = String::new();
         while head.read_line(&mut line).is_ok_and(|n| n > 2) {
             line.clear();

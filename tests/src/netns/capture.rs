@@ -91,7 +91,9 @@ impl Capture {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
             child.wait()?;
         }
-        tcp_payloads(&super::read_all(&self.path)?)
+        let pcap = std::fs::read(&self.path)
+            .with_context(|| format!("reading the capture {}", self.path.display()))?;
+        tcp_payloads(&pcap)
     }
 }
 

@@ -98,6 +98,10 @@ impl TryFrom<&pb::RouteRule> for RouteRule {
                     requests_per_second: rl.requests_per_second,
                     burst: rl.burst.max(1),
                     per_source: rl.per_source,
+                    limiter: std::sync::Arc::new(crate::state::Gcra::new(
+                        rl.requests_per_second,
+                        rl.burst.max(1),
+                    )),
                 })
             }),
         })

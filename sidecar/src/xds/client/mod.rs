@@ -1,27 +1,27 @@
-//! The discovery stream: connect, subscribe, apply + ACK/NACK, reconnect with backoff.
+//! The discovery stream: connect, subscribe, reconnect with backoff, snapshot fallback.
+
+mod respond;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mesh_proto::discovery::v1::discovery_client::DiscoveryClient;
-use mesh_proto::discovery::v1::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, ErrorDetail, Node};
+use mesh_proto::discovery::v1::{DeltaDiscoveryRequest, Node};
 use mesh_proto::{WILDCARD, type_url};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
-use super::apply::{self, Change};
 use super::backoff::Backoff;
+use super::pending::Pending;
 use super::store::{kind_of_url, url_of};
-use super::{ConfigSource, Discovery, Nack, SERVICE_KINDS, persist, unix_ms};
+use super::{ConfigSource, Discovery, SERVICE_KINDS, persist};
 use crate::admin::Health;
 use crate::state::{ResourceKind, StateHandle};
 use crate::telemetry::Metrics;
 
-/// gRPC code sent in a NACK: INVALID_ARGUMENT, the config cannot be applied as it is.
-const NACK_CODE: i32 = 3;
 /// Requests queued towards the control plane: the initial burst (≤ 6 types) plus on-demand
 /// subscriptions; a full queue only delays this loop, never drops a request.
 const REQUEST_BUFFER: usize = 64;
@@ -32,6 +32,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// at most interval + timeout = 30 s, instead of the minutes TCP keepalive takes.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A control plane that accepts the stream but sends no usable config within this long after
+/// start-up counts as unreachable: the proxy serves its snapshot meanwhile (the control plane's
+/// answers replace it as they arrive). Same reasoning as the connect timeout.
+pub const SNAPSHOT_FALLBACK_AFTER: Duration = Duration::from_secs(5);
+
+/// Services the data path asked for through the state handle.
+type Wanted = tokio::sync::watch::Receiver<std::collections::BTreeSet<crate::state::Name>>;
 
 /// What the client needs to know about the proxy.
 #[derive(Debug, Clone)]
@@ -45,6 +52,11 @@ pub struct ClientConfig {
     /// Where the snapshot file lives; `None` = no snapshot.
     pub data_dir: Option<PathBuf>,
     pub backoff: Backoff,
+    /// Listener settings from flags.
+    pub local_listener: super::LocalListener,
+    /// Serve the snapshot if no config is applied this long after start
+    /// ([`SNAPSHOT_FALLBACK_AFTER`] in the binary).
+    pub snapshot_fallback_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +69,8 @@ enum StreamError {
     Status(#[from] tonic::Status),
     #[error("the request stream closed")]
     RequestsClosed,
+    #[error("the control plane did not open the stream within {0:?}")]
+    OpenTimeout(Duration),
 }
 
 /// Owns the discovery stream. Run it with [`Client::run`] on the control runtime.
@@ -67,7 +81,11 @@ pub struct Client {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     requests: mpsc::UnboundedReceiver<String>,
+    /// First answers of services not yet complete.
+    pending: Pending,
     tried_snapshot: bool,
+    /// When to fall back to the snapshot if no config has been applied by then.
+    fallback_at: tokio::time::Instant,
 }
 
 // === impl Client ===
@@ -80,7 +98,8 @@ impl Client {
         metrics: Arc<Metrics>,
     ) -> (Self, Discovery) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let discovery = Discovery::new(Some(tx));
+        let fallback_at = tokio::time::Instant::now() + cfg.snapshot_fallback_after;
+        let discovery = Discovery::new(Some(tx), cfg.local_listener.clone());
         {
             let mut subs = discovery.shared.subs.lock();
             subs.services.extend(cfg.eager_services.iter().cloned());
@@ -92,7 +111,9 @@ impl Client {
             health,
             metrics,
             requests: rx,
+            pending: Pending::default(),
             tried_snapshot: false,
+            fallback_at,
         };
         (client, discovery)
     }
@@ -112,7 +133,7 @@ impl Client {
                 Err(e) => warn!(error = %e, endpoint = %self.cfg.endpoint, "discovery stream down"),
             }
             self.set_connected(false);
-            if !self.health.config_applied() && !self.tried_snapshot {
+            if self.should_fall_back() {
                 self.tried_snapshot = true;
                 self.load_snapshot().await;
             }
@@ -131,10 +152,7 @@ impl Client {
         }
     }
 
-    async fn stream_once(
-        &mut self,
-        wanted: &mut tokio::sync::watch::Receiver<std::collections::BTreeSet<crate::state::Name>>,
-    ) -> Result<(), StreamError> {
+    async fn stream_once(&mut self, wanted: &mut Wanted) -> Result<(), StreamError> {
         let channel = tonic::transport::Endpoint::from_shared(self.cfg.endpoint.clone())
             .map_err(StreamError::Address)?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -157,11 +175,14 @@ impl Client {
                     .map_err(|_| StreamError::RequestsClosed)?;
             }
         }
-        let mut responses = client
-            .delta_stream(ReceiverStream::new(rx))
-            .await?
+        let open = client.delta_stream(ReceiverStream::new(rx));
+        let mut responses = tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .map_err(|_| StreamError::OpenTimeout(CONNECT_TIMEOUT))??
             .into_inner();
         self.set_connected(true);
+        // A new stream answers every subscription again from the start.
+        self.pending.clear();
         info!(endpoint = %self.cfg.endpoint, "discovery stream up");
 
         loop {
@@ -184,6 +205,10 @@ impl Client {
                                 .map_err(|_| StreamError::RequestsClosed)?;
                         }
                     }
+                }
+                () = tokio::time::sleep_until(self.fallback_at), if self.should_fall_back() => {
+                    self.tried_snapshot = true;
+                    self.load_snapshot().await;
                 }
                 Ok(()) = wanted.changed() => {
                     let new = self.add_wanted(wanted);
@@ -217,99 +242,9 @@ impl Client {
         Some(req)
     }
 
-    /// Applies one response all-or-nothing and builds its ACK or NACK. Returns whether the
-    /// applied config changed (to persist it).
-    fn handle(&mut self, resp: DeltaDiscoveryResponse) -> (DeltaDiscoveryRequest, bool) {
-        let nonce = resp.nonce.clone();
-        let Some(kind) = kind_of_url(&resp.type_url) else {
-            let error = format!("unknown type URL {:?}", resp.type_url);
-            return (self.nack(&resp.type_url, "unknown", nonce, error), false);
-        };
-        let url = url_of(kind);
-        let change = Change {
-            kind,
-            updated: &resp.resources,
-            removed: &resp.removed_resources,
-        };
-        if let Err(rejected) = apply::apply(&self.state, &[change]) {
-            return (self.nack(url, url, nonce, rejected.to_string()), false);
-        }
-
-        let mut store = (*self.discovery.store()).clone();
-        store.apply(kind, &resp.resources, &resp.removed_resources);
-        let changed = store != *self.discovery.store();
-        let shared = &self.discovery.shared;
-        shared.store.store(Arc::new(store));
-        {
-            let mut subs = shared.subs.lock();
-            let names = resp.resources.iter().map(|r| &r.name);
-            for name in names.chain(&resp.removed_resources) {
-                subs.answered.insert((kind, name.clone()));
-            }
-            if kind == ResourceKind::Listener {
-                subs.answered.insert((kind, WILDCARD.to_string()));
-            }
-        }
-        *shared.source.lock() = ConfigSource::ControlPlane;
-        shared.applied.send_modify(|g| *g += 1);
-        self.metrics.ack(url);
-        debug!(
-            type_url = url,
-            nonce,
-            updated = resp.resources.len(),
-            removed = resp.removed_resources.len(),
-            "applied"
-        );
-        self.check_ready();
-        let ack = DeltaDiscoveryRequest {
-            type_url: url.to_string(),
-            response_nonce: nonce,
-            ..Default::default()
-        };
-        (ack, changed)
-    }
-
-    fn nack(
-        &self,
-        type_url: &str,
-        label: &'static str,
-        nonce: String,
-        error: String,
-    ) -> DeltaDiscoveryRequest {
-        warn!(type_url, nonce, %error, "rejected config; the previous config stays in force");
-        self.metrics.nack(label);
-        self.discovery.shared.last_nack.store(Some(Arc::new(Nack {
-            type_url: type_url.to_string(),
-            nonce: nonce.clone(),
-            error: error.clone(),
-            at_unix_ms: unix_ms(SystemTime::now()),
-        })));
-        DeltaDiscoveryRequest {
-            type_url: type_url.to_string(),
-            response_nonce: nonce,
-            error_detail: Some(ErrorDetail {
-                code: NACK_CODE,
-                message: error,
-            }),
-            ..Default::default()
-        }
-    }
-
-    /// Ready once the proxy's own listener and authorization policy have been answered: what
-    /// the inbound side needs before it may serve peers.
-    fn check_ready(&self) {
-        let own = self.cfg.node.service.clone();
-        let ready = {
-            let subs = self.discovery.shared.subs.lock();
-            subs.answered
-                .contains(&(ResourceKind::Listener, WILDCARD.to_string()))
-                && subs
-                    .answered
-                    .contains(&(ResourceKind::AuthorizationPolicy, own))
-        };
-        if ready && self.health.set_config_applied() {
-            info!("first config from the control plane applied; ready");
-        }
+    /// True until a config is in force or the snapshot was tried once.
+    fn should_fall_back(&self) -> bool {
+        !self.tried_snapshot && !self.health.config_applied()
     }
 
     /// Records a subscription; true when it is new.
@@ -318,10 +253,7 @@ impl Client {
     }
 
     /// Records services the data path asked for through the state handle; returns new ones.
-    fn add_wanted(
-        &self,
-        wanted: &mut tokio::sync::watch::Receiver<std::collections::BTreeSet<crate::state::Name>>,
-    ) -> Vec<String> {
+    fn add_wanted(&self, wanted: &mut Wanted) -> Vec<String> {
         let names: Vec<String> = wanted
             .borrow_and_update()
             .iter()

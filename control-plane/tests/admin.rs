@@ -1,0 +1,462 @@
+//! Admin API over a real socket: authentication, and every validation rule answering
+//! InvalidArgument with the field named while the store stays unchanged.
+
+mod common;
+
+use common::*;
+use mesh_proto::admin::v1 as apb;
+use mesh_proto::admin::v1::admin_client::AdminClient;
+use mesh_proto::types::v1 as pb;
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn backend(service: &str, weight: u32) -> pb::WeightedBackend {
+    pb::WeightedBackend {
+        service: service.into(),
+        subset: String::new(),
+        weight,
+    }
+}
+
+fn rule(backends: Vec<pb::WeightedBackend>) -> pb::RouteRule {
+    pb::RouteRule {
+        backends,
+        ..Default::default()
+    }
+}
+
+fn prefix(p: &str) -> pb::RouteMatch {
+    pb::RouteMatch {
+        path: Some(pb::PathMatch {
+            kind: pb::PathMatchKind::Prefix as i32,
+            value: p.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn route(rules: Vec<pb::RouteRule>) -> pb::Route {
+    pb::Route {
+        service: "web".into(),
+        rules,
+    }
+}
+
+/// Everything the admin API can read back, to prove a rejected write stored nothing.
+async fn everything(a: &mut Admin) -> String {
+    let routes = a
+        .list_routes(apb::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let clusters = a
+        .list_cluster_policies(apb::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let authz = a
+        .get_authorization_policy(apb::ServiceRef {
+            service: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut services = a
+        .list_services(apb::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    services.services.sort_by(|x, y| x.service.cmp(&y.service));
+    let endpoints = a
+        .list_endpoints(apb::ServiceRef {
+            service: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let runtime = a
+        .get_runtime(apb::ListRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::to_string(&(routes, clusters, authz, services, endpoints, runtime)).unwrap()
+}
+
+#[tokio::test]
+async fn calls_without_a_good_token_are_unauthenticated() {
+    let cp = start().await;
+    let ch = Channel::from_shared(format!("http://{}", cp.handle.addrs.admin))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let err = within(
+        "anonymous",
+        AdminClient::new(ch).list_services(apb::ListRequest {}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let mut bad = admin_at(cp.handle.addrs.admin, "not-the-token").await;
+    let err = within("bad token", bad.list_services(apb::ListRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let token = std::fs::read_to_string(cp.dir.path().join("admin-token")).unwrap();
+    assert_eq!(token.trim(), cp.handle.admin_token);
+    let mut good = admin(&cp).await;
+    within("health", good.health(apb::ListRequest {}))
+        .await
+        .expect("authenticated call works");
+}
+
+type Call = Box<dyn FnOnce(Admin) -> futures_util::future::BoxFuture<'static, tonic::Status>>;
+
+fn set_route(r: pb::Route) -> Call {
+    Box::new(move |mut a| {
+        Box::pin(async move {
+            a.set_route(apb::SetRouteRequest {
+                route: Some(r),
+                dry_run: false,
+            })
+            .await
+            .expect_err("rejected")
+        })
+    })
+}
+
+fn set_cluster(c: pb::Cluster) -> Call {
+    Box::new(move |mut a| {
+        Box::pin(async move {
+            a.set_cluster_policy(apb::SetClusterPolicyRequest {
+                cluster: Some(c),
+                dry_run: false,
+            })
+            .await
+            .expect_err("rejected")
+        })
+    })
+}
+
+fn set_authz(p: pb::AuthorizationPolicy) -> Call {
+    Box::new(move |mut a| {
+        Box::pin(async move {
+            a.set_authorization_policy(apb::SetAuthorizationPolicyRequest {
+                policy: Some(p),
+                dry_run: false,
+            })
+            .await
+            .expect_err("rejected")
+        })
+    })
+}
+
+fn register(e: pb::Endpoint) -> Call {
+    Box::new(move |mut a| {
+        Box::pin(async move {
+            a.register_endpoint(apb::RegisterEndpointRequest {
+                service: "web".into(),
+                endpoint: Some(e),
+            })
+            .await
+            .expect_err("rejected")
+        })
+    })
+}
+
+fn cases() -> Vec<(&'static str, Call)> {
+    let ok_rule = || rule(vec![backend("api", 100)]);
+    let with_rule = |f: &dyn Fn(&mut pb::RouteRule)| {
+        let mut r = ok_rule();
+        f(&mut r);
+        route(vec![r])
+    };
+    vec![
+        (
+            "route.service",
+            set_route(pb::Route {
+                service: "ghost".into(),
+                rules: vec![ok_rule()],
+            }),
+        ),
+        (
+            "route.rules[0].backends[1].service",
+            set_route(route(vec![rule(vec![
+                backend("api", 50),
+                backend("ghost", 50),
+            ])])),
+        ),
+        (
+            "route.rules[0].backends[*].weight",
+            set_route(route(vec![rule(vec![
+                backend("api", 50),
+                backend("web", 40),
+            ])])),
+        ),
+        (
+            "route.rules[1].backends[0].weight",
+            set_route(route(vec![
+                pb::RouteRule {
+                    matches: vec![prefix("/a")],
+                    ..ok_rule()
+                },
+                rule(vec![backend("api", 120), backend("web", 0)]),
+            ])),
+        ),
+        (
+            "route.rules[0].backends[0].weight",
+            set_route(route(vec![rule(vec![backend("api", 60)])])),
+        ),
+        (
+            "route.rules[0].matches[0].path.value",
+            set_route(with_rule(&|r| {
+                r.matches = vec![pb::RouteMatch {
+                    path: Some(pb::PathMatch {
+                        kind: pb::PathMatchKind::Regex as i32,
+                        value: "(unclosed".into(),
+                    }),
+                    ..Default::default()
+                }]
+            })),
+        ),
+        (
+            "route.rules[0].matches[0].headers[0].value",
+            set_route(with_rule(&|r| {
+                r.matches = vec![pb::RouteMatch {
+                    headers: vec![pb::KeyValueMatch {
+                        name: "x-user".into(),
+                        kind: pb::ValueMatchKind::Regex as i32,
+                        value: "[z-a]".into(),
+                    }],
+                    ..Default::default()
+                }]
+            })),
+        ),
+        (
+            "route.rules[1].matches[0]",
+            set_route(route(vec![
+                pb::RouteRule {
+                    matches: vec![prefix("/x")],
+                    ..ok_rule()
+                },
+                pb::RouteRule {
+                    matches: vec![prefix("/x")],
+                    ..ok_rule()
+                },
+            ])),
+        ),
+        (
+            "route.rules[0].timeout_ms",
+            set_route(with_rule(&|r| r.timeout_ms = 3_600_001)),
+        ),
+        (
+            "route.rules[0].retry.per_try_timeout_ms",
+            set_route(with_rule(&|r| {
+                r.retry = Some(pb::RetryPolicy {
+                    attempts: 3,
+                    per_try_timeout_ms: 7_200_000,
+                    ..Default::default()
+                })
+            })),
+        ),
+        (
+            "route.rules[0].retry.retry_on[0]",
+            set_route(with_rule(&|r| {
+                r.retry = Some(pb::RetryPolicy {
+                    attempts: 2,
+                    retry_on: vec!["sometimes".into()],
+                    ..Default::default()
+                })
+            })),
+        ),
+        (
+            "route.rules[0].fault.abort_permille",
+            set_route(with_rule(&|r| {
+                r.fault = Some(pb::Fault {
+                    abort_status: 503,
+                    abort_permille: 1001,
+                    ..Default::default()
+                })
+            })),
+        ),
+        (
+            "route.rules[0].request_headers[0].name",
+            set_route(with_rule(&|r| {
+                r.request_headers = vec![pb::HeaderOp {
+                    kind: 0,
+                    name: "bad header".into(),
+                    value: "v".into(),
+                }]
+            })),
+        ),
+        ("route: required", set_route_none()),
+        (
+            "cluster.name",
+            set_cluster(pb::Cluster {
+                name: "ghost".into(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "cluster.connect_timeout_ms",
+            set_cluster(pb::Cluster {
+                name: "web".into(),
+                connect_timeout_ms: 7_200_000,
+                ..Default::default()
+            }),
+        ),
+        (
+            "cluster.outlier_detection.max_ejection_percent",
+            set_cluster(pb::Cluster {
+                name: "web".into(),
+                outlier_detection: Some(pb::OutlierDetection {
+                    max_ejection_percent: 101,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        ),
+        (
+            "cluster.lb_policy",
+            set_cluster(pb::Cluster {
+                name: "web".into(),
+                lb_policy: 99,
+                ..Default::default()
+            }),
+        ),
+        (
+            "policy.allow[0].sources[1]",
+            set_authz(pb::AuthorizationPolicy {
+                service: "web".into(),
+                default_action: 0,
+                allow: vec![pb::AuthzRule {
+                    sources: vec![
+                        "spiffe://cluster.local/ns/default/sa/api".into(),
+                        "spiffe:/broken".into(),
+                    ],
+                    ..Default::default()
+                }],
+            }),
+        ),
+        (
+            "policy.service",
+            set_authz(pb::AuthorizationPolicy {
+                service: "ghost".into(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "endpoint.address",
+            register(pb::Endpoint {
+                address: "10.0.0.1".into(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "endpoint.identity",
+            register(pb::Endpoint {
+                address: "10.0.0.1:80".into(),
+                identity: "alice".into(),
+                ..Default::default()
+            }),
+        ),
+        (
+            "runtime.trace_sampling_ratio",
+            Box::new(|mut a: Admin| {
+                Box::pin(async move {
+                    a.set_runtime(apb::SetRuntimeRequest {
+                        runtime: Some(pb::Runtime {
+                            trace_sampling_ratio: 1.5,
+                            ..Default::default()
+                        }),
+                    })
+                    .await
+                    .expect_err("rejected")
+                })
+            }),
+        ),
+        (
+            "service",
+            Box::new(|mut a: Admin| {
+                Box::pin(async move {
+                    a.create_service(apb::CreateServiceRequest {
+                        service: "Bad Name".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect_err("rejected")
+                })
+            }),
+        ),
+    ]
+}
+
+fn set_route_none() -> Call {
+    Box::new(|mut a| {
+        Box::pin(async move {
+            a.set_route(apb::SetRouteRequest {
+                route: None,
+                dry_run: false,
+            })
+            .await
+            .expect_err("rejected")
+        })
+    })
+}
+
+#[tokio::test]
+async fn every_validation_rule_names_the_field_and_stores_nothing() {
+    let cp = start().await;
+    let mut a = admin(&cp).await;
+    for s in ["web", "api"] {
+        a.create_service(apb::CreateServiceRequest {
+            service: s.into(),
+            namespace: "default".into(),
+            ports: vec![80],
+        })
+        .await
+        .unwrap();
+    }
+    let good = route(vec![rule(vec![backend("api", 100)])]);
+    a.set_route(apb::SetRouteRequest {
+        route: Some(good),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    a.set_authorization_policy(apb::SetAuthorizationPolicyRequest {
+        policy: Some(pb::AuthorizationPolicy {
+            service: "web".into(),
+            default_action: pb::AuthzAction::Deny as i32,
+            allow: vec![pb::AuthzRule {
+                sources: vec!["spiffe://cluster.local/ns/default/*".into()],
+                ..Default::default()
+            }],
+        }),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let before = everything(&mut a).await;
+
+    for (field, call) in cases() {
+        let status = within(field, call(a.clone())).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(field),
+            "message {:?} does not name {field}",
+            status.message()
+        );
+    }
+    // A dry run of a valid change answers its version but stores nothing either.
+    let dry = a
+        .set_route(apb::SetRouteRequest {
+            route: Some(route(vec![rule(vec![backend("web", 100)])])),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!dry.version.is_empty());
+    assert_eq!(everything(&mut a).await, before);
+}

@@ -1,0 +1,299 @@
+//! Outbound forwarding of one routed request: rule → weighted backend → balanced endpoint
+//! (retrying the connect on another endpoint) → upstream request and response.
+
+use std::sync::Arc;
+
+use http::header::{HOST, SET_COOKIE};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+
+use super::{ConnInfo, OutboundCtx, mirror, retry};
+use crate::balance::{LbEndpoint, Outcome, Subset, cookie, hash64, request_hash};
+use crate::proxy::client::{H2Conn, SendError};
+use crate::proxy::headers::{
+    MESH_APP_PORT, MESH_ORIG_PROTO, add_forwarded_for, ensure_request_id, is_upgrade,
+    strip_hop_by_hop,
+};
+use crate::proxy::{Cause, Clients, ProxyBody, upgrade};
+use crate::routing::{self, RequestInfo};
+use crate::state::{HashKey, Snapshot};
+
+/// Endpoints tried when connecting fails. A request is only retried before anything was sent,
+/// so this is always safe; 3 covers an endpoint or two that died since the last config push
+/// without turning an outage into a connect storm.
+const CONNECT_ATTEMPTS: usize = 3;
+
+pub(super) async fn forward(
+    ctx: &OutboundCtx,
+    conn: ConnInfo,
+    snap: &Arc<Snapshot>,
+    service: &str,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    // Route selection (no Route resource: all endpoints of the service).
+    let selected = match snap.routes.get(service) {
+        Some(route) => match routing::select(route, RequestInfo::from_request(&req)) {
+            Some(sel) => Some(sel),
+            None => return Cause::NoRoute.respond(&format_args!("{service}: no rule matched")),
+        },
+        None => None,
+    };
+    if let Some(r) = selected.as_ref().and_then(|s| s.rule.redirect.as_ref()) {
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+        return match routing::redirect_target(r, req.uri(), host) {
+            Some((status, location)) => {
+                let mut rsp = Response::new(ProxyBody::empty());
+                *rsp.status_mut() = status;
+                rsp.headers_mut().insert(routing::REDIRECT_HEADER, location);
+                rsp
+            }
+            None => Cause::BadRequest.respond(&"redirect target not buildable"),
+        };
+    }
+    // Per-source limits need the caller's verified identity (inbound with mTLS); outbound
+    // applies the rule's limit to all of this proxy's traffic.
+    if let Some(rl) = selected.as_ref().and_then(|s| s.rule.rate_limit.as_ref())
+        && !rl.limiter.try_acquire()
+    {
+        return Cause::RateLimited.respond(&format_args!(
+            "{service}: over {} rps",
+            rl.requests_per_second
+        ));
+    }
+    if let Some(f) = selected.as_ref().and_then(|s| s.rule.fault.as_ref())
+        && let Some(rsp) = inject_fault(f).await
+    {
+        return rsp;
+    }
+    let (target, subset) = match selected
+        .as_ref()
+        .and_then(|s| routing::pick_backend_random(s.rule))
+    {
+        Some(b) => (&*b.service, b.subset.as_deref()),
+        None => (service, None),
+    };
+    let resolved;
+    let snap = if snap.lb(target).is_none() && target != service {
+        resolved = super::known(&ctx.inner.state, target, ctx.inner.cfg.discovery_wait).await;
+        &resolved
+    } else {
+        snap
+    };
+    let Some(lb) = snap.lb(target) else {
+        let cause = if snap.routes.contains_key(service)
+            || snap.knows(target) && !snap.absent.contains(target)
+        {
+            Cause::NoEndpoints
+        } else {
+            Cause::NoRoute
+        };
+        return cause.respond(&format_args!("{target}"));
+    };
+    let Some(pool) = lb.subset(subset).filter(|s| !s.is_empty()) else {
+        return Cause::NoEndpoints.respond(&format_args!("{target} subset {subset:?}"));
+    };
+
+    // Consistent hashing key, and a generated sticky cookie when configured and absent.
+    let mut set_cookie = None;
+    let hash = match (&lb.cluster.hash_on, pool.is_hashed()) {
+        (Some(h), true) => request_hash(h, req.headers(), Some(conn.peer.ip())).or_else(|| {
+            let HashKey::Cookie(name) = &h.key else {
+                return None;
+            };
+            if !h.generate_cookie || cookie(req.headers(), name).is_some() {
+                return None;
+            }
+            let value = format!("{:032x}", rand::random::<u128>());
+            let hash = hash64(value.as_bytes());
+            let max_age = h
+                .cookie_ttl
+                .map(|t| format!("; Max-Age={}", t.as_secs()))
+                .unwrap_or_default();
+            set_cookie =
+                HeaderValue::try_from(format!("{name}={value}; Path=/; HttpOnly{max_age}")).ok();
+            Some(hash)
+        }),
+        _ => None,
+    };
+    if lb.circuit_open() {
+        return Cause::CircuitOpen.respond(&format_args!("{target}: {} in flight", lb.in_flight()));
+    }
+    let upgrade = is_upgrade(req.headers());
+    let from_h2 = req.version() == Version::HTTP_2;
+
+    // The upstream request, minus the per-endpoint mesh headers.
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let rewritten = selected
+        .as_ref()
+        .and_then(|s| routing::rewrite(s, req.uri()));
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(HOST)
+        && let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(HOST, v);
+    }
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded_for(&mut parts.headers, conn.peer.ip());
+    ensure_request_id(&mut parts.headers);
+    if let Some(sel) = &selected {
+        routing::apply_header_ops(&sel.rule.request_headers, &mut parts.headers);
+    }
+    parts.headers.remove(&MESH_APP_PORT);
+    parts.headers.remove(&MESH_ORIG_PROTO);
+    if let Some(uri) = rewritten {
+        parts.uri = uri;
+    }
+
+    if let Some(m) = selected.as_ref().and_then(|s| s.rule.mirror.as_ref()) {
+        mirror::maybe_mirror(ctx, snap, m, &parts, !upgrade && body.is_end_stream());
+    }
+    // Status/reset retries only for requests that can be replayed: no body, no upgrade.
+    let retry = selected
+        .as_ref()
+        .and_then(|s| s.rule.retry.as_ref())
+        .filter(|r| !upgrade && retry::replayable(r, &parts.method, &body));
+    let timeout = selected
+        .as_ref()
+        .and_then(|s| s.rule.timeout)
+        .or(lb.cluster.request_timeout);
+    let attempts = async {
+        let mut parts = Some(parts);
+        let mut body = Some(body);
+        let mut attempt = 1;
+        loop {
+            let (ep, h2) = endpoint(ctx, pool, hash, upgrade, from_h2).await?;
+            let last = retry.is_none_or(|r| attempt >= r.attempts);
+            // Without a retry policy the parts move as they are: no copy on the hot path.
+            let mut p = match (last, parts.take()) {
+                (true, Some(p)) => p,
+                (false, Some(p)) => {
+                    let copy = retry::clone_parts(&p);
+                    parts = Some(p);
+                    copy
+                }
+                (_, None) => return Err((Cause::BadRequest, String::from("request already sent"))),
+            };
+            mesh_headers(&mut p.headers, &ep, from_h2);
+            let b = body.take().map_or_else(ProxyBody::empty, ProxyBody::from);
+            let up_req = Request::from_parts(p, b);
+            let guard = ep.start();
+            let sent = async {
+                match h2 {
+                    Some(conn) => Clients::send_h2(conn, up_req, &ep.authority).await,
+                    None => ctx.inner.clients.send_h1(up_req, &ep.authority).await,
+                }
+            };
+            let result = match retry.and_then(|r| r.per_try_timeout) {
+                Some(t) => tokio::time::timeout(t, sent).await.unwrap_or_else(|_| {
+                    Err((
+                        Cause::RequestTimeout,
+                        format!("no response within {t:?} (per try)"),
+                    ))
+                }),
+                None => sent.await,
+            };
+            guard.finish(match &result {
+                Ok(rsp) => Outcome::Status(rsp.status().as_u16()),
+                Err(_) => Outcome::Failed,
+            });
+            match retry {
+                Some(r) if !last && retry::should_retry(r, &result) => {
+                    tokio::time::sleep(retry::backoff(r, attempt)).await;
+                    attempt += 1;
+                }
+                _ => {
+                    return result.map_err(|(cause, detail)| {
+                        (cause, format!("via {}: {detail}", ep.endpoint.addr))
+                    });
+                }
+            }
+        }
+    };
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, attempts)
+            .await
+            .unwrap_or_else(|_| Err((Cause::RequestTimeout, format!("no response within {t:?}")))),
+        None => attempts.await,
+    };
+    let mut rsp = match result {
+        Ok(rsp) => rsp,
+        Err((cause, detail)) => return cause.respond(&format_args!("{target} {detail}")),
+    };
+
+    let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && let Some(down) = on_upgrade {
+        upgrade::spawn_tunnel(down, hyper::upgrade::on(&mut rsp));
+    }
+    let (mut parts, body) = rsp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching);
+    if let Some(sel) = &selected {
+        routing::apply_header_ops(&sel.rule.response_headers, &mut parts.headers);
+    }
+    if let Some(c) = set_cookie {
+        parts.headers.append(SET_COOKIE, c);
+    }
+    Response::from_parts(parts, ProxyBody::from(body))
+}
+
+/// Marks the request for a peer sidecar: the target app port and the client's protocol.
+pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_h2: bool) {
+    if !ep.endpoint.is_meshed() {
+        return;
+    }
+    if ep.endpoint.app_port != 0 {
+        headers.insert(MESH_APP_PORT, HeaderValue::from(ep.endpoint.app_port));
+    }
+    // Always sent to a peer: it restores exactly this version for the app.
+    let proto = if from_h2 { "h2" } else { "h1" };
+    headers.insert(MESH_ORIG_PROTO, HeaderValue::from_static(proto));
+}
+
+/// Picks an endpoint and, for HTTP/2, connects to it; a connect failure marks the endpoint
+/// failed (P2C then avoids it, outlier detection may eject it) and another pick is tried.
+/// `None` as the connection means "send over the pooled HTTP/1.1 client".
+async fn endpoint(
+    ctx: &OutboundCtx,
+    pool: &Subset,
+    hash: Option<u64>,
+    upgrade: bool,
+    from_h2: bool,
+) -> Result<(Arc<LbEndpoint>, Option<H2Conn>), SendError> {
+    let mut last = (Cause::NoEndpoints, String::from("no endpoint"));
+    for _ in 0..CONNECT_ATTEMPTS {
+        let Some(ep) = pool.pick(hash).cloned() else {
+            break;
+        };
+        // Sidecar↔sidecar HTTP is multiplexed HTTP/2, except upgrades (HTTP/2 has no
+        // Upgrade); an unmeshed endpoint gets the app's own protocol.
+        if upgrade || !(ep.endpoint.is_meshed() || from_h2) {
+            return Ok((ep, None));
+        }
+        match ctx.inner.clients.connect_h2(ep.endpoint.addr).await {
+            Ok(conn) => return Ok((ep, Some(conn))),
+            Err((cause, detail)) => {
+                ep.start().finish(Outcome::Failed);
+                tracing::debug!(cause = cause.as_str(), %detail, "connect failed; trying another endpoint");
+                last = (cause, detail);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Applies a rule's fault: a delay and/or an abort, each for its per-mille share of requests.
+async fn inject_fault(f: &crate::state::Fault) -> Option<Response<ProxyBody>> {
+    if let Some(d) = f.delay
+        && rand::random_range(0..1000u16) < f.delay_permille
+    {
+        tokio::time::sleep(d).await;
+    }
+    let status = f.abort_status?;
+    if rand::random_range(0..1000u16) >= f.abort_permille {
+        return None;
+    }
+    let mut rsp = Cause::FaultAbort.respond(&"fault injection");
+    *rsp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(rsp)
+}
