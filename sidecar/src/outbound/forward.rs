@@ -270,7 +270,12 @@ async fn endpoint(
         if upgrade || !(ep.endpoint.is_meshed() || from_h2) {
             return Ok((ep, None));
         }
-        match ctx.inner.clients.connect_h2(ep.endpoint.addr).await {
+        match ctx
+            .inner
+            .clients
+            .connect_h2(ep.endpoint.addr, ep.endpoint.identity.as_ref())
+            .await
+        {
             Ok(conn) => return Ok((ep, Some(conn))),
             Err((cause, detail)) => {
                 ep.start().finish(Outcome::Failed);

@@ -45,9 +45,11 @@ pub enum Cause {
     AppUnavailable,
     #[error("connection-limit")]
     ConnectionLimit,
+    #[error("tls-handshake")]
+    TlsHandshake,
 }
 
-const ALL: [Cause; 16] = [
+const ALL: [Cause; 17] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -64,6 +66,7 @@ const ALL: [Cause; 16] = [
     Cause::FaultAbort,
     Cause::AppUnavailable,
     Cause::ConnectionLimit,
+    Cause::TlsHandshake,
 ];
 
 /// Process-wide count per cause, for the metrics exporter (one relaxed add per error).
@@ -90,6 +93,7 @@ impl Cause {
             Self::FaultAbort => "fault-abort",
             Self::AppUnavailable => "app-unavailable",
             Self::ConnectionLimit => "connection-limit",
+            Self::TlsHandshake => "tls-handshake",
         }
     }
 
@@ -107,9 +111,10 @@ impl Cause {
             | Self::AppUnavailable
             | Self::ConnectionLimit
             | Self::FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ConnectRefused | Self::UpstreamReset | Self::DetectTimeout => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::ConnectRefused
+            | Self::UpstreamReset
+            | Self::DetectTimeout
+            | Self::TlsHandshake => StatusCode::BAD_GATEWAY,
         }
     }
 
