@@ -1,15 +1,19 @@
 //! End to end mTLS with the real binaries: join tokens from the admin API, certificates from
 //! the control plane's CA, client sidecar → server sidecar over mutual TLS, a plaintext client
-//! refused by a strict inbound, and the admin API refusing unauthenticated callers.
+//! refused by a strict inbound, a relay between sidecars seeing only ciphertext, and the admin
+//! API refusing unauthenticated callers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_proto::admin::v1::admin_client::AdminClient;
-use mesh_proto::admin::v1::{CreateTokenRequest, ListRequest};
+use mesh_proto::admin::v1::{CreateTokenRequest, ListRequest, RegisterEndpointRequest};
+use mesh_proto::types::v1::Endpoint;
 use mesh_tests::admin::admin;
 use mesh_tests::http::{EchoApp, get_via};
 use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
 
 /// Bounds each wait for the mesh to converge; only a hang guard, never a timing assertion.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -106,4 +110,84 @@ async fn admin_api_without_credentials_is_unauthenticated() {
         .expect("answer in time")
         .expect_err("no credentials must be refused");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
+}
+
+/// Forwards every connection to `to`, keeping a copy of the client → server bytes.
+async fn relay(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let copy = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let seen = copy.clone();
+            tokio::spawn(async move {
+                let Ok(up) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut up_r, mut up_w) = up.into_split();
+                let (mut down_r, mut down_w) = down.split();
+                let upstream = async {
+                    // 16 KiB: any TLS record fits; the copy is only inspected afterwards.
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = down_r.read(&mut buf).await {
+                        if n == 0 || up_w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        seen.lock().await.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = up_w.shutdown().await;
+                };
+                let downstream = tokio::io::copy(&mut up_r, &mut down_w);
+                let _ = tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_between_sidecars_sees_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let app = EchoApp::start("echo-relayed").await;
+    let server = meshed(&cp, dir.path(), "echo", Some(app.addr.port())).await;
+    let client = meshed(&cp, dir.path(), "client", None).await;
+    let (relay_addr, seen) = relay(server.inbound).await;
+
+    // A second service whose only endpoint is the relay, presenting the server's identity.
+    let mut a = admin(&cp).await;
+    tokio::time::timeout(
+        IO_LIMIT,
+        a.register_endpoint(RegisterEndpointRequest {
+            service: "echo-relay".into(),
+            endpoint: Some(Endpoint {
+                address: relay_addr.to_string(),
+                weight: 1,
+                identity: "spiffe://cluster.local/ns/default/sa/echo".into(),
+                app_port: u32::from(app.addr.port()),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await
+    .expect("register in time")
+    .expect("register endpoint");
+
+    let (status, who, _, _) = eventually("echo reachable through the relay", CONVERGE, || async {
+        get_via(client.outbound, "echo-relay", "/secret-path", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 200)
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(who.as_deref(), Some("echo-relayed"));
+    let bytes = seen.lock().await.clone();
+    assert!(!bytes.is_empty(), "the request went through the relay");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains("secret-path") && !text.contains("HTTP/") && !text.contains("PRI *"),
+        "plaintext seen on the wire between sidecars"
+    );
 }
