@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_proto::admin::v1::admin_client::AdminClient;
-use mesh_proto::admin::v1::{CreateTokenRequest, ListRequest, RegisterEndpointRequest};
+use mesh_proto::admin::v1::{
+    CreateServiceRequest, CreateTokenRequest, ListRequest, RegisterEndpointRequest,
+};
 use mesh_proto::types::v1::Endpoint;
 use mesh_tests::admin::admin;
 use mesh_tests::http::{EchoApp, get_via};
@@ -157,6 +159,17 @@ async fn relay_between_sidecars_sees_no_plaintext() {
 
     // A second service whose only endpoint is the relay, presenting the server's identity.
     let mut a = admin(&cp).await;
+    tokio::time::timeout(
+        IO_LIMIT,
+        a.create_service(CreateServiceRequest {
+            service: "echo-relay".into(),
+            namespace: "default".into(),
+            ports: vec![80],
+        }),
+    )
+    .await
+    .expect("create in time")
+    .expect("create service");
     tokio::time::timeout(
         IO_LIMIT,
         a.register_endpoint(RegisterEndpointRequest {
