@@ -35,9 +35,10 @@ pub struct Args {
     /// a control-plane or proxy reconnect without flapping the endpoint out of every client.
     #[arg(long, env = "MESH_LEASE_GRACE_MS", default_value_t = 10_000)]
     pub lease_grace_ms: u64,
-    /// Window (ms) in which registry changes are batched into one push. 50 ms turns a burst
-    /// (a deployment rolling 100 pods, a node failing) into a handful of pushes while adding
-    /// delay far below what a human or a health check notices.
+    /// At most one registry publish per this many ms: an isolated change goes out at once, a
+    /// burst (a deployment rolling 100 pods, a node failing) becomes one push per window.
+    /// 50 ms bounds pushes to 20/s per proxy while adding delay far below what a human or a
+    /// health check notices.
     #[arg(long, env = "MESH_COALESCE_MS", default_value_t = 50)]
     pub coalesce_ms: u64,
     /// Also write the bound addresses as JSON to this file (atomically, after binding).
@@ -54,8 +55,9 @@ pub struct Args {
     #[arg(long, env = "MESH_CA_BUNDLE", requires = "ca_cert")]
     pub ca_bundle: Option<PathBuf>,
     /// Serve discovery + identity over TLS (certificate issued by the mesh CA; clients verify
-    /// it with DATA_DIR/ca/bundle.pem). `--discovery-tls=false` serves plaintext.
-    #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = true, action = clap::ArgAction::Set)]
+    /// it with DATA_DIR/ca/trust-bundle.pem): `--discovery-tls=true`. Off by default until every
+    /// launcher (mesh-cli demo/run, Kubernetes manifests) passes the bundle to its sidecars.
+    #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
 }
 

@@ -431,3 +431,48 @@ async fn listener_wildcard_is_the_proxy_service() {
     let status = p.closed_with().await.expect("stream ends with an error");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn runtime_defaults_updates_and_trust_bundle_seam() {
+    use mesh_proto::type_url::RUNTIME;
+    let cp = start().await;
+    let mut a = admin(&cp).await;
+    let mut p = Proxy::connect(cp.handle.addrs.discovery, node("p1", "web", "10.0.0.1")).await;
+    p.subscribe(RUNTIME, &["*"]).await;
+    let runtime = |r: &mesh_proto::discovery::v1::DeltaDiscoveryResponse| match &r.resources[0].kind
+    {
+        Some(pb::resource::Kind::Runtime(rt)) => rt.clone(),
+        other => panic!("not a runtime: {other:?}"),
+    };
+    let r = p.recv_ack().await;
+    assert_eq!(names(&r), vec!["runtime"]);
+    assert_eq!(runtime(&r).trace_sampling_ratio, 1.0);
+
+    within(
+        "set runtime",
+        a.set_runtime(apb::SetRuntimeRequest {
+            runtime: Some(pb::Runtime {
+                trace_sampling_ratio: 0.1,
+                access_log_ratio: 0.0,
+                trust_bundle_pem: vec!["ignored".into()],
+            }),
+        }),
+    )
+    .await
+    .expect("runtime accepted");
+    let rt = runtime(&p.recv_ack().await);
+    assert_eq!((rt.trace_sampling_ratio, rt.access_log_ratio), (0.1, 0.0));
+    assert!(
+        rt.trust_bundle_pem.is_empty(),
+        "the bundle is the CA's, not the admin's"
+    );
+
+    let core = cp.handle.core.clone();
+    tokio::task::spawn_blocking(move || core.set_trust_bundle(vec!["ROOT PEM".into()]))
+        .await
+        .unwrap()
+        .expect("bundle stored");
+    let rt = runtime(&p.recv_ack().await);
+    assert_eq!(rt.trust_bundle_pem, vec!["ROOT PEM".to_string()]);
+    assert_eq!(rt.trace_sampling_ratio, 0.1);
+}

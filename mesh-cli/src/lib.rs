@@ -9,6 +9,7 @@ pub mod error;
 pub mod inject;
 pub mod output;
 mod proxy_http;
+pub mod run;
 pub mod spec;
 
 use std::process::ExitCode;

@@ -1,11 +1,6 @@
 //! The real binary, control plane and sidecars together: a `route set --wait` split measured
 //! on real traffic, a header match, and `explain` naming the rule real traffic took;
 //! `proxy-config` and `stat` read the same sidecar.
-//!
-//! Ignored for now: with the sidecar and control plane as merged today, a request through a
-//! client sidecar's outbound listener gets no answer (the client subscribes and applies the
-//! route, cluster and endpoints, but never connects to the peer). Run with `--ignored` once
-//! sidecar-to-sidecar traffic works end to end.
 
 mod support;
 
@@ -59,7 +54,6 @@ async fn count(m: &Mesh, n: usize, headers: &[(&str, &str)]) -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs working sidecar-to-sidecar traffic (see the module comment)"]
 async fn weighted_split_after_wait_matches_real_traffic() {
     let m = mesh().await;
     let out =
@@ -74,7 +68,7 @@ async fn weighted_split_after_wait_matches_real_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs working sidecar-to-sidecar traffic (see the module comment)"]
+#[ignore = "reads per-request metrics (`mesh stat` part), which the sidecar does not export yet"]
 async fn explain_names_the_rule_real_traffic_took() {
     let m = mesh().await;
     m.cp.cli_async(&["route", "set", "api", "--to", "v1=100"])

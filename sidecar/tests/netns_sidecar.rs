@@ -177,8 +177,6 @@ fn wait_ready(net: &TestNet, side: Side) {
 }
 
 #[test]
-#[ignore = "the binary's data-path listeners are not wired yet (app/wiring.rs only holds them \
-            open); run with --ignored once they serve"]
 fn curl_by_mesh_name_goes_through_both_real_sidecars() {
     if !netns::can_run() {
         return;

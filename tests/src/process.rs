@@ -92,9 +92,9 @@ impl ControlPlane {
         }
     }
 
-    /// The discovery URL: the control plane serves discovery over TLS (its certificate names
-    /// 127.0.0.1), verified with [`Self::ca_bundle`].
-    pub fn discovery_url(&self) -> String {
+    /// The discovery URL of a control plane started with `--discovery-tls=true` (its
+    /// certificate names 127.0.0.1), verified with [`Self::ca_bundle`].
+    pub fn tls_discovery_url(&self) -> String {
         format!("https://{}", self.discovery)
     }
 
@@ -136,7 +136,7 @@ pub struct SidecarOpts {
     pub namespace: Option<String>,
     pub labels: Vec<(String, String)>,
     pub app_ports: Vec<u16>,
-    /// URL of the control plane's discovery endpoint ([`ControlPlane::discovery_url`]).
+    /// `http://ip:port` (or [`ControlPlane::tls_discovery_url`]) of the discovery endpoint.
     pub control_plane: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub extra: Vec<String>,

@@ -19,6 +19,8 @@ use tokio::sync::Mutex;
 
 /// Bounds each wait for the mesh to converge; only a hang guard, never a timing assertion.
 const CONVERGE: Duration = Duration::from_secs(30);
+/// Discovery and identity over TLS, as every meshed deployment should run it.
+const TLS: &[&str] = &["--discovery-tls=true"];
 /// Bounds one raw socket exchange; only a hang guard.
 const IO_LIMIT: Duration = Duration::from_secs(10);
 
@@ -48,7 +50,7 @@ async fn meshed(
         &SidecarOpts {
             service: service.into(),
             app_ports: app.into_iter().collect(),
-            control_plane: Some(cp.discovery_url()),
+            control_plane: Some(cp.tls_discovery_url()),
             extra: cp.sidecar_tls_args(),
             env: vec![("MESH_JOIN_TOKEN".into(), token)],
             ..Default::default()
@@ -59,7 +61,7 @@ async fn meshed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_between_sidecars_over_mtls_and_plaintext_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let cp = ControlPlane::start(&dir.path().join("cp"), TLS);
     let app = EchoApp::start("echo-tls").await;
     let server = meshed(&cp, dir.path(), "echo", Some(app.addr.port())).await;
     let client = meshed(&cp, dir.path(), "client", None).await;
@@ -100,7 +102,7 @@ async fn request_between_sidecars_over_mtls_and_plaintext_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_without_credentials_is_unauthenticated() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let cp = ControlPlane::start(&dir.path().join("cp"), TLS);
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", cp.admin))
         .unwrap()
         .connect()
@@ -151,7 +153,7 @@ async fn relay(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Mutex<Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_between_sidecars_sees_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let cp = ControlPlane::start(&dir.path().join("cp"), TLS);
     let app = EchoApp::start("echo-relayed").await;
     let server = meshed(&cp, dir.path(), "echo", Some(app.addr.port())).await;
     let client = meshed(&cp, dir.path(), "client", None).await;

@@ -140,10 +140,26 @@ impl Core {
         })
     }
 
-    pub fn set_runtime(&self, mut rt: Runtime) -> Result<String, CoreError> {
+    /// Stores new runtime settings; the trust bundle is the CA's and is kept as it is.
+    pub fn set_runtime(&self, rt: Runtime) -> Result<String, CoreError> {
+        self.update_runtime(|cur| {
+            let bundle = std::mem::take(&mut cur.trust_bundle_pem);
+            *cur = rt;
+            cur.trust_bundle_pem = bundle;
+        })
+    }
+
+    /// The CA's seam: replaces the trusted roots carried in the Runtime resource (several
+    /// during a root rotation) and pushes them to every proxy.
+    pub fn set_trust_bundle(&self, roots_pem: Vec<String>) -> Result<String, CoreError> {
+        self.update_runtime(|cur| cur.trust_bundle_pem = roots_pem)
+    }
+
+    /// Read-modify-write of the runtime under the state lock, stored then published.
+    fn update_runtime(&self, f: impl FnOnce(&mut Runtime)) -> Result<String, CoreError> {
         let mut st = self.state.lock();
-        // The trust bundle is the CA's; keep whatever it last set.
-        rt.trust_bundle_pem = st.runtime.trust_bundle_pem.clone();
+        let mut rt = st.runtime.clone();
+        f(&mut rt);
         self.persist("put_runtime", vec![Op::put(Table::Runtime, RUNTIME, &rt)])?;
         st.runtime = rt;
         drop(st);
@@ -154,21 +170,6 @@ impl Core {
             .flatten()
             .map(|v| v.to_string())
             .unwrap_or_default())
-    }
-
-    /// Publishes the CA's trust bundle in the Runtime resource (the CA owns this field).
-    pub fn set_trust_bundle(&self, bundle: Vec<String>) -> Result<(), CoreError> {
-        let mut st = self.state.lock();
-        if st.runtime.trust_bundle_pem == bundle {
-            return Ok(());
-        }
-        let mut rt = st.runtime.clone();
-        rt.trust_bundle_pem = bundle;
-        self.persist("put_runtime", vec![Op::put(Table::Runtime, RUNTIME, &rt)])?;
-        st.runtime = rt;
-        drop(st);
-        self.rebuild([((Kind::Runtime, RUNTIME.into()), Instant::now())]);
-        Ok(())
     }
 
     pub fn runtime(&self) -> Runtime {

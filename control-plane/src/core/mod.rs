@@ -221,6 +221,11 @@ impl Core {
         }
     }
 
+    /// The durable store, for the identity service's CA material (`Table::Ca`).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// Whether a service is declared or has endpoints.
     pub fn is_known(&self, service: &str) -> bool {
         self.state.lock().registry.is_known(service)

@@ -107,6 +107,9 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run a local demo mesh: control plane, demo apps with sidecars, load, a live table and a canary shift.
     Demo(crate::demo::DemoArgs),
+    /// Run a workload with its sidecar: the app starts only once the proxy is ready, and `run`
+    /// exits with the app's exit code.
+    Run(crate::run::RunArgs),
     /// Run one demo application (used by `demo`).
     #[command(hide = true)]
     DemoApp(crate::demo::DemoAppArgs),

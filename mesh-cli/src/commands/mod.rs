@@ -18,6 +18,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => {
             crate::demo::run(args).map_err(|e| CliError::server(format!("demo: {e:#}")))
         }
+        Command::Run(args) => match crate::run::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(CliError::server(format!("run: {e:#}"))),
+        },
         Command::DemoApp(args) => {
             crate::demo::run_app(args).map_err(|e| CliError::server(format!("demo-app: {e:#}")))
         }

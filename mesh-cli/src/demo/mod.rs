@@ -94,7 +94,6 @@ async fn drive(mesh: &mut Mesh, args: &DemoArgs) -> anyhow::Result<()> {
         }
     }
     loadgen.abort();
-    stats.print_table();
     stats.print_summary();
     Ok(())
 }

@@ -42,6 +42,7 @@ impl Mesh {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        println!("demo data dir: {}", dir.display());
         let mut mesh = Mesh {
             dir: dir.clone(),
             cp: None,
@@ -121,6 +122,8 @@ impl Mesh {
             .args(["--inbound-addr", "127.0.0.1:0"])
             .args(["--outbound-addr", "127.0.0.1:0"])
             .args(["--admin-addr", "127.0.0.1:0"])
+            // The demo's requests last milliseconds: a 2 s drain keeps Ctrl-C snappy.
+            .args(["--drain-grace-ms", "2000"])
             .arg("--data-dir")
             .arg(self.dir.join(&name))
             .arg("--addrs-file")

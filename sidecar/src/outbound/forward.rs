@@ -1,5 +1,5 @@
 //! Outbound forwarding of one routed request: rule → weighted backend → balanced endpoint
-//! (retrying the connect on another endpoint) → upstream request and response.
+//! (through the resilience driver: retries, budget, timeouts) → upstream request and response.
 
 use std::sync::Arc;
 
@@ -8,21 +8,16 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 
-use super::{ConnInfo, OutboundCtx, mirror, retry};
-use crate::balance::{LbEndpoint, Outcome, Subset, cookie, hash64, request_hash};
-use crate::proxy::client::{H2Conn, SendError};
+use super::{ConnInfo, OutboundCtx, mirror};
+use crate::balance::{LbEndpoint, Outcome, cookie, hash64, request_hash};
 use crate::proxy::headers::{
     MESH_APP_PORT, MESH_ORIG_PROTO, add_forwarded_for, ensure_request_id, is_upgrade,
     strip_hop_by_hop,
 };
 use crate::proxy::{Cause, Clients, ProxyBody, upgrade};
+use crate::resilience::{self, ReplayBody, wiring};
 use crate::routing::{self, RequestInfo};
 use crate::state::{HashKey, Snapshot};
-
-/// Endpoints tried when connecting fails. A request is only retried before anything was sent,
-/// so this is always safe; 3 covers an endpoint or two that died since the last config push
-/// without turning an outage into a connect storm.
-const CONNECT_ATTEMPTS: usize = 3;
 
 pub(super) async fn forward(
     ctx: &OutboundCtx,
@@ -56,10 +51,15 @@ pub(super) async fn forward(
     if let Some(rl) = selected.as_ref().and_then(|s| s.rule.rate_limit.as_ref())
         && !rl.limiter.try_acquire()
     {
-        return Cause::RateLimited.respond(&format_args!(
-            "{service}: over {} rps",
-            rl.requests_per_second
-        ));
+        // A request the GCRA refuses would be admitted within one emission interval, so that
+        // interval (rounded up to whole seconds) is an honest Retry-After.
+        let wait = resilience::RetryAfter(
+            std::time::Duration::from_secs(1) / rl.requests_per_second.max(1),
+        );
+        return wiring::rate_limited(
+            wait,
+            &format_args!("{service}: over {} rps", rl.requests_per_second),
+        );
     }
     if let Some(f) = selected.as_ref().and_then(|s| s.rule.fault.as_ref())
         && let Some(rsp) = inject_fault(f).await
@@ -149,77 +149,38 @@ pub(super) async fn forward(
     if let Some(m) = selected.as_ref().and_then(|s| s.rule.mirror.as_ref()) {
         mirror::maybe_mirror(ctx, snap, m, &parts, !upgrade && body.is_end_stream());
     }
-    // Status/reset retries only for requests that can be replayed: no body, no upgrade.
+    // Retries, retry budget, circuit breaker, per-try and request timeouts (crate::resilience):
+    // safe by default (only what provably never reached an app), the route's policy on top;
+    // bodies up to 64 KiB are replayable; a retry avoids the endpoint that just failed.
+    let res = ctx.inner.resilience.get(&lb.cluster);
     let retry = selected
         .as_ref()
         .and_then(|s| s.rule.retry.as_ref())
-        .filter(|r| !upgrade && retry::replayable(r, &parts.method, &body));
-    let timeout = selected
-        .as_ref()
-        .and_then(|s| s.rule.timeout)
-        .or(lb.cluster.request_timeout);
-    let attempts = async {
-        let mut parts = Some(parts);
-        let mut body = Some(body);
-        let mut attempt = 1;
-        loop {
-            let (ep, h2) = endpoint(ctx, pool, hash, upgrade, from_h2).await?;
-            let last = retry.is_none_or(|r| attempt >= r.attempts);
-            // Without a retry policy the parts move as they are: no copy on the hot path.
-            let mut p = match (last, parts.take()) {
-                (true, Some(p)) => p,
-                (false, Some(p)) => {
-                    let copy = retry::clone_parts(&p);
-                    parts = Some(p);
-                    copy
-                }
-                (_, None) => return Err((Cause::BadRequest, String::from("request already sent"))),
-            };
-            mesh_headers(&mut p.headers, &ep, from_h2);
-            let b = body.take().map_or_else(ProxyBody::empty, ProxyBody::from);
-            let up_req = Request::from_parts(p, b);
-            let guard = ep.start();
-            let sent = async {
-                match h2 {
-                    Some(conn) => Clients::send_h2(conn, up_req, &ep.authority).await,
-                    None => ctx.inner.clients.send_h1(up_req, &ep.authority).await,
-                }
-            };
-            let result = match retry.and_then(|r| r.per_try_timeout) {
-                Some(t) => tokio::time::timeout(t, sent).await.unwrap_or_else(|_| {
-                    Err((
-                        Cause::RequestTimeout,
-                        format!("no response within {t:?} (per try)"),
-                    ))
-                }),
-                None => sent.await,
-            };
-            guard.finish(match &result {
-                Ok(rsp) => Outcome::Status(rsp.status().as_u16()),
-                Err(_) => Outcome::Failed,
-            });
-            match retry {
-                Some(r) if !last && retry::should_retry(r, &result) => {
-                    tokio::time::sleep(retry::backoff(r, attempt)).await;
-                    attempt += 1;
-                }
-                _ => {
-                    return result.map_err(|(cause, detail)| {
-                        (cause, format!("via {}: {detail}", ep.endpoint.addr))
-                    });
-                }
-            }
-        }
+        .filter(|_| !upgrade)
+        .map(resilience::RetryPolicy::from);
+    let policy = resilience::CallPolicy {
+        retry: retry.as_ref(),
+        request_timeout: selected
+            .as_ref()
+            .and_then(|s| s.rule.timeout)
+            .or(lb.cluster.request_timeout),
+        ..Default::default()
     };
-    let result = match timeout {
-        Some(t) => tokio::time::timeout(t, attempts)
-            .await
-            .unwrap_or_else(|_| Err((Cause::RequestTimeout, format!("no response within {t:?}")))),
-        None => attempts.await,
-    };
+    let members = pool.members();
+    let result = resilience::call_with_retries(
+        &res,
+        &policy,
+        Request::from_parts(parts, body),
+        |avoid| {
+            let first = avoid.is_none().then(|| pool.pick(hash).cloned()).flatten();
+            wiring::pick_index(members, first, avoid, || pool.pick(None))
+        },
+        |idx, req| attempt(ctx, &members[idx], upgrade, from_h2, req),
+    )
+    .await;
     let mut rsp = match result {
         Ok(rsp) => rsp,
-        Err((cause, detail)) => return cause.respond(&format_args!("{target} {detail}")),
+        Err(e) => return wiring::to_proxy_cause(e.cause).respond(&format_args!("{target}: {e}")),
     };
 
     let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -250,41 +211,41 @@ pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_
     headers.insert(MESH_ORIG_PROTO, HeaderValue::from_static(proto));
 }
 
-/// Picks an endpoint and, for HTTP/2, connects to it; a connect failure marks the endpoint
-/// failed (P2C then avoids it, outlier detection may eject it) and another pick is tried.
-/// `None` as the connection means "send over the pooled HTTP/1.1 client".
-async fn endpoint(
+/// One attempt at one endpoint: its mesh headers, the connection (multiplexed HTTP/2 to a
+/// peer sidecar, except upgrades; the app's own protocol for an unmeshed endpoint), and the
+/// balancer's in-flight guard (latency, failure penalty, outlier detection).
+async fn attempt(
     ctx: &OutboundCtx,
-    pool: &Subset,
-    hash: Option<u64>,
+    ep: &Arc<LbEndpoint>,
     upgrade: bool,
     from_h2: bool,
-) -> Result<(Arc<LbEndpoint>, Option<H2Conn>), SendError> {
-    let mut last = (Cause::NoEndpoints, String::from("no endpoint"));
-    for _ in 0..CONNECT_ATTEMPTS {
-        let Some(ep) = pool.pick(hash).cloned() else {
-            break;
-        };
-        // Sidecar↔sidecar HTTP is multiplexed HTTP/2, except upgrades (HTTP/2 has no
-        // Upgrade); an unmeshed endpoint gets the app's own protocol.
-        if upgrade || !(ep.endpoint.is_meshed() || from_h2) {
-            return Ok((ep, None));
-        }
+    req: Request<ReplayBody<Incoming>>,
+) -> Result<Response<Incoming>, resilience::Cause> {
+    let (mut parts, body) = req.into_parts();
+    mesh_headers(&mut parts.headers, ep, from_h2);
+    let up_req = Request::from_parts(parts, ProxyBody::Replay(body));
+    let guard = ep.start();
+    let result = if !upgrade && (ep.endpoint.is_meshed() || from_h2) {
         match ctx
             .inner
             .clients
             .connect_h2(ep.endpoint.addr, ep.endpoint.identity.as_ref())
             .await
         {
-            Ok(conn) => return Ok((ep, Some(conn))),
-            Err((cause, detail)) => {
-                ep.start().finish(Outcome::Failed);
-                tracing::debug!(cause = cause.as_str(), %detail, "connect failed; trying another endpoint");
-                last = (cause, detail);
-            }
+            Ok(conn) => Clients::send_h2(conn, up_req, &ep.authority).await,
+            Err(e) => Err(e),
         }
-    }
-    Err(last)
+    } else {
+        ctx.inner.clients.send_h1(up_req, &ep.authority).await
+    };
+    guard.finish(match &result {
+        Ok(rsp) => Outcome::Status(rsp.status().as_u16()),
+        Err(_) => Outcome::Failed,
+    });
+    result.map_err(|(cause, detail)| {
+        tracing::debug!(cause = cause.as_str(), endpoint = %ep.endpoint.addr, %detail, "attempt failed");
+        wiring::from_proxy_cause(cause)
+    })
 }
 
 /// Applies a rule's fault: a delay and/or an abort, each for its per-mille share of requests.

@@ -6,7 +6,7 @@ use http::header::HOST;
 use http::request::Parts;
 use http::{HeaderValue, Request};
 
-use super::{OutboundCtx, forward, retry};
+use super::{OutboundCtx, forward};
 use crate::balance::Outcome;
 use crate::proxy::ProxyBody;
 use crate::state::{Mirror, Snapshot};
@@ -31,7 +31,7 @@ pub(super) fn maybe_mirror(
         tracing::debug!(service = %m.service, "mirror target unknown");
         return;
     };
-    let mut copy = retry::clone_parts(parts);
+    let mut copy = clone_parts(parts);
     if let Ok(host) = HeaderValue::try_from(&*m.service) {
         copy.headers.insert(HOST, host);
     }
@@ -59,4 +59,14 @@ pub(super) fn maybe_mirror(
         };
         guard.finish(outcome);
     });
+}
+
+/// A copy of the request head (extensions are not carried).
+fn clone_parts(p: &Parts) -> Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    parts
 }

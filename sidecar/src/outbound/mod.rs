@@ -13,7 +13,6 @@
 mod forward;
 mod http;
 mod mirror;
-mod retry;
 mod target;
 mod tcp;
 pub(crate) mod tls;
@@ -70,6 +69,8 @@ struct Inner {
     state: StateHandle,
     cfg: OutboundConfig,
     clients: Clients,
+    /// Retry budgets and circuit breakers per cluster.
+    resilience: crate::resilience::wiring::ClusterRegistry,
 }
 
 /// Facts about one downstream connection.
@@ -89,6 +90,7 @@ impl OutboundCtx {
                 state,
                 cfg,
                 clients,
+                resilience: Default::default(),
             }),
         }
     }

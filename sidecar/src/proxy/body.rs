@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::resilience::{GuardedBody, ReplayBody};
+
 /// Errors while streaming a body.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -17,6 +19,10 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ProxyBody {
     Incoming(Incoming),
     Full(Option<Bytes>),
+    /// A request body kept for retries (`crate::resilience`).
+    Replay(ReplayBody<Incoming>),
+    /// A response body holding its cluster's concurrent-request permit.
+    Guarded(GuardedBody<Incoming>),
 }
 
 // === impl ProxyBody ===
@@ -43,6 +49,12 @@ impl From<Incoming> for ProxyBody {
     }
 }
 
+impl From<GuardedBody<Incoming>> for ProxyBody {
+    fn from(b: GuardedBody<Incoming>) -> Self {
+        Self::Guarded(b)
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -53,6 +65,8 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Replay(b) => Pin::new(b).poll_frame(cx),
+            Self::Guarded(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -64,6 +78,8 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Incoming(b) => b.is_end_stream(),
+            Self::Replay(b) => b.is_end_stream(),
+            Self::Guarded(b) => b.is_end_stream(),
             Self::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
@@ -71,6 +87,8 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Incoming(b) => b.size_hint(),
+            Self::Replay(b) => b.size_hint(),
+            Self::Guarded(b) => b.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

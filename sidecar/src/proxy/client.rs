@@ -116,7 +116,7 @@ impl Clients {
         conn.0
             .send_request(req)
             .await
-            .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))
+            .map_err(|e| (h2_cause(&e), error_chain(&e)))
     }
 
     /// Sends over a pooled HTTP/1.1 connection to `endpoint` (the `Host` header is kept).
@@ -247,6 +247,15 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Cause {
         return Cause::ConnectRefused;
     }
     Cause::UpstreamReset
+}
+
+/// A refused stream (REFUSED_STREAM, or a graceful GOAWAY for it) provably never reached the
+/// app, so it may be retried; any other HTTP/2 failure is a reset.
+fn h2_cause(e: &hyper::Error) -> Cause {
+    match crate::resilience::classify_client_error(e) {
+        crate::resilience::Cause::RefusedStream => Cause::RefusedStream,
+        _ => Cause::UpstreamReset,
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

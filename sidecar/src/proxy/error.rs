@@ -45,11 +45,17 @@ pub enum Cause {
     AppUnavailable,
     #[error("connection-limit")]
     ConnectionLimit,
+    #[error("timeout:per-try")]
+    PerTryTimeout,
+    /// HTTP/2 REFUSED_STREAM or GOAWAY before processing: the request never reached the app.
+    #[error("refused-stream")]
+    RefusedStream,
+    /// The peer sidecar failed mTLS (wrong identity, untrusted chain, no TLS at all).
     #[error("tls-handshake")]
     TlsHandshake,
 }
 
-const ALL: [Cause; 17] = [
+const ALL: [Cause; 19] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -66,6 +72,8 @@ const ALL: [Cause; 17] = [
     Cause::FaultAbort,
     Cause::AppUnavailable,
     Cause::ConnectionLimit,
+    Cause::PerTryTimeout,
+    Cause::RefusedStream,
     Cause::TlsHandshake,
 ];
 
@@ -93,6 +101,8 @@ impl Cause {
             Self::FaultAbort => "fault-abort",
             Self::AppUnavailable => "app-unavailable",
             Self::ConnectionLimit => "connection-limit",
+            Self::PerTryTimeout => "timeout:per-try",
+            Self::RefusedStream => "refused-stream",
             Self::TlsHandshake => "tls-handshake",
         }
     }
@@ -104,12 +114,15 @@ impl Cause {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::AuthzDenied => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::RequestTimeout | Self::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTimeout | Self::ConnectTimeout | Self::PerTryTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::NoEndpoints
             | Self::AllEjected
             | Self::CircuitOpen
             | Self::AppUnavailable
             | Self::ConnectionLimit
+            | Self::RefusedStream
             | Self::FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectRefused
             | Self::UpstreamReset

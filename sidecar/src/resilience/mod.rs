@@ -22,6 +22,8 @@
 //!
 //! # Wiring into the outbound HTTP path
 //!
+//! As wired in `outbound/forward.rs` (with [`wiring`] for the glue); in general:
+//!
 //! Once per cluster (rebuilt when its endpoint list changes, since outlier and health state
 //! are indexed by endpoint position):
 //!

@@ -1,6 +1,6 @@
-//! Glue to the sidecar's data path: resilience config from the domain model (`state`), per-cluster and per-rule state kept across requests, and cause mapping to and from `proxy::Cause`.
+//! Glue to the sidecar's data path: resilience config from the domain model (`state`), per-cluster state kept across requests, and cause mapping to and from `proxy::Cause`.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use http::{HeaderValue, Response};
@@ -10,7 +10,7 @@ use super::circuit::{CircuitLimits, DEFAULT_MAX, DEFAULT_MAX_RETRIES};
 use super::driver::{ClusterConfig, ClusterResilience};
 use super::errors::{Cause, TimeoutKind};
 use super::outlier::OutlierConfig;
-use super::ratelimit::{RateLimitConfig, RateLimiter, RetryAfter};
+use super::ratelimit::RetryAfter;
 use super::retry::{RetryOn, RetryPolicy, grpc_code};
 use crate::balance::LbEndpoint;
 use crate::proxy::{Cause as ProxyCause, ProxyBody};
@@ -21,51 +21,6 @@ use crate::state;
 #[derive(Debug, Default)]
 pub struct ClusterRegistry {
     clusters: DashMap<state::Name, (ClusterConfig, Arc<ClusterResilience>)>,
-}
-
-/// Token buckets per route rule, kept across requests; a rule replaced by a config update
-/// gets a fresh bucket.
-#[derive(Debug, Default)]
-pub struct RouteLimits {
-    /// Keyed by the rule's address; the `Weak` proves the key still names the same rule.
-    rules: DashMap<usize, (Weak<state::RouteRule>, Arc<RateLimiter>)>,
-}
-
-// === impl RouteLimits ===
-
-impl RouteLimits {
-    /// Admits one request under `rule`'s rate limit (if it has one), or says how long to
-    /// wait. `source` is the peer identity where known (per-source buckets).
-    pub fn check(
-        &self,
-        rule: &Arc<state::RouteRule>,
-        source: Option<&str>,
-    ) -> Result<(), RetryAfter> {
-        let Some(rl) = &rule.rate_limit else {
-            return Ok(());
-        };
-        let key = Arc::as_ptr(rule) as usize;
-        if let Some(entry) = self.rules.get(&key)
-            && entry.0.as_ptr() == Arc::as_ptr(rule)
-        {
-            return entry.1.check(source);
-        }
-        let cfg = RateLimitConfig {
-            requests_per_second: rl.requests_per_second,
-            burst: rl.burst,
-            per_source: rl.per_source,
-        };
-        // A zero rate is rejected at conversion; should one slip through, do not limit.
-        let Ok(limiter) = RateLimiter::new(cfg) else {
-            return Ok(());
-        };
-        // Rules replaced by config updates are dropped when a new rule is first seen.
-        self.rules.retain(|_, (weak, _)| weak.strong_count() > 0);
-        let limiter = Arc::new(limiter);
-        self.rules
-            .insert(key, (Arc::downgrade(rule), limiter.clone()));
-        limiter.check(source)
-    }
 }
 
 /// The 429 for a rate-limited request: `x-mesh-error: rate-limited` and `Retry-After`.
@@ -208,20 +163,22 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
         ProxyCause::TlsHandshake => Cause::ConnectFailed,
         ProxyCause::ConnectTimeout => Cause::CONNECT_TIMEOUT,
         ProxyCause::RequestTimeout => Cause::Timeout(TimeoutKind::Request),
+        ProxyCause::PerTryTimeout => Cause::Timeout(TimeoutKind::PerTry),
+        ProxyCause::RefusedStream => Cause::RefusedStream,
+        ProxyCause::ConnectionLimit => Cause::ConnectionLimit,
         ProxyCause::UpstreamReset => Cause::UpstreamReset,
         ProxyCause::BadRequest | ProxyCause::HeadersTooLarge => Cause::BadRequest,
         ProxyCause::DetectTimeout => Cause::DetectTimeout,
         ProxyCause::AuthzDenied => Cause::AuthzDenied,
         ProxyCause::RateLimited => Cause::RateLimited,
         ProxyCause::CircuitOpen => Cause::CircuitOpen,
-        ProxyCause::ConnectionLimit => Cause::ConnectionLimit,
         ProxyCause::FaultAbort | ProxyCause::AppUnavailable => Cause::UpstreamError,
     }
 }
 
 /// The data-path cause for the response to the client. Causes the data path has no variant
-/// for map to the nearest one (per-try and idle timeouts are request timeouts; a refused
-/// stream that exhausted its retries, or an upstream protocol error, is a reset).
+/// for map to the nearest one (an idle timeout is a request timeout; an upstream protocol
+/// error is a reset).
 pub fn to_proxy_cause(c: Cause) -> ProxyCause {
     match c {
         Cause::NoRoute => ProxyCause::NoRoute,
@@ -229,14 +186,15 @@ pub fn to_proxy_cause(c: Cause) -> ProxyCause {
         Cause::AllEjected => ProxyCause::AllEjected,
         Cause::ConnectRefused | Cause::ConnectFailed => ProxyCause::ConnectRefused,
         Cause::Timeout(TimeoutKind::Connect) => ProxyCause::ConnectTimeout,
+        Cause::Timeout(TimeoutKind::PerTry) => ProxyCause::PerTryTimeout,
         Cause::Timeout(_) => ProxyCause::RequestTimeout,
         Cause::CircuitOpen => ProxyCause::CircuitOpen,
         Cause::RateLimited => ProxyCause::RateLimited,
         Cause::AuthzDenied => ProxyCause::AuthzDenied,
-        Cause::UpstreamReset
-        | Cause::RefusedStream
-        | Cause::UpstreamError
-        | Cause::BudgetExhausted => ProxyCause::UpstreamReset,
+        Cause::RefusedStream => ProxyCause::RefusedStream,
+        Cause::UpstreamReset | Cause::UpstreamError | Cause::BudgetExhausted => {
+            ProxyCause::UpstreamReset
+        }
         Cause::ConnectionLimit => ProxyCause::ConnectionLimit,
         Cause::BadRequest => ProxyCause::BadRequest,
         Cause::DetectTimeout => ProxyCause::DetectTimeout,
@@ -287,8 +245,10 @@ mod tests {
             Cause::ConnectRefused,
             Cause::CONNECT_TIMEOUT,
             Cause::Timeout(TimeoutKind::Request),
+            Cause::Timeout(TimeoutKind::PerTry),
             Cause::CircuitOpen,
             Cause::UpstreamReset,
+            Cause::RefusedStream,
             Cause::RateLimited,
         ] {
             assert_eq!(from_proxy_cause(to_proxy_cause(c)), c);

@@ -42,7 +42,8 @@ impl Cluster {
             namespace: None,
             lb: LbPolicy::default(),
             hash_on: None,
-            outlier: None,
+            // Outlier detection is on by default (the proto's defaults).
+            outlier: super::convert::cluster::outlier(&Default::default()),
             circuit_breakers: CircuitBreakers::default(),
             health_check: None,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,

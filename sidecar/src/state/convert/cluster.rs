@@ -36,7 +36,12 @@ impl TryFrom<&pb::Cluster> for Cluster {
         out.namespace = opt_name(&c.namespace);
         out.lb = lb;
         out.hash_on = hash_on;
-        out.outlier = c.outlier_detection.as_ref().and_then(outlier);
+        // On by default: a cluster without the message gets the default detection.
+        out.outlier = outlier(
+            c.outlier_detection
+                .as_ref()
+                .unwrap_or(&pb::OutlierDetection::default()),
+        );
         out.circuit_breakers = c
             .circuit_breakers
             .as_ref()
@@ -106,7 +111,7 @@ fn hash_on(h: &pb::HashOn) -> Result<Option<HashOn>> {
 
 /// Outlier defaults follow Envoy's (5 consecutive 5xx, 10 s interval, 30 s base ejection,
 /// 10 % max ejected): proven in production and familiar to operators.
-fn outlier(o: &pb::OutlierDetection) -> Option<OutlierDetection> {
+pub(crate) fn outlier(o: &pb::OutlierDetection) -> Option<OutlierDetection> {
     if o.disabled {
         return None;
     }

@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::*;
 
-mod cluster;
+pub(crate) mod cluster;
 mod route;
 
 /// Why a resource was rejected: which field and what is wrong with it.

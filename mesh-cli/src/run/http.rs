@@ -1,0 +1,46 @@
+//! A one-shot HTTP/1 call to the sidecar's admin listener (`GET /ready`, `POST /drain`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// The admin listener is local and answers from memory: a call that takes longer than this is
+/// a stuck process, and the caller's own loop decides whether to try again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("bad request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("no answer within {CALL_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// Sends one request without a body and returns the response status.
+pub async fn call(addr: SocketAddr, method: Method, path: &str) -> Result<u16, CallError> {
+    let once = async {
+        let tcp = TcpStream::connect(addr).await.map_err(CallError::Connect)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        // The connection task ends when the response is read and the sender dropped.
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        Ok(resp.status().as_u16())
+    };
+    tokio::time::timeout(CALL_TIMEOUT, once)
+        .await
+        .map_err(|_| CallError::Timeout)?
+}

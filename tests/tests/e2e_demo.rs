@@ -1,0 +1,61 @@
+//! `mesh-cli demo --duration N` runs the whole local mesh non-interactively, shows traffic
+//! moving to v2 after the canary shift, exits 0 and leaves no process or file behind.
+
+use std::process::Command;
+use std::time::Duration;
+
+use mesh_tests::bin_path;
+
+#[test]
+fn demo_runs_shifts_traffic_and_leaves_nothing_behind() {
+    let out = Command::new(bin_path("mesh-cli"))
+        .args(["demo", "--duration", "9", "--interval", "3"])
+        .output()
+        .expect("run mesh-cli demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "demo exited with {}", out.status);
+    assert!(
+        stdout.contains("route set api --to v1=80,v2=20"),
+        "canary step missing"
+    );
+    // Both versions served traffic and nothing failed.
+    let total = |key: &str| -> (u64, u64) {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("total {key}:")))
+            .unwrap_or_else(|| panic!("no total line for {key}"));
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (nums[nums.len() - 2], nums[nums.len() - 1])
+    };
+    let (v2_ok, _) = total("api v2");
+    let (web_ok, web_failed) = total("web v1");
+    assert!(v2_ok > 0, "v2 never served after the canary shift");
+    assert!(web_ok > 0);
+    assert_eq!(web_failed, 0, "requests failed during the demo");
+
+    // No leftovers: the demo's data dir is gone and no mesh process mentions it.
+    let pid = out_pid_dir(&stdout);
+    std::thread::sleep(Duration::from_millis(200));
+    if let Some(dir) = pid {
+        assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert!(
+            !ps.lines().any(|l| l.contains(&dir)),
+            "a process still runs from {dir}:\n{ps}"
+        );
+    }
+}
+
+/// The demo prints its data dir; None if it did not (then only the exit status is checked).
+fn out_pid_dir(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("demo data dir: "))
+        .map(str::to_string)
+}
