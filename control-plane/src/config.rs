@@ -44,6 +44,21 @@ pub struct Args {
     /// Also write the bound addresses as JSON to this file (atomically, after binding).
     #[arg(long, env = "MESH_ADDRS_FILE")]
     pub addrs_file: Option<PathBuf>,
+    /// Operator CA certificate (root or intermediate, PEM); needs --ca-key. Default: a root
+    /// created once in DATA_DIR/ca.
+    #[arg(long, env = "MESH_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// Private key (PEM) of --ca-cert.
+    #[arg(long, env = "MESH_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Root certificate(s) (PEM) above an intermediate --ca-cert.
+    #[arg(long, env = "MESH_CA_BUNDLE", requires = "ca_cert")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Serve discovery + identity over TLS (certificate issued by the mesh CA; clients verify
+    /// it with DATA_DIR/ca/trust-bundle.pem): `--discovery-tls=true`. Off by default until every
+    /// launcher (mesh-cli demo/run, Kubernetes manifests) passes the bundle to its sidecars.
+    #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub discovery_tls: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +72,8 @@ pub struct Config {
     pub lease_grace: Duration,
     pub coalesce: Duration,
     pub addrs_file: Option<PathBuf>,
+    pub operator_ca: crate::identity_wiring::OperatorCa,
+    pub discovery_tls: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +113,17 @@ impl Config {
             lease_grace: Duration::from_millis(a.lease_grace_ms),
             coalesce: Duration::from_millis(a.coalesce_ms),
             addrs_file: a.addrs_file,
+            operator_ca: crate::identity_wiring::OperatorCa {
+                cert: a.ca_cert,
+                key: a.ca_key,
+                bundle: a.ca_bundle,
+            },
+            discovery_tls: a.discovery_tls,
         })
     }
 
-    /// Defaults with every port 0 (for tests and embedding).
+    /// Defaults with every port 0 (for tests and embedding). Discovery is plaintext here so
+    /// in-process tests can use a bare channel; the binary defaults to TLS.
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         Self {
@@ -112,6 +136,8 @@ impl Config {
             lease_grace: Duration::from_secs(10),
             coalesce: Duration::from_millis(50),
             addrs_file: None,
+            operator_ca: Default::default(),
+            discovery_tls: false,
         }
     }
 }

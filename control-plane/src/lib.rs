@@ -7,8 +7,8 @@ pub mod config;
 pub mod core;
 pub mod encode;
 pub mod http;
-pub mod identity_seam;
 pub mod identity_server;
+pub mod identity_wiring;
 pub mod metrics;
 pub mod model;
 pub mod registry;
@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use mesh_proto::admin::v1::admin_server::AdminServer;
 use mesh_proto::discovery::v1::discovery_server::DiscoveryServer;
-use mesh_proto::identity::v1::identity_server::IdentityServer;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -67,6 +66,10 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("loading state: {0}")]
     Core(#[from] CoreError),
+    #[error(transparent)]
+    Identity(#[from] identity_wiring::IdentitySetupError),
+    #[error("discovery TLS: {0}")]
+    Tls(#[from] tonic::transport::Error),
 }
 
 /// A running control plane. Dropping it leaves it running; call [`Handle::shutdown`].
@@ -98,6 +101,7 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         coalesce: config.coalesce,
     };
     let core = Core::load(core_config, Arc::new(store), metrics::Metrics::new())?;
+    let identity = identity_wiring::setup(dir, &config.trust_domain, &config.operator_ca, &core)?;
 
     let discovery = bind("discovery", config.discovery_addr).await?;
     let admin = bind("admin", config.admin_addr).await?;
@@ -116,13 +120,17 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
     };
 
     let mut tasks = vec![tokio::spawn(core.clone().run_builder())];
-    let discovery_server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if config.discovery_tls {
+        builder = builder.tls_config(identity.tls.tonic_config())?;
+    }
+    let discovery_server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(DiscoveryServer::new(xds::DiscoveryService::new(
             core.clone(),
         )))
-        .add_service(IdentityServer::new(identity_seam::IdentityService));
+        .add_service(identity.service.into_server());
     tasks.push(tokio::spawn(async move {
         if let Err(e) = discovery_server
             .serve_with_incoming(TcpListenerStream::new(discovery))
@@ -154,7 +162,8 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
     }
     tracing::info!(
         discovery = %addrs.discovery, admin = %addrs.admin, http = %addrs.http,
-        data_dir = %dir.display(), "control plane ready"
+        data_dir = %dir.display(), discovery_tls = config.discovery_tls,
+        trust_bundle = %identity.bundle_path.display(), "control plane ready"
     );
     Ok(Handle {
         addrs,

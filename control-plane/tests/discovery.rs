@@ -462,8 +462,13 @@ async fn runtime_defaults_updates_and_trust_bundle_seam() {
     .expect("runtime accepted");
     let rt = runtime(&p.recv_ack().await);
     assert_eq!((rt.trace_sampling_ratio, rt.access_log_ratio), (0.1, 0.0));
+    // The CA published its root at start; the admin's value is ignored.
     assert!(
-        rt.trust_bundle_pem.is_empty(),
+        !rt.trust_bundle_pem.is_empty()
+            && rt
+                .trust_bundle_pem
+                .iter()
+                .all(|p| p.contains("BEGIN CERTIFICATE")),
         "the bundle is the CA's, not the admin's"
     );
 

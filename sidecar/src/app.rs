@@ -57,6 +57,8 @@ pub enum AppError {
     Observe(#[from] crate::observe::StartError),
     #[error("the control thread failed")]
     ControlThread,
+    #[error(transparent)]
+    Identity(#[from] crate::identity_wiring::IdentityWiringError),
 }
 
 /// The addresses actually bound (port 0 resolved), as written to `--addrs-file`.
@@ -104,6 +106,13 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     let health = Arc::new(Health::default());
     crate::observe::start(&cfg, &state, control_rt.handle())?;
     let metrics = Metrics::global().clone();
+    let cp_tls = crate::identity_wiring::control_plane_channel_tls(&cfg)?;
+    // The identity channel is created inside the control runtime, where it will run.
+    let workload = {
+        let _rt = control_rt.enter();
+        crate::identity_wiring::prepare(&cfg, cp_tls.clone(), &health)?
+    };
+    let identity = workload.as_ref().map(|w| w.store.clone());
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;
@@ -118,12 +127,15 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
             (d, None)
         }
         None => {
-            let (client, d) = Client::new(
-                client_config(&cfg, addrs.inbound.port(), local),
-                state.clone(),
-                health.clone(),
-                metrics.clone(),
-            );
+            let mut client_cfg = client_config(&cfg, addrs.inbound.port(), local);
+            client_cfg.tls = cp_tls;
+            // Announce an identity only with a certificate to prove it: peers use mTLS to
+            // endpoints that have one.
+            if identity.is_none() {
+                client_cfg.node.identity.clear();
+            }
+            let (client, d) =
+                Client::new(client_cfg, state.clone(), health.clone(), metrics.clone());
             (d, Some(client))
         }
     };
@@ -140,6 +152,14 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     let grace = cfg.drain_grace;
     let admin_listener = listeners.admin;
     let control_health = health.clone();
+    if let Some(w) = workload {
+        // Runs on the control runtime once its thread starts, off the data path.
+        control_rt.spawn(crate::identity_wiring::run(
+            w.rotation,
+            w.store,
+            health.clone(),
+        ));
+    }
     let control = std::thread::Builder::new()
         .name("mesh-control".into())
         .spawn(move || {
@@ -168,6 +188,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         inbound: listeners.inbound,
         outbound: listeners.outbound,
         forwards: listeners.forwards,
+        identity,
     };
     data_rt.block_on(data_main(data_cfg, exit_rx))?;
     // Connections still open at the end of the grace period are cut here.
@@ -262,6 +283,7 @@ fn client_config(cfg: &Config, inbound_port: u16, local: LocalListener) -> Clien
         backoff: Backoff::default(),
         local_listener: local,
         snapshot_fallback_after: SNAPSHOT_FALLBACK_AFTER,
+        tls: None,
     }
 }
 
@@ -330,6 +352,7 @@ struct DataPath {
     inbound: std::net::TcpListener,
     outbound: std::net::TcpListener,
     forwards: Vec<(TcpForward, std::net::TcpListener)>,
+    identity: Option<Arc<crate::identity::CertStore>>,
 }
 
 /// Data runtime: inbound, outbound and fixed-port listeners until `exit`.
@@ -354,6 +377,7 @@ async fn data_main(d: DataPath, exit: oneshot::Receiver<()>) -> Result<(), AppEr
         outbound,
         forwards,
         outbound_drain,
+        d.identity,
     );
 
     // Draining starts on a signal or `POST /drain`: inbound stops accepting, and its live

@@ -155,6 +155,16 @@ const SETTINGS: &[Setting] = &[
         "Services to subscribe at start, comma list (others on first use)",
     ),
     one(
+        "ca-bundle",
+        "MESH_CA_BUNDLE",
+        "Mesh trust bundle (PEM) verifying the control plane (https://) and, at start, peers",
+    ),
+    one(
+        "join-token-file",
+        "MESH_JOIN_TOKEN_FILE",
+        "File holding the join token (MESH_JOIN_TOKEN wins); with a token the sidecar gets an identity and speaks mTLS",
+    ),
+    one(
         "log",
         "MESH_LOG",
         "Tracing filter directives [default: info]",
@@ -230,6 +240,8 @@ pub struct Config {
     pub addrs_file: Option<PathBuf>,
     pub drain_grace: Duration,
     pub outbound_services: Vec<String>,
+    pub ca_bundle: Option<PathBuf>,
+    pub join_token_file: Option<PathBuf>,
     pub log: String,
     /// `None`: no span export (sampling decisions are still propagated).
     pub otlp_endpoint: Option<String>,
@@ -337,6 +349,8 @@ impl Config {
             parse::millis(s, Duration::ZERO, Duration::from_secs(3600))
         });
         let outbound_services = r.value("outbound-services", Vec::new(), parse::names);
+        let ca_bundle = r.optional("ca-bundle", parse::path);
+        let join_token_file = r.optional("join-token-file", parse::path);
         let log = r.value("log", "info".into(), parse::log_filter);
         let otlp_endpoint = r.optional("otlp-endpoint", parse::optional_url).flatten();
         let trace_sampling = r.value("trace-sampling", DEFAULT_TRACE_SAMPLING, parse::ratio);
@@ -374,6 +388,8 @@ impl Config {
                 addrs_file,
                 drain_grace,
                 outbound_services,
+                ca_bundle,
+                join_token_file,
                 log,
                 otlp_endpoint,
                 trace_sampling,

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod config;
 pub mod dns;
 pub mod identity;
+pub mod identity_wiring;
 pub mod inbound;
 pub mod init;
 pub mod observe;

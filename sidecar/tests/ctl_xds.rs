@@ -52,6 +52,7 @@ fn start(endpoint: String, eager: &[&str], data_dir: Option<&std::path::Path>) -
         backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
         local_listener: Default::default(),
         snapshot_fallback_after: Duration::from_millis(300),
+        tls: None,
     };
     let state = StateHandle::default();
     let health = Arc::new(Health::default());

@@ -92,6 +92,22 @@ impl ControlPlane {
         }
     }
 
+    /// The discovery URL of a control plane started with `--discovery-tls=true` (its
+    /// certificate names 127.0.0.1), verified with [`Self::ca_bundle`].
+    pub fn tls_discovery_url(&self) -> String {
+        format!("https://{}", self.discovery)
+    }
+
+    /// The mesh trust bundle the control plane wrote in its data dir.
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.data_dir.join("ca").join("trust-bundle.pem")
+    }
+
+    /// `--ca-bundle` for a sidecar of this control plane.
+    pub fn sidecar_tls_args(&self) -> Vec<String> {
+        vec!["--ca-bundle".into(), self.ca_bundle().display().to_string()]
+    }
+
     /// The admin token the control plane created in its data dir.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin-token"))
@@ -120,7 +136,7 @@ pub struct SidecarOpts {
     pub namespace: Option<String>,
     pub labels: Vec<(String, String)>,
     pub app_ports: Vec<u16>,
-    /// `http://ip:port` of the control plane's discovery endpoint.
+    /// `http://ip:port` (or [`ControlPlane::tls_discovery_url`]) of the discovery endpoint.
     pub control_plane: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub extra: Vec<String>,

@@ -5,13 +5,19 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, TcpForward};
-use crate::inbound::{self, InboundConfig, InboundCtx, Plaintext};
+use crate::identity::CertStore;
+use crate::inbound::{self, InboundConfig, InboundCtx, MtlsTransport, Plaintext};
 use crate::outbound::{self, OutboundConfig, OutboundCtx};
 use crate::proxy::Drain;
 use crate::state::{Name, StateHandle};
+use crate::tls::{MeshAcceptor, MeshConnector};
 
 /// Spawns every data-path listener. Each stops accepting when its drain is signalled; live
 /// connections hold a `Drain` clone until they finish.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; each listener, drain and the identity are distinct inputs"
+)]
 pub(super) fn spawn_data_path(
     cfg: &Config,
     state: &StateHandle,
@@ -20,6 +26,7 @@ pub(super) fn spawn_data_path(
     outbound: TcpListener,
     forwards: Vec<(TcpForward, TcpListener)>,
     outbound_drain: Drain,
+    identity: Option<Arc<CertStore>>,
 ) {
     let inbound_ctx = InboundCtx::new(
         state.clone(),
@@ -30,19 +37,34 @@ pub(super) fn spawn_data_path(
             ..InboundConfig::default()
         },
     );
-    // The mTLS transport replaces `Plaintext` here.
-    tokio::spawn(inbound::serve(
-        inbound,
-        inbound_ctx,
-        Arc::new(Plaintext),
-        inbound_drain,
-    ));
+    let connector = identity.clone().map(MeshConnector::new);
+    // With a workload identity, peers connect over mTLS; without one, plaintext as before.
+    match identity {
+        Some(store) => {
+            let transport = MtlsTransport::new(MeshAcceptor::new(store), state.clone());
+            tokio::spawn(inbound::serve(
+                inbound,
+                inbound_ctx,
+                Arc::new(transport),
+                inbound_drain,
+            ));
+        }
+        None => {
+            tokio::spawn(inbound::serve(
+                inbound,
+                inbound_ctx,
+                Arc::new(Plaintext),
+                inbound_drain,
+            ));
+        }
+    }
 
     let outbound_ctx = OutboundCtx::new(
         state.clone(),
         OutboundConfig {
             detect_timeout: cfg.detect_timeout,
             max_header_bytes: cfg.max_header_bytes,
+            tls: connector,
             ..OutboundConfig::default()
         },
     );

@@ -217,9 +217,8 @@ pub(super) fn url(s: &str) -> Result<String, String> {
     let s = s.trim();
     let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https:// is not supported yet; use http://".into()),
-        _ => return Err("expected an http:// URL".into()),
+        Some("http") | Some("https") => {}
+        _ => return Err("expected an http:// or https:// URL".into()),
     }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err("the URL has no host".into());

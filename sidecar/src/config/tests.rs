@@ -147,8 +147,8 @@ fn unknown_flag_is_a_usage_error() {
 }
 
 #[test]
-fn control_plane_url_is_plain_http_with_a_host() {
-    for bad in ["https://cp:15010", "127.0.0.1:15010", "http://", "cp"] {
+fn control_plane_url_is_http_or_https_with_a_host() {
+    for bad in ["127.0.0.1:15010", "http://", "cp"] {
         let errs = invalid(parse(&["--service", "a", "--control-plane", bad], &[]));
         assert_eq!(errs[0].origin, "--control-plane", "{bad}");
     }

@@ -8,6 +8,7 @@
 //! bytes are passed through to the app. Drain stops accepting and lets requests finish.
 
 mod http;
+mod tls;
 mod transport;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,6 +19,7 @@ use hyper::service::service_fn;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+pub use tls::MtlsTransport;
 pub use transport::{Plaintext, Transport};
 
 use crate::proxy::{self, Cause, Clients, Detected, Drain, guard};

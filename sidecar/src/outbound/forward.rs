@@ -226,7 +226,12 @@ async fn attempt(
     let up_req = Request::from_parts(parts, ProxyBody::Replay(body));
     let guard = ep.start();
     let result = if !upgrade && (ep.endpoint.is_meshed() || from_h2) {
-        match ctx.inner.clients.connect_h2(ep.endpoint.addr).await {
+        match ctx
+            .inner
+            .clients
+            .connect_h2(ep.endpoint.addr, ep.endpoint.identity.as_ref())
+            .await
+        {
             Ok(conn) => Clients::send_h2(conn, up_req, &ep.authority).await,
             Err(e) => Err(e),
         }

@@ -15,6 +15,7 @@ mod http;
 mod mirror;
 mod target;
 mod tcp;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct OutboundConfig {
     pub connect_timeout: Duration,
     /// How long a request for an unknown service waits for discovery to answer.
     pub discovery_wait: Duration,
+    /// mTLS to meshed peers; `None` without a workload identity (plaintext).
+    pub tls: Option<crate::tls::MeshConnector>,
 }
 
 impl Default for OutboundConfig {
@@ -51,6 +54,7 @@ impl Default for OutboundConfig {
             // 3 s: enough for a round trip to a busy control plane, and below common client
             // timeouts (5–30 s) so the client gets a clear `no-route` instead of its own timeout.
             discovery_wait: Duration::from_secs(3),
+            tls: None,
         }
     }
 }
@@ -81,7 +85,7 @@ struct ConnInfo {
 
 impl OutboundCtx {
     pub fn new(state: StateHandle, cfg: OutboundConfig) -> Self {
-        let clients = Clients::new(cfg.connect_timeout);
+        let clients = Clients::new(cfg.connect_timeout).with_tls(cfg.tls.clone());
         Self {
             inner: Arc::new(Inner {
                 state,

@@ -37,6 +37,8 @@ pub struct Clients {
     /// uncontended shard read lock; the connection itself is shared by every request.
     h2: Arc<DashMap<SocketAddr, PooledH2>>,
     connect_timeout: Duration,
+    /// mTLS to peers whose endpoint has an identity; `None` = this sidecar has no identity.
+    tls: Option<crate::tls::MeshConnector>,
 }
 
 /// A pooled HTTP/2 connection and when a request last used it.
@@ -70,7 +72,14 @@ impl Clients {
             h1,
             h2: sweep(Arc::default()),
             connect_timeout,
+            tls: None,
         }
+    }
+
+    /// Speak mTLS to endpoints that have an identity.
+    pub fn with_tls(mut self, tls: Option<crate::tls::MeshConnector>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Sends `req` to the endpoint at `addr` over HTTP/2 or HTTP/1.1. The request's own URI
@@ -83,7 +92,7 @@ impl Clients {
         h2: bool,
     ) -> Result<Response<Incoming>, SendError> {
         if h2 {
-            let conn = self.connect_h2(addr).await?;
+            let conn = self.connect_h2(addr, None).await?;
             return Self::send_h2(conn, req, endpoint).await;
         }
         self.send_h1(req, endpoint).await
@@ -127,7 +136,11 @@ impl Clients {
 
     /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed).
     /// Separate from sending so a connect failure leaves the request unsent and retryable.
-    pub async fn connect_h2(&self, addr: SocketAddr) -> Result<H2Conn, SendError> {
+    pub async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&crate::state::Name>,
+    ) -> Result<H2Conn, SendError> {
         if let Some(tx) = self.h2.get(&addr).map(|c| {
             c.last_used.store(now_secs(), Ordering::Relaxed);
             c.tx.clone()
@@ -141,12 +154,20 @@ impl Clients {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
+        let io = crate::outbound::tls::secure(
+            self.tls.as_ref(),
+            tcp,
+            addr,
+            identity,
+            crate::tls::Alpn::H2,
+        )
+        .await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT)
             .adaptive_window(true)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))?;
         tokio::spawn(async move {

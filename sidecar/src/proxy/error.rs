@@ -50,9 +50,12 @@ pub enum Cause {
     /// HTTP/2 REFUSED_STREAM or GOAWAY before processing: the request never reached the app.
     #[error("refused-stream")]
     RefusedStream,
+    /// The peer sidecar failed mTLS (wrong identity, untrusted chain, no TLS at all).
+    #[error("tls-handshake")]
+    TlsHandshake,
 }
 
-const ALL: [Cause; 18] = [
+const ALL: [Cause; 19] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
     Cause::AllEjected,
@@ -71,6 +74,7 @@ const ALL: [Cause; 18] = [
     Cause::ConnectionLimit,
     Cause::PerTryTimeout,
     Cause::RefusedStream,
+    Cause::TlsHandshake,
 ];
 
 /// Process-wide count per cause, for the metrics exporter (one relaxed add per error).
@@ -99,6 +103,7 @@ impl Cause {
             Self::ConnectionLimit => "connection-limit",
             Self::PerTryTimeout => "timeout:per-try",
             Self::RefusedStream => "refused-stream",
+            Self::TlsHandshake => "tls-handshake",
         }
     }
 
@@ -119,9 +124,10 @@ impl Cause {
             | Self::ConnectionLimit
             | Self::RefusedStream
             | Self::FaultAbort => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ConnectRefused | Self::UpstreamReset | Self::DetectTimeout => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::ConnectRefused
+            | Self::UpstreamReset
+            | Self::DetectTimeout
+            | Self::TlsHandshake => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -160,6 +160,7 @@ pub fn from_proxy_cause(c: ProxyCause) -> Cause {
         ProxyCause::NoEndpoints => Cause::NoEndpoints,
         ProxyCause::AllEjected => Cause::AllEjected,
         ProxyCause::ConnectRefused => Cause::ConnectRefused,
+        ProxyCause::TlsHandshake => Cause::ConnectFailed,
         ProxyCause::ConnectTimeout => Cause::CONNECT_TIMEOUT,
         ProxyCause::RequestTimeout => Cause::Timeout(TimeoutKind::Request),
         ProxyCause::PerTryTimeout => Cause::Timeout(TimeoutKind::PerTry),

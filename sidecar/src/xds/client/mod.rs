@@ -57,6 +57,8 @@ pub struct ClientConfig {
     /// Serve the snapshot if no config is applied this long after start
     /// ([`SNAPSHOT_FALLBACK_AFTER`] in the binary).
     pub snapshot_fallback_after: Duration,
+    /// TLS for an `https://` control plane (verified against the mesh bundle).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +155,12 @@ impl Client {
     }
 
     async fn stream_once(&mut self, wanted: &mut Wanted) -> Result<(), StreamError> {
-        let channel = tonic::transport::Endpoint::from_shared(self.cfg.endpoint.clone())
-            .map_err(StreamError::Address)?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.cfg.endpoint.clone())
+            .map_err(StreamError::Address)?;
+        if let Some(tls) = self.cfg.tls.clone() {
+            endpoint = endpoint.tls_config(tls).map_err(StreamError::Connect)?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)

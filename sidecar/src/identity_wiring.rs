@@ -1,0 +1,135 @@
+//! Start-up wiring of the workload identity: the control plane channel's TLS, the join token,
+//! the certificate store and its rotation task, and the readiness gate on the first certificate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mesh_proto::identity::v1::identity_client::IdentityClient;
+use tonic::transport::{ClientTlsConfig, Endpoint};
+
+use crate::admin::Health;
+use crate::config::Config;
+use crate::identity::{
+    CertStore, IdentityError, JoinToken, Rotation, SpiffeError, SpiffeId, TOKEN_ENV,
+    control_plane_tls,
+};
+use crate::tls::{BundleError, TrustBundle};
+
+/// Readiness gate held closed until the first workload certificate is in the store.
+pub const CERT_GATE: &str = "workload-certificate";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityWiringError {
+    #[error("--control-plane is https:// but no --ca-bundle (MESH_CA_BUNDLE) verifies it")]
+    NoBundleForHttps,
+    #[error("a join token needs --ca-bundle (MESH_CA_BUNDLE): the roots peers are verified with")]
+    NoBundleForIdentity,
+    #[error("cannot read the trust bundle {path}: {source}")]
+    ReadBundle {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("trust bundle {path}: {source}")]
+    Bundle { path: PathBuf, source: BundleError },
+    #[error("control plane URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("workload identity: {0}")]
+    Spiffe(#[from] SpiffeError),
+    #[error(transparent)]
+    Token(#[from] IdentityError),
+}
+
+/// The workload identity once wired: hand `store` to the inbound acceptor and outbound
+/// connector, spawn [`Workload::rotation`] on the control runtime.
+pub struct Workload {
+    pub store: Arc<CertStore>,
+    pub rotation: Rotation,
+}
+
+/// TLS for the discovery/identity channel: `Some` for an `https://` control plane, verified
+/// against `--ca-bundle` and the URL's host name.
+pub fn control_plane_channel_tls(
+    cfg: &Config,
+) -> Result<Option<ClientTlsConfig>, IdentityWiringError> {
+    if !cfg.control_plane.starts_with("https://") {
+        return Ok(None);
+    }
+    let path = cfg
+        .ca_bundle
+        .as_deref()
+        .ok_or(IdentityWiringError::NoBundleForHttps)?;
+    let pems = read_bundle(path)?;
+    let uri: http::Uri = cfg
+        .control_plane
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| {
+            IdentityWiringError::Url(cfg.control_plane.clone(), e.to_string())
+        })?;
+    let host = uri.host().unwrap_or("localhost");
+    Ok(Some(control_plane_tls(&pems, host)))
+}
+
+/// With a join token (`MESH_JOIN_TOKEN`, read once here at start-up, or `--join-token-file`):
+/// the certificate store and its rotation, and a closed readiness gate that opens on the
+/// first certificate. Without one: `None`, and the sidecar speaks plaintext.
+pub fn prepare(
+    cfg: &Config,
+    cp_tls: Option<ClientTlsConfig>,
+    health: &Arc<Health>,
+) -> Result<Option<Workload>, IdentityWiringError> {
+    let token = match JoinToken::resolve(
+        std::env::var(TOKEN_ENV).ok(),
+        cfg.join_token_file.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(IdentityError::NoToken) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let path = cfg
+        .ca_bundle
+        .as_deref()
+        .ok_or(IdentityWiringError::NoBundleForIdentity)?;
+    let pems = read_bundle(path)?;
+    let bundle = TrustBundle::from_pem(&pems).map_err(|source| IdentityWiringError::Bundle {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let identity = SpiffeId::parse(&cfg.identity())?;
+    let store = CertStore::new(identity, bundle);
+    let mut endpoint = Endpoint::from_shared(cfg.control_plane.clone())
+        .map_err(|e| IdentityWiringError::Url(cfg.control_plane.clone(), e.to_string()))?;
+    if let Some(tls) = cp_tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| IdentityWiringError::Url(cfg.control_plane.clone(), e.to_string()))?;
+    }
+    // Lazy: the rotation task retries with backoff while the control plane is away.
+    let client = IdentityClient::new(endpoint.connect_lazy());
+    health.add_gate(CERT_GATE);
+    Ok(Some(Workload {
+        rotation: Rotation {
+            client,
+            token,
+            store: store.clone(),
+            ttl: None,
+        },
+        store,
+    }))
+}
+
+/// Runs the rotation and opens the readiness gate once the first certificate is loaded.
+pub async fn run(workload: Rotation, store: Arc<CertStore>, health: Arc<Health>) {
+    let rotation = tokio::spawn(workload.run());
+    store.ready().await;
+    health.open_gate(CERT_GATE);
+    tracing::info!(identity = %store.identity(), "workload certificate loaded; mTLS ready");
+    let _ = rotation.await;
+}
+
+fn read_bundle(path: &Path) -> Result<Vec<String>, IdentityWiringError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| IdentityWiringError::ReadBundle {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(vec![pem])
+}
