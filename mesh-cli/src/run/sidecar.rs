@@ -67,6 +67,8 @@ pub struct SidecarSpec {
     pub namespace: String,
     pub service_account: String,
     pub join_token: Option<String>,
+    /// The mesh trust bundle the sidecar verifies peers with (needed with a join token).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// The sidecar's bound listeners, read back from its address file.
@@ -107,13 +109,23 @@ impl SidecarSpec {
             namespace: args.namespace.clone(),
             service_account,
             join_token: None,
+            ca_bundle: None,
         };
+        // The local control plane's CA writes its trust bundle into its data dir.
+        let bundle = dir.join("ca").join("trust-bundle.pem");
+        if bundle.exists() && std::env::var_os("MESH_CA_BUNDLE").is_none() {
+            spec.ca_bundle = Some(bundle);
+        }
         // A token already in the environment is the operator's choice: the sidecar inherits it.
         if std::env::var_os(JOIN_TOKEN_ENV).is_some() {
             return spec;
         }
         match spec.fetch_token(&dir, local.as_ref()).await {
-            Ok(t) => spec.join_token = Some(t),
+            Ok(t) if spec.ca_bundle.is_some() => spec.join_token = Some(t),
+            Ok(_) => eprintln!(
+                "mesh-cli run: warning: no trust bundle in {} (set MESH_CA_BUNDLE); the sidecar starts without identity",
+                dir.display()
+            ),
             Err(e) => eprintln!(
                 "mesh-cli run: warning: no join token ({e}); the sidecar starts without one"
             ),
@@ -159,6 +171,9 @@ impl SidecarSpec {
         }
         if let Some(t) = &self.join_token {
             cmd.env(JOIN_TOKEN_ENV, t);
+        }
+        if let Some(b) = &self.ca_bundle {
+            cmd.arg("--ca-bundle").arg(b);
         }
         cmd
     }
