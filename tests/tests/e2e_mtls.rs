@@ -206,3 +206,55 @@ async fn relay_between_sidecars_sees_no_plaintext() {
         "plaintext seen on the wire between sidecars"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_allows_listed_identity_and_denies_others_with_403() {
+    use mesh_proto::admin::v1::SetAuthorizationPolicyRequest;
+    use mesh_proto::types::v1::{AuthorizationPolicy, AuthzAction, AuthzRule};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), TLS);
+    let app = EchoApp::start("echo-authz").await;
+    let _server = meshed(&cp, dir.path(), "echo", Some(app.addr.port())).await;
+    let web = meshed(&cp, dir.path(), "web", None).await;
+    let other = meshed(&cp, dir.path(), "other", None).await;
+    for c in [&web, &other] {
+        eventually("echo reachable before the policy", CONVERGE, || async {
+            get_via(c.outbound, "echo", "/", &[])
+                .await
+                .ok()
+                .filter(|r| r.0 == 200)
+        })
+        .await;
+    }
+
+    let mut a = admin(&cp).await;
+    a.set_authorization_policy(SetAuthorizationPolicyRequest {
+        policy: Some(AuthorizationPolicy {
+            service: "echo".into(),
+            default_action: AuthzAction::Deny as i32,
+            allow: vec![AuthzRule {
+                sources: vec!["spiffe://cluster.local/ns/default/sa/web".into()],
+                ..Default::default()
+            }],
+        }),
+        dry_run: false,
+    })
+    .await
+    .expect("set authorization policy");
+
+    let (status, _, _, headers) = eventually("other is denied once applied", CONVERGE, || async {
+        get_via(other.outbound, "echo", "/", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 403)
+    })
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(headers["x-mesh-error"], "authz-denied");
+    for _ in 0..10 {
+        let (status, who, _, _) = get_via(web.outbound, "echo", "/", &[]).await.unwrap();
+        assert_eq!(status, 200, "the allowed identity must pass");
+        assert_eq!(who.as_deref(), Some("echo-authz"));
+    }
+}

@@ -34,6 +34,7 @@ pub(super) fn spawn_data_path(
             app_ports: cfg.app_ports.clone(),
             detect_timeout: cfg.detect_timeout,
             max_header_bytes: cfg.max_header_bytes,
+            service: Some(cfg.service.as_str().into()),
             ..InboundConfig::default()
         },
     );

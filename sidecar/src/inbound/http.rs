@@ -30,6 +30,11 @@ pub(super) async fn handle(
     let Some(port) = hinted.or_else(|| ctx.default_port(conn.orig_dst)) else {
         return Cause::NoRoute.respond(&"no app port for inbound request");
     };
+    if let Err(denied) =
+        super::authz::check(ctx, conn.identity.as_deref(), port, Some(req.uri().path()))
+    {
+        return Cause::AuthzDenied.respond(&denied);
+    }
     let orig = req
         .headers()
         .get(&MESH_ORIG_PROTO)

@@ -7,6 +7,7 @@
 //! the protocol the client app spoke (`x-mesh-orig-proto`, default HTTP/1.1); TLS and other
 //! bytes are passed through to the app. Drain stops accepting and lets requests finish.
 
+mod authz;
 mod http;
 mod tls;
 mod transport;
@@ -47,6 +48,9 @@ pub struct InboundConfig {
     pub detect_timeout: Duration,
     pub max_header_bytes: usize,
     pub connect_timeout: Duration,
+    /// The workload's own service: its AuthorizationPolicy guards every inbound request.
+    /// `None` (tests, static setups) = no authorization.
+    pub service: Option<crate::state::Name>,
 }
 
 impl Default for InboundConfig {
@@ -59,6 +63,7 @@ impl Default for InboundConfig {
             max_header_bytes: proxy::DEFAULT_MAX_HEADER_BYTES,
             // The app is on loopback: 1 s only ever elapses when it is wedged.
             connect_timeout: Duration::from_secs(1),
+            service: None,
         }
     }
 }
@@ -84,10 +89,6 @@ struct ConnInfo {
     peer: SocketAddr,
     orig_dst: Option<SocketAddr>,
     /// The peer's verified identity (mTLS); `None` on plaintext.
-    #[allow(
-        dead_code,
-        reason = "read by authorization once mTLS provides identities"
-    )]
     identity: Option<Name>,
 }
 
@@ -260,14 +261,29 @@ async fn connection<T: Transport>(
             });
             proxy::server::serve_http(io, proto == Detected::Http2, max, svc, drain).await;
         }
-        Detected::MeshTcp(port) if ctx.hint_allowed(port) => to_app(&ctx, port, io).await,
+        Detected::MeshTcp(port) if ctx.hint_allowed(port) => {
+            tcp_authorized(&ctx, &conn, port, io).await;
+        }
         Detected::MeshTcp(port) => {
             Cause::NoRoute.record(&format_args!("preamble port {port} is not an app port"));
         }
         Detected::Tls | Detected::Opaque => match ctx.default_port(orig_dst) {
-            Some(port) => to_app(&ctx, port, io).await,
+            Some(port) => tcp_authorized(&ctx, &conn, port, io).await,
             None => Cause::NoRoute.record(&"inbound opaque connection without an app port"),
         },
+    }
+}
+
+/// Opaque TCP to the local app if the caller is authorized; a denied connection is closed.
+async fn tcp_authorized<I: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &InboundCtx,
+    conn: &ConnInfo,
+    port: u16,
+    io: I,
+) {
+    match authz::check(ctx, conn.identity.as_deref(), port, None) {
+        Ok(()) => to_app(ctx, port, io).await,
+        Err(denied) => Cause::AuthzDenied.record(&denied),
     }
 }
 
