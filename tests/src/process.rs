@@ -68,14 +68,20 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `mesh-control-plane` on ephemeral loopback ports with `data_dir`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Self::start_on(data_dir, [any, any, any], extra)
+    }
+
+    /// Starts on given `[discovery, admin, http]` addresses (a restart on the same ports).
+    pub fn start_on(data_dir: &Path, addrs: [SocketAddr; 3], extra: &[&str]) -> Self {
         let addrs_file = data_dir.join("test-addrs.json");
         let _ = std::fs::remove_file(&addrs_file);
         let mut child = Command::new(bin_path("mesh-control-plane"))
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--discovery-addr", "127.0.0.1:0"])
-            .args(["--admin-addr", "127.0.0.1:0"])
-            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--discovery-addr", &addrs[0].to_string()])
+            .args(["--admin-addr", &addrs[1].to_string()])
+            .args(["--http-addr", &addrs[2].to_string()])
             .arg("--addrs-file")
             .arg(&addrs_file)
             .args(extra)
