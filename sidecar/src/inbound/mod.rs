@@ -199,7 +199,7 @@ async fn connection<T: Transport>(
     drain: Drain,
 ) {
     let _ = stream.set_nodelay(true);
-    let orig_dst = proxy::orig_dst::original_dst(&stream);
+    let orig_dst = crate::orig_dst::original_dst(&stream).ok();
     let (io, identity) = match transport.accept(stream).await {
         Ok(x) => x,
         Err(e) => {

@@ -170,7 +170,7 @@ pub async fn serve_fixed(
 
 async fn connection(stream: TcpStream, peer: SocketAddr, ctx: OutboundCtx, drain: Drain) {
     let _ = stream.set_nodelay(true);
-    let orig_dst = proxy::orig_dst::original_dst(&stream);
+    let orig_dst = crate::orig_dst::original_dst(&stream).ok();
     let conn = ConnInfo { peer, orig_dst };
     let snap = ctx.inner.state.load();
     let listener = snap.listener.clone();

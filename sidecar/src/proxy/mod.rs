@@ -9,7 +9,6 @@ pub mod guard;
 pub mod headers;
 pub mod io;
 pub mod limit;
-pub mod orig_dst;
 pub mod server;
 pub mod tcp;
 pub mod upgrade;
