@@ -18,7 +18,7 @@ const PHASE: Duration = Duration::from_secs(120);
 /// Fields drop in order: sidecars before the control plane they are connected to.
 struct Mesh {
     client: Sidecar,
-    _api: Vec<Sidecar>,
+    sidecars: Vec<Sidecar>,
     apps: Vec<(&'static str, Echo)>,
     cp: ControlPlane,
 }
@@ -37,7 +37,7 @@ impl Mesh {
         let m = Self {
             cp,
             apps,
-            _api: api,
+            sidecars: api,
             client,
         };
         // The first call makes the client subscribe to `api` on demand; retry until a reply
@@ -49,6 +49,15 @@ impl Mesh {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         m
+    }
+
+    /// Another service next to `api`: an app answering `version` behind its own sidecar.
+    async fn add(&mut self, service: &str, version: &'static str) {
+        let app = echo(version, Answer::Ok).await;
+        let dir = self.cp.dir.path().to_path_buf();
+        let s = Sidecar::start(&dir, &self.cp.discovery, service, version, Some(app.port)).await;
+        self.sidecars.push(s);
+        self.apps.push((version, app));
     }
 
     fn app(&self, version: &str) -> &Echo {
@@ -106,6 +115,9 @@ impl Mesh {
             .expect("traffic hung")
     }
 }
+
+/// Request headers as (name, value) pairs.
+type Headers<'a> = &'a [(&'a str, &'a str)];
 
 /// Replies per body (the version that answered).
 fn by_version(replies: &[Reply]) -> Vec<(String, usize)> {
@@ -209,6 +221,44 @@ async fn header_path_and_method_matches_steer_real_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_query_exact_regex_and_combined_matches() {
+    let m = Mesh::start(&V123[..2]).await;
+    m.route_set(&["--to", "v1=100"]).await;
+    for cond in [
+        &["--match", "header:x-debug"][..],
+        &["--match", "query:tier=gold"],
+        &["--match", "path=/exact"],
+        &["--match", "path-regex=/items/[0-9]+"],
+        // Two conditions in one rule must both hold.
+        &[
+            "--match",
+            "path-prefix=/both",
+            "--match",
+            "header:x-canary=1",
+        ],
+    ] {
+        m.route_set(&[cond, &["--to", "v2=100"]].concat()).await;
+    }
+    let cases: &[(&str, Headers, &str)] = &[
+        ("/", &[("x-debug", "anything")], "v2"),
+        ("/", &[], "v1"),
+        ("/?tier=gold", &[], "v2"),
+        ("/?tier=silver", &[], "v1"),
+        ("/exact", &[], "v2"),
+        ("/exact/more", &[], "v1"),
+        ("/items/42", &[], "v2"),
+        ("/items/42x", &[], "v1"),
+        ("/both/x", &[("x-canary", "1")], "v2"),
+        ("/both/x", &[], "v1"),
+        ("/other", &[("x-canary", "1")], "v1"),
+    ];
+    for (path, headers, want) in cases {
+        let replies = m.sequential(5, "GET", path, headers).await;
+        assert_eq!(by_version(&replies), only(want, 5), "{path} {headers:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrite_prefix_and_set_header_reach_the_backend() {
     let m = Mesh::start(&V123[..2]).await;
     m.route_set(&["--to", "v1=100"]).await;
@@ -221,12 +271,19 @@ async fn rewrite_prefix_and_set_header_reach_the_backend() {
         "/v2",
         "--set-header",
         "x-env=canary",
+        "--set-response-header",
+        "x-served-by=canary",
     ])
     .await;
     let v2 = m.app("v2");
     let before = v2.count();
     let replies = m.sequential(10, "GET", "/api/users?page=2", &[]).await;
     assert_eq!(by_version(&replies), only("v2", 10));
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.header("x-served-by") == Some("canary"))
+    );
     let seen = v2.seen_since(before);
     assert_eq!(seen.len(), 10);
     for s in &seen {
@@ -237,7 +294,8 @@ async fn rewrite_prefix_and_set_header_reach_the_backend() {
     // The default rule neither rewrites nor sets the header.
     let v1 = m.app("v1");
     let before = v1.count();
-    m.sequential(5, "GET", "/other", &[]).await;
+    let replies = m.sequential(5, "GET", "/other", &[]).await;
+    assert!(replies.iter().all(|r| r.header("x-served-by").is_none()));
     for s in v1.seen_since(before) {
         assert_eq!(s.target, "/other");
         assert_eq!(s.header("x-env"), None);
@@ -366,8 +424,9 @@ async fn timeout_answers_504_with_the_cause() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_hide_a_failing_first_attempt() {
-    let m = Mesh::start(&[("v1", Answer::Ok), ("flaky", Answer::FailOdd)]).await;
+async fn retries_hide_a_failing_or_slow_first_attempt() {
+    let lagging = Answer::SlowOdd(Duration::from_secs(2));
+    let m = Mesh::start(&[("flaky", Answer::FailOdd), ("lagging", lagging)]).await;
     let flaky = m.app("flaky");
     // Without retries every other request fails with the app's own 503.
     m.route_set(&["--to", "flaky=100"]).await;
@@ -391,4 +450,63 @@ async fn retries_hide_a_failing_first_attempt() {
         "{} attempts",
         flaky.count() - before
     );
+
+    // A per-try timeout turns a slow first attempt into a retry: every other request would
+    // take 2 s and time out at 500 ms; with 200 ms per try the retry answers in time.
+    m.route_set(&["--to", "lagging=100", "--timeout", "500ms"])
+        .await;
+    let replies = m.sequential(6, "GET", "/", &[]).await;
+    let timed_out = replies
+        .iter()
+        .filter(|r| (r.status, r.cause()) == (504, Some("timeout:request")))
+        .count();
+    assert_eq!(timed_out, 3, "{replies:?}");
+    m.route_set(&[
+        "--to",
+        "lagging=100",
+        "--timeout",
+        "5s",
+        "--retries",
+        "2",
+        "--per-try-timeout",
+        "200ms",
+        "--retry-on",
+        "5xx",
+    ])
+    .await;
+    let replies = m.sequential(6, "GET", "/", &[]).await;
+    assert_eq!(by_version(&replies), only("lagging", 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_service_as_mirror_target_and_as_backend() {
+    let mut m = Mesh::start(&V123[..1]).await;
+    m.add("billing", "b1").await;
+    // Mirror first: the client has never called billing, so the copy is what makes it
+    // subscribe; no copy may be lost to that.
+    m.route_set(&["--to", "v1=100", "--mirror", "billing:b1=100%"])
+        .await;
+    let billing = m.app("b1");
+    let before = settled(billing).await;
+    let replies = m.sequential(20, "GET", "/copy", &[]).await;
+    assert_eq!(by_version(&replies), only("v1", 20));
+    assert_eq!(
+        settled(billing).await - before,
+        20,
+        "every request mirrored"
+    );
+    let seen = billing.seen_since(before);
+    assert!(
+        seen.iter()
+            .all(|s| s.target == "/copy" && s.header("host") == Some("billing"))
+    );
+
+    // A rule may send to another service altogether (`svc:subset=W`, empty subset = all).
+    m.route_set(&["--match", "header:x-tenant=b", "--to", "billing:=100"])
+        .await;
+    let tenant = [("x-tenant", "b")];
+    let replies = m.sequential(10, "GET", "/", &tenant).await;
+    assert_eq!(by_version(&replies), only("b1", 10));
+    let replies = m.sequential(10, "GET", "/", &[]).await;
+    assert_eq!(by_version(&replies), only("v1", 10));
 }

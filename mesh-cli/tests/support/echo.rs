@@ -19,6 +19,8 @@ pub enum Answer {
     After(Duration),
     /// 503 to every odd-numbered request it receives (1st, 3rd, …), 200 to the others.
     FailOdd,
+    /// 200 to every request, after this delay for the odd-numbered ones.
+    SlowOdd(Duration),
 }
 
 /// One request as the app saw it.
@@ -116,6 +118,12 @@ async fn serve(
                 }
                 Answer::FailOdd if nth % 2 == 1 => "503 Service Unavailable",
                 Answer::FailOdd => "200 OK",
+                Answer::SlowOdd(d) => {
+                    if nth % 2 == 1 {
+                        tokio::time::sleep(d).await;
+                    }
+                    "200 OK"
+                }
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{version}",
