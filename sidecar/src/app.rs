@@ -145,6 +145,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         discovery,
         state: state.clone(),
         log,
+        identity: identity.clone(),
     });
 
     // The control thread ends the data path by completing `exit`.

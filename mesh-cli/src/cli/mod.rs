@@ -92,7 +92,7 @@ pub enum Command {
     Check,
     /// What a proxy really applied, from its admin /config_dump.
     #[command(
-        after_help = "Example:\n  mesh-cli proxy-config 127.0.0.1:15000 routes\n  mesh-cli proxy-config 127.0.0.1:15000 -o json"
+        after_help = "Example:\n  mesh-cli proxy-config 127.0.0.1:15000 routes\n  mesh-cli proxy-config 127.0.0.1:15000 certs\n  mesh-cli proxy-config 127.0.0.1:15000 -o json"
     )]
     ProxyConfig(ProxyConfigArgs),
     /// Golden metrics (rps, success rate, latency percentiles) per service and version, from sidecars.

@@ -75,7 +75,7 @@ impl Sidecar {
             "--labels",
             &format!("version={version}"),
         ])
-        .args(["--control-plane", &format!("http://{discovery}")])
+        .args(["--control-plane", &control_plane_url(discovery)])
         .args([
             "--inbound-addr",
             "127.0.0.1:0",
@@ -124,6 +124,15 @@ impl Sidecar {
             assert!(start.elapsed() < HANG, "sidecar {name} not ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// `http://ADDR` unless the caller already gave a scheme (`https://` for a TLS control plane).
+fn control_plane_url(discovery: &str) -> String {
+    if discovery.contains("://") {
+        discovery.to_string()
+    } else {
+        format!("http://{discovery}")
     }
 }
 
