@@ -371,6 +371,14 @@ fn every_bad_route_action_is_refused_and_changes_nothing() {
             "cannot be used with",
         ),
         (
+            &["route", "apply", "-f", "-", "--wait", "--dry-run"],
+            "cannot be used with",
+        ),
+        (
+            &["route", "apply", "-f", "-", "--wait-timeout", "5s"],
+            "--wait",
+        ),
+        (
             &[
                 "route",
                 "set",
