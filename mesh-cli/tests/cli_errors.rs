@@ -166,6 +166,15 @@ fn cross_flag_mistakes_are_caught_before_any_call() {
 }
 
 #[test]
+fn malformed_control_plane_address_exits_2() {
+    fails(
+        &["--control-plane", "not a host", "status"],
+        2,
+        "\"not a host\" is not an address",
+    );
+}
+
+#[test]
 fn unreachable_control_plane_exits_3() {
     let cp = closed_port();
     for args in [
@@ -362,6 +371,14 @@ fn every_bad_route_action_is_refused_and_changes_nothing() {
             "cannot be used with",
         ),
         (
+            &["route", "apply", "-f", "-", "--wait", "--dry-run"],
+            "cannot be used with",
+        ),
+        (
+            &["route", "apply", "-f", "-", "--wait-timeout", "5s"],
+            "--wait",
+        ),
+        (
             &[
                 "route",
                 "set",
@@ -382,6 +399,11 @@ fn every_bad_route_action_is_refused_and_changes_nothing() {
         (
             &["endpoints", "drain", "reviews", "127.0.0.99:1"],
             "127.0.0.99:1",
+        ),
+        (&["endpoints", "drain", "nosuch", "127.0.0.99:1"], "nosuch"),
+        (
+            &["endpoints", "drain", "reviews", "not-an-address"],
+            "invalid value 'not-an-address'",
         ),
     ];
     for (args, needle) in cases {

@@ -63,6 +63,9 @@ async fn certs_show_the_workload_certificate_and_trust_bundle() {
         "{nb} {na}"
     );
     assert!(certs["rotations"].as_u64().unwrap() >= 1);
+    // Issued just now for longer than a minute: positive and below the root's.
+    let leaf_left = leaf["expires_in_secs"].as_i64().unwrap();
+    assert!(leaf_left > 60, "{certs}");
 
     // The trust bundle is the control plane's: as many roots as its bundle file, and the leaf
     // was issued by one of them.
@@ -75,6 +78,11 @@ async fn certs_show_the_workload_certificate_and_trust_bundle() {
         leaf["issuer"]
     );
     assert!(roots.iter().all(|r| r["not_after"].as_str().unwrap() > na));
+    assert!(
+        roots
+            .iter()
+            .all(|r| r["expires_in_secs"].as_i64().unwrap() > leaf_left)
+    );
 
     // Never the key, in the section or anywhere in the dump.
     let all = cp

@@ -4,164 +4,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::future::join_all;
-use support::ControlPlane;
-use support::echo::{Answer, Echo, Reply, echo, send};
-use support::mesh::Sidecar;
-
-/// Bounds one test's whole traffic phase; only guards a hang.
-const PHASE: Duration = Duration::from_secs(120);
-
-/// Service `api` with one app + sidecar per version, and a client sidecar (service `web`).
-/// Fields drop in order: sidecars before the control plane they are connected to.
-struct Mesh {
-    client: Sidecar,
-    sidecars: Vec<Sidecar>,
-    apps: Vec<(&'static str, Echo)>,
-    cp: ControlPlane,
-}
-
-impl Mesh {
-    async fn start(versions: &[(&'static str, Answer)]) -> Self {
-        let cp = ControlPlane::start();
-        let dir = cp.dir.path().to_path_buf();
-        let (mut apps, mut api) = (Vec::new(), Vec::new());
-        for &(version, answer) in versions {
-            let app = echo(version, answer).await;
-            api.push(Sidecar::start(&dir, &cp.discovery, "api", version, Some(app.port)).await);
-            apps.push((version, app));
-        }
-        let client = Sidecar::start(&dir, &cp.discovery, "web", "v1", None).await;
-        let m = Self {
-            cp,
-            apps,
-            sidecars: api,
-            client,
-        };
-        // The first call makes the client subscribe to `api` on demand; retry until a reply
-        // comes from an app (not the proxy), bounded (each attempt is bounded by `send`).
-        for _ in 0..40 {
-            if m.get("/", &[]).await.is_some_and(|r| r.cause().is_none()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        m
-    }
-
-    /// Another service next to `api`: an app answering `version` behind its own sidecar.
-    async fn add(&mut self, service: &str, version: &'static str) {
-        let app = echo(version, Answer::Ok).await;
-        let dir = self.cp.dir.path().to_path_buf();
-        let s = Sidecar::start(&dir, &self.cp.discovery, service, version, Some(app.port)).await;
-        self.sidecars.push(s);
-        self.apps.push((version, app));
-    }
-
-    fn app(&self, version: &str) -> &Echo {
-        &self.apps.iter().find(|(v, _)| *v == version).unwrap().1
-    }
-
-    /// `mesh-cli route set api ARGS… --wait`, which must succeed.
-    async fn route_set(&self, args: &[&str]) {
-        let all = [&["route", "set", "api"][..], args, &["--wait"]].concat();
-        let out = self.cp.cli_async(&all).await.ok();
-        assert!(out.stdout.contains("ACKed by"), "{all:?}: {}", out.stdout);
-    }
-
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Option<Reply> {
-        send(self.client.outbound, "GET", "api", path, headers).await
-    }
-
-    /// `n` requests, one after the other; every one must get a reply.
-    async fn sequential(
-        &self,
-        n: usize,
-        method: &str,
-        path: &str,
-        h: &[(&str, &str)],
-    ) -> Vec<Reply> {
-        let run = async {
-            let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                let r = send(self.client.outbound, method, "api", path, h).await;
-                out.push(r.expect("no reply through the client sidecar"));
-            }
-            out
-        };
-        tokio::time::timeout(PHASE, run)
-            .await
-            .expect("traffic hung")
-    }
-
-    /// `n` GETs in concurrent batches of `batch`, each with the time it took.
-    async fn concurrent(&self, n: usize, batch: usize) -> Vec<(Reply, Duration)> {
-        let run = async {
-            let mut out = Vec::with_capacity(n);
-            for start in (0..n).step_by(batch) {
-                let wave = (start..n.min(start + batch)).map(|_| async {
-                    let t = Instant::now();
-                    let r = self.get("/", &[]).await;
-                    (r.expect("no reply through the client sidecar"), t.elapsed())
-                });
-                out.extend(join_all(wave).await);
-            }
-            out
-        };
-        tokio::time::timeout(PHASE, run)
-            .await
-            .expect("traffic hung")
-    }
-}
-
-/// Request headers as (name, value) pairs.
-type Headers<'a> = &'a [(&'a str, &'a str)];
-
-/// Replies per body (the version that answered).
-fn by_version(replies: &[Reply]) -> Vec<(String, usize)> {
-    let mut out: Vec<(String, usize)> = Vec::new();
-    for r in replies {
-        assert_eq!(r.status, 200, "{r:?}");
-        match out.iter_mut().find(|(v, _)| *v == r.body) {
-            Some((_, n)) => *n += 1,
-            None => out.push((r.body.clone(), 1)),
-        }
-    }
-    out.sort();
-    out
-}
-
-fn only(version: &str, n: usize) -> Vec<(String, usize)> {
-    vec![(version.to_string(), n)]
-}
-
-/// Waits (bounded) until `app`'s count stops growing: mirrored copies are fire-and-forget,
-/// so they may land after the client's replies.
-async fn settled(app: &Echo) -> usize {
-    let mut last = app.count();
-    let mut still = 0;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = app.count();
-        still = if now == last { still + 1 } else { 0 };
-        last = now;
-        if still == 5 {
-            break;
-        }
-    }
-    last
-}
-
-/// `share` of `n` is within `points` percentage points of `percent`.
-fn assert_share(what: &str, hits: usize, n: usize, percent: f64, points: f64) {
-    let got = hits as f64 * 100.0 / n as f64;
-    assert!(
-        (got - percent).abs() <= points,
-        "{what}: {hits} of {n} = {got:.1}%, expected {percent}% ± {points} points"
-    );
-}
+use support::echo::Answer;
+use support::routed::{Headers, Mesh, assert_share, by_version, only, settled};
 
 const V123: [(&str, Answer); 3] = [("v1", Answer::Ok), ("v2", Answer::Ok), ("v3", Answer::Ok)];
 
@@ -508,5 +354,75 @@ async fn another_service_as_mirror_target_and_as_backend() {
     let replies = m.sequential(10, "GET", "/", &tenant).await;
     assert_eq!(by_version(&replies), only("b1", 10));
     let replies = m.sequential(10, "GET", "/", &[]).await;
+    assert_eq!(by_version(&replies), only("v1", 10));
+}
+
+/// A Gateway API HTTPRoute with the filters we support, as an operator would write it.
+const HTTPROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: api-store
+spec:
+  parentRefs:
+  - name: mesh
+  hostnames:
+  - api
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /store
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        path:
+          type: ReplacePrefixMatch
+          replacePrefixMatch: /v2/store
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-env
+          value: canary
+    - type: RequestMirror
+      requestMirror:
+        backendRef:
+          name: api-v3
+        percent: 100
+    backendRefs:
+    - name: api-v2
+      port: 9080
+  - backendRefs:
+    - name: api-v1
+      port: 9080
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_httproute_filters_change_real_traffic() {
+    let m = Mesh::start(&V123).await;
+    let file = m.cp.dir.path().join("api-route.yaml");
+    std::fs::write(&file, HTTPROUTE).unwrap();
+    let out =
+        m.cp.cli_async(&["route", "apply", "-f", file.to_str().unwrap(), "--wait"])
+            .await
+            .ok();
+    assert!(out.stdout.contains("route api: ACKed by"), "{}", out.stdout);
+
+    let (v2, v3) = (m.app("v2"), m.app("v3"));
+    let (b2, b3) = (v2.count(), settled(v3).await);
+    let replies = m.sequential(10, "GET", "/store/items", &[]).await;
+    assert_eq!(by_version(&replies), only("v2", 10));
+    for s in v2.seen_since(b2) {
+        assert_eq!(s.target, "/v2/store/items", "{s:?}");
+        assert_eq!(s.header("x-env"), Some("canary"), "{s:?}");
+    }
+    assert_eq!(settled(v3).await - b3, 10, "every request mirrored");
+    assert!(
+        v3.seen_since(b3)
+            .iter()
+            .all(|s| s.target == "/v2/store/items")
+    );
+
+    let replies = m.sequential(10, "GET", "/other", &[]).await;
     assert_eq!(by_version(&replies), only("v1", 10));
 }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 pub mod echo;
 pub mod mesh;
+pub mod routed;
 
 /// Bounds every wait for a process to come up or a command to finish; only guards a hang.
 pub const HANG: Duration = Duration::from_secs(60);

@@ -43,17 +43,20 @@ struct CertView {
     serial: String,
     not_before: String,
     not_after: String,
+    /// Seconds from the dump until `not_after`; negative once expired.
+    expires_in_secs: i64,
 }
 
 /// The section for `store`; unparsable certificates are reported in place, not skipped.
 pub fn view(store: &CertStore) -> CertsView {
+    let now = unix(SystemTime::now());
     let credentials = store.credentials();
     let leaf = credentials.as_ref().and_then(|c| {
         let chain = &c.certified.cert;
         let first = chain.first()?;
         Some(LeafView {
             spiffe_id: peer_spiffe_id(first).map_or_else(|e| format!("<{e}>"), |id| id.to_string()),
-            cert: describe(first),
+            cert: describe(first, now),
             chain_length: chain.len(),
         })
     });
@@ -63,7 +66,7 @@ pub fn view(store: &CertStore) -> CertsView {
         .iter()
         .flat_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()))
         .map(|der| match der {
-            Ok(der) => describe(&der),
+            Ok(der) => describe(&der, now),
             Err(e) => unreadable(&e.to_string()),
         })
         .collect();
@@ -76,7 +79,7 @@ pub fn view(store: &CertStore) -> CertsView {
     }
 }
 
-fn describe(der: &CertificateDer<'_>) -> CertView {
+fn describe(der: &CertificateDer<'_>, now: i64) -> CertView {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return unreadable("not an X.509 certificate");
     };
@@ -92,6 +95,7 @@ fn describe(der: &CertificateDer<'_>) -> CertView {
             .join(":"),
         not_before: rfc3339(v.not_before.timestamp()),
         not_after: rfc3339(v.not_after.timestamp()),
+        expires_in_secs: v.not_after.timestamp().saturating_sub(now),
     }
 }
 
@@ -103,6 +107,7 @@ fn unreadable(why: &str) -> CertView {
         serial: s.clone(),
         not_before: s.clone(),
         not_after: s,
+        expires_in_secs: 0,
     }
 }
 

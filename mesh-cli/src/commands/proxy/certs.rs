@@ -40,6 +40,7 @@ pub fn print(global: &Global, proxy: &str, dump: &Value) -> Result<()> {
         "SERIAL",
         "NOT BEFORE",
         "NOT AFTER",
+        "EXPIRES IN",
         "ISSUER",
         "CHAIN",
     ]);
@@ -50,6 +51,7 @@ pub fn print(global: &Global, proxy: &str, dump: &Value) -> Result<()> {
             s(leaf, "serial"),
             s(leaf, "not_before"),
             s(leaf, "not_after"),
+            expires_in(leaf),
             s(leaf, "issuer"),
             s(leaf, "chain_length"),
         ]),
@@ -70,10 +72,45 @@ pub fn print(global: &Global, proxy: &str, dump: &Value) -> Result<()> {
             s(root, "serial"),
             s(root, "not_before"),
             s(root, "not_after"),
+            expires_in(root),
             s(root, "issuer"),
             String::new(),
         ]);
     }
     t.print();
     Ok(())
+}
+
+/// `364d`, `23h59m`, `12m`, or `EXPIRED 3h ago`: the unit an operator acts on.
+fn expires_in(cert: &Value) -> String {
+    let Some(secs) = cert.get("expires_in_secs").and_then(Value::as_i64) else {
+        return String::new();
+    };
+    let span = |s: i64| match s {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3_600 => format!("{}h{}m", s / 3_600, s % 3_600 / 60),
+        s => format!("{}m", s / 60),
+    };
+    if secs < 0 {
+        format!("EXPIRED {} ago", span(-secs))
+    } else {
+        span(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::expires_in;
+
+    #[test]
+    fn expiry_in_operator_units() {
+        let e = |s: i64| expires_in(&json!({ "expires_in_secs": s }));
+        assert_eq!(e(400 * 86_400), "400d");
+        assert_eq!(e(86_399), "23h59m");
+        assert_eq!(e(125), "2m");
+        assert_eq!(e(-7_200), "EXPIRED 2h0m ago");
+        assert_eq!(expires_in(&json!({})), "");
+    }
 }
