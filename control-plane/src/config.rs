@@ -59,6 +59,10 @@ pub struct Args {
     /// launcher (mesh-cli demo/run, Kubernetes manifests) passes the bundle to its sidecars.
     #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
+    /// OTLP gRPC collector for the control plane's own spans (admin calls, pushes), e.g.
+    /// http://127.0.0.1:4317. Unset: no trace export.
+    #[arg(long, env = "MESH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +78,7 @@ pub struct Config {
     pub addrs_file: Option<PathBuf>,
     pub operator_ca: crate::identity_wiring::OperatorCa,
     pub discovery_tls: bool,
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +124,7 @@ impl Config {
                 bundle: a.ca_bundle,
             },
             discovery_tls: a.discovery_tls,
+            otlp_endpoint: a.otlp_endpoint.filter(|e| !e.is_empty()),
         })
     }
 
@@ -138,6 +144,7 @@ impl Config {
             addrs_file: None,
             operator_ca: Default::default(),
             discovery_tls: false,
+            otlp_endpoint: None,
         }
     }
 }

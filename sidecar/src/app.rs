@@ -113,6 +113,9 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         crate::identity_wiring::prepare(&cfg, cp_tls.clone(), &health)?
     };
     let identity = workload.as_ref().map(|w| w.store.clone());
+    if let Some(store) = &identity {
+        crate::observe::watch_certificates(store.clone());
+    }
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;

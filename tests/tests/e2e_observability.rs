@@ -1,16 +1,16 @@
-//! Traces, metrics and access logs from real sidecars: spans reach a real collector (rotel-agent) with parent links, W3C/B3 context is continued, sampling 0 exports nothing, a dead collector never fails requests, `/metrics` passes promtool and counts known traffic, access logs carry the exported trace ids.
+//! Traces, metrics and access logs from real sidecars: spans reach a real collector (rotel-agent) with parent links across a three-service chain, W3C/B3 context is continued, sampling 0 exports nothing, a dead collector never fails requests, `/metrics` passes promtool and counts known traffic, access logs carry the exported trace ids.
 
 mod observability_support;
 
 use std::time::Duration;
 
-use mesh_proto::admin::v1::SetRuntimeRequest;
+use mesh_proto::admin::v1::{CreateTokenRequest, SetRuntimeRequest};
 use mesh_proto::types::v1::Runtime;
-use mesh_tests::admin::admin;
+use mesh_tests::admin::{admin, route_acked, set_route, split_rule};
 use mesh_tests::http::get_via;
 use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, eventually};
 use observability_support::{
-    Collector, TraceApp, counter, free_port, metrics_text, promtool_check,
+    Collector, RelayApp, Span, TraceApp, counter, free_port, metrics_text, promtool_check,
 };
 
 /// Bounds each wait for the mesh (or the collector) to converge; a hang guard only.
@@ -162,6 +162,200 @@ async fn spans_link_across_two_sidecars_and_w3c_b3_context_continues() {
     assert!(found);
 }
 
+/// A sidecar of `service` (label version=v1, namespace `shop`, proxy id `<service>-proxy`)
+/// with a join token, so it speaks mTLS to its peers, exporting spans to `otlp`.
+async fn meshed(
+    cp: &ControlPlane,
+    dir: &std::path::Path,
+    service: &str,
+    app: Option<u16>,
+    otlp: &str,
+) -> Sidecar {
+    let mut a = admin(cp).await;
+    let token = tokio::time::timeout(
+        CONVERGE,
+        a.create_token(CreateTokenRequest {
+            namespace: "shop".into(),
+            service_account: service.into(),
+            ttl_secs: 0,
+        }),
+    )
+    .await
+    .expect("create token in time")
+    .expect("create token")
+    .into_inner()
+    .token;
+    let mut extra = cp.sidecar_tls_args();
+    extra.extend(flags(
+        Some(otlp),
+        &dir.join(format!("{service}-access.log")),
+    ));
+    extra.extend(["--id".to_owned(), format!("{service}-proxy")]);
+    Sidecar::start(
+        dir,
+        &SidecarOpts {
+            service: service.into(),
+            namespace: Some("shop".into()),
+            labels: vec![("version".into(), "v1".into())],
+            app_ports: app.into_iter().collect(),
+            control_plane: Some(cp.tls_discovery_url()),
+            extra,
+            env: vec![("MESH_JOIN_TOKEN".into(), token)],
+            ..Default::default()
+        },
+    )
+}
+
+fn one<'a>(spans: &'a [Span], service: &str, client: bool) -> &'a Span {
+    let found: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.resource("service.name") == Some(service))
+        .filter(|s| if client { s.is_client() } else { s.is_server() })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {} span of {service} expected: {spans:#?}",
+        if client { "client" } else { "server" }
+    );
+    found[0]
+}
+
+/// Client app → sidecar web → sidecar api → app api, which calls db through its own sidecar
+/// (forwarding the trace headers it received) → sidecar db → app db: one trace of four
+/// spans, each the child of the previous hop, with resource and semantic-convention
+/// attributes; a failing request carries `mesh.error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_service_chain_is_one_trace_with_linked_spans_and_attributes() {
+    const CHAIN_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const CLIENT_SPAN: &str = "b7ad6b7169203331";
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &["--discovery-tls=true"]);
+    let otlp = collector.endpoint();
+    let db_app = TraceApp::start().await;
+    let api_app = RelayApp::start("db").await;
+    let db = meshed(&cp, dir.path(), "db", Some(db_app.addr.port()), &otlp).await;
+    let api = meshed(&cp, dir.path(), "api", Some(api_app.addr.port()), &otlp).await;
+    api_app.set_proxy(api.outbound);
+    let web = meshed(&cp, dir.path(), "web", None, &otlp).await;
+    eventually("the chain answers", CONVERGE, || async {
+        get_via(web.outbound, "api", "/warm", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 200)
+    })
+    .await;
+    // A named rule for api (web subscribes to api's route since the call above), so the
+    // client span can say which rule matched.
+    let mut a = admin(&cp).await;
+    let version = set_route(
+        &mut a,
+        "api",
+        vec![split_rule("api", "main", &[("v1", 100)])],
+    )
+    .await;
+    eventually("the api route is in force", CONVERGE, || {
+        let mut a = a.clone();
+        let version = version.clone();
+        async move { route_acked(&mut a, "api", &version).await.then_some(()) }
+    })
+    .await;
+
+    let tp = format!("00-{CHAIN_TRACE}-{CLIENT_SPAN}-01");
+    let (status, _, _, h) = get_via(web.outbound, "api", "/chain", &[("traceparent", &tp)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let spans = collector.wait_for_spans(CHAIN_TRACE, 4, CONVERGE).await;
+    let web_client = one(&spans, "web", true);
+    let api_server = one(&spans, "api", false);
+    let api_client = one(&spans, "api", true);
+    let db_server = one(&spans, "db", false);
+    assert_eq!(
+        web_client.parent, CLIENT_SPAN,
+        "web's client span continues the caller"
+    );
+    assert_eq!(
+        api_server.parent, web_client.id,
+        "api's server span under web's client span"
+    );
+    assert_eq!(
+        api_client.parent, api_server.id,
+        "api's call out under its server span"
+    );
+    assert_eq!(
+        db_server.parent, api_client.id,
+        "db's server span under api's client span"
+    );
+    // What the apps saw: each app's parent is its own sidecar's server span.
+    let relay_seen = h["x-relay-seen-traceparent"].to_str().unwrap();
+    assert_eq!(relay_seen.split('-').nth(2), Some(api_server.id.as_str()));
+    let db_seen = h["x-seen-traceparent"].to_str().unwrap();
+    assert!(
+        db_seen.starts_with(&format!("00-{CHAIN_TRACE}-")),
+        "{db_seen}"
+    );
+    assert_eq!(db_seen.split('-').nth(2), Some(db_server.id.as_str()));
+
+    for s in [web_client, api_server, api_client, db_server] {
+        let service = s.resource("service.name").unwrap();
+        assert_eq!(s.resource("service.namespace"), Some("shop"), "{s:#?}");
+        assert_eq!(s.resource("service.version"), Some("v1"), "{s:#?}");
+        let proxy = format!("{service}-proxy");
+        assert_eq!(s.resource("mesh.proxy.id"), Some(proxy.as_str()), "{s:#?}");
+        assert_eq!(s.attr("http.request.method"), Some("GET"), "{s:#?}");
+        assert_eq!(s.attr("url.path"), Some("/chain"), "{s:#?}");
+        assert_eq!(s.attr("http.response.status_code"), Some("200"), "{s:#?}");
+        assert_eq!(s.attr("mesh.tls"), Some("true"), "{s:#?}");
+        assert!(s.attr("network.protocol.version").is_some(), "{s:#?}");
+        assert!(s.attr("server.address").is_some(), "{s:#?}");
+    }
+    // Client side: the rule, the backend, the endpoint, attempts, the server's identity.
+    assert_eq!(web_client.attr("server.address"), Some("api"));
+    assert_eq!(web_client.attr("network.protocol.version"), Some("1.1"));
+    assert_eq!(
+        web_client.attr("mesh.route"),
+        Some("main"),
+        "{web_client:#?}"
+    );
+    assert_eq!(web_client.attr("mesh.backend"), Some("api"));
+    assert_eq!(
+        web_client.attr("mesh.endpoint"),
+        Some(api.inbound.to_string().as_str())
+    );
+    assert_eq!(web_client.attr("mesh.retries"), Some("0"));
+    assert_eq!(api_client.attr("mesh.backend"), Some("db"));
+    assert_eq!(
+        api_client.attr("mesh.endpoint"),
+        Some(db.inbound.to_string().as_str())
+    );
+    for (s, peer) in [
+        (web_client, "/sa/api"),
+        (api_server, "/sa/web"),
+        (api_client, "/sa/db"),
+        (db_server, "/sa/api"),
+    ] {
+        let id = s
+            .attr("mesh.peer_identity")
+            .unwrap_or_else(|| panic!("{s:#?}"));
+        assert!(
+            id.starts_with("spiffe://") && id.ends_with(peer),
+            "{id} for {s:#?}"
+        );
+    }
+
+    // A request the proxy answers itself carries the cause.
+    const ERR_TRACE: &str = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let tp = format!("00-{ERR_TRACE}-{CLIENT_SPAN}-01");
+    let (status, _, _, _) = get_via(web.outbound, "nowhere", "/x", &[("traceparent", &tp)])
+        .await
+        .unwrap();
+    assert!(status >= 400, "{status}");
+    let spans = collector.wait_for_spans(ERR_TRACE, 1, CONVERGE).await;
+    assert_eq!(spans[0].attr("mesh.error"), Some("no-route"), "{spans:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_zero_exports_no_spans() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,8 +444,12 @@ async fn metrics_pass_promtool_and_count_known_traffic() {
     let client = Sidecar::start(dir.path(), &opts(&cp, "web", None, &flags(None, &log)));
     reachable(&client).await;
 
-    let ok = r#"mesh_requests_total{direction="inbound",status_class="2xx",cause=""}"#;
-    let failed = r#"mesh_requests_total{direction="inbound",status_class="5xx",cause=""}"#;
+    let series = |class: &str| {
+        format!(
+            r#"mesh_requests_total{{direction="inbound",service="api",route="",version="v1",status_class="{class}",cause="",grpc_status=""}}"#
+        )
+    };
+    let (ok, failed) = (&series("2xx"), &series("5xx"));
     let before = metrics_text(server.admin).await;
     // 100 requests straight to the server sidecar's inbound listener (no client-side retries
     // can add attempts): 10 of them answered 503 by the app.
@@ -274,4 +472,81 @@ async fn metrics_pass_promtool_and_count_known_traffic() {
     assert!(after.contains("mesh_access_log_dropped_total"), "{after}");
     promtool_check("sidecar", &after);
     promtool_check("control plane", &metrics_text(cp.http).await);
+}
+
+/// The control plane traces its own work: a `route set` through the admin API yields an
+/// admin-call span (method, status) and a push span per proxy it reaches (type URL, resource
+/// count, version, proxy id), exported to a real collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_traces_admin_calls_and_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &["--otlp-endpoint", &endpoint]);
+    let app = TraceApp::start().await;
+    let _server = Sidecar::start(dir.path(), &opts(&cp, "api", Some(app.addr.port()), &[]));
+    let client = Sidecar::start(
+        dir.path(),
+        &opts(
+            &cp,
+            "web",
+            None,
+            &["--id".to_owned(), "web-proxy".to_owned()],
+        ),
+    );
+    // The client now subscribes to api's route, so a change to it is pushed to the client.
+    reachable(&client).await;
+    let mut a = admin(&cp).await;
+    let version = set_route(
+        &mut a,
+        "api",
+        vec![split_rule("api", "traced", &[("v1", 100)])],
+    )
+    .await;
+    let spans = collector
+        .wait_for("admin SetRoute", CONVERGE, |s| {
+            s.attr("rpc.method") == Some("SetRoute")
+        })
+        .await;
+    let call = spans
+        .iter()
+        .find(|s| s.attr("rpc.method") == Some("SetRoute"))
+        .unwrap();
+    assert_eq!(
+        call.attr("rpc.service"),
+        Some("mesh.admin.v1.Admin"),
+        "{call:#?}"
+    );
+    assert_eq!(call.attr("rpc.grpc.status_code"), Some("0"), "{call:#?}");
+    assert_eq!(call.resource("service.name"), Some("mesh-control-plane"));
+    let spans = collector
+        .wait_for("push of the route to web", CONVERGE, |s| {
+            s.attr("mesh.type_url") == Some(mesh_proto::type_url::ROUTE)
+                && s.attr("mesh.proxy.id") == Some("web-proxy")
+        })
+        .await;
+    let push = spans
+        .iter()
+        .find(|s| {
+            s.attr("mesh.type_url") == Some(mesh_proto::type_url::ROUTE)
+                && s.attr("mesh.proxy.id") == Some("web-proxy")
+        })
+        .unwrap();
+    assert_eq!(push.attr("mesh.resource_count"), Some("1"), "{push:#?}");
+    assert!(push.attr("mesh.version").is_some(), "{push:#?}");
+    assert!(!version.is_empty());
+
+    // A rejected call is traced with its status code (InvalidArgument = 3).
+    let bad = a
+        .set_route(mesh_proto::admin::v1::SetRouteRequest {
+            route: None,
+            dry_run: false,
+        })
+        .await;
+    assert!(bad.is_err());
+    collector
+        .wait_for("failed SetRoute", CONVERGE, |s| {
+            s.attr("rpc.method") == Some("SetRoute") && s.attr("rpc.grpc.status_code") == Some("3")
+        })
+        .await;
 }
