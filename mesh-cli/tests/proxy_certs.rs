@@ -4,8 +4,50 @@
 
 mod support;
 
+use serde_json::Value;
 use support::ControlPlane;
+use support::golden::snapshot;
 use support::mesh::Sidecar;
+
+/// Certificate fields that differ on every run (fresh CA and leaf): masked before comparing
+/// the output's shape with its snapshot.
+const PER_RUN: [&str; 5] = [
+    "serial",
+    "not_before",
+    "not_after",
+    "received_at",
+    "expires_in_secs",
+];
+
+/// Masks `PER_RUN` keys and the CA's random name suffix (a long hex word in subjects/issuers).
+fn mask_certs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if PER_RUN.contains(&k.as_str()) {
+                    *x = Value::String("<per-run>".into());
+                } else {
+                    mask_certs(x);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask_certs),
+        Value::String(s) => {
+            let words: Vec<&str> = s
+                .split(' ')
+                .map(|w| {
+                    if w.len() >= 12 && w.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        "<id>"
+                    } else {
+                        w
+                    }
+                })
+                .collect();
+            *s = words.join(" ");
+        }
+        _ => {}
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certs_show_the_workload_certificate_and_trust_bundle() {
@@ -83,6 +125,11 @@ async fn certs_show_the_workload_certificate_and_trust_bundle() {
             .iter()
             .all(|r| r["expires_in_secs"].as_i64().unwrap() > leaf_left)
     );
+
+    // The JSON is stable apart from per-run certificate values (must-demonstrate 7).
+    let mut shape = certs.clone();
+    mask_certs(&mut shape);
+    snapshot("proxy_config_certs", &shape.to_string());
 
     // Never the key, in the section or anywhere in the dump.
     let all = cp
