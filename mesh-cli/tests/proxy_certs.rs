@@ -259,6 +259,16 @@ async fn certs_show_the_workload_certificate_and_trust_bundle() {
     assert!(leaf_row.contains(&identity) && leaf_row.contains(serial) && leaf_row.contains(na));
     assert!(table.lines().any(|l| l.starts_with("root[0]")), "{table}");
 
+    // `check` vouches for the certificate (fresh: well before renewal) and the bundle.
+    let out = cp.cli_async(&["check", "--proxy-admin", &admin]).await.ok();
+    let vouched = format!("ok   proxy {admin}: certificate for {identity} valid for");
+    assert!(out.stdout.contains(&vouched), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("trust-bundle root(s)"),
+        "{}",
+        out.stdout
+    );
+
     // A sidecar without a join token holds nothing and says so.
     let plain =
         Sidecar::start_with(&dir, &url, "web", "v1", None, &["--ca-bundle", bundle_arg]).await;
@@ -274,4 +284,17 @@ async fn certs_show_the_workload_certificate_and_trust_bundle() {
         "{}",
         out.stdout
     );
+    let out = cp.cli_async(&["check", "--proxy-admin", &admin]).await.ok();
+    assert!(
+        out.stdout.contains("no workload identity"),
+        "{}",
+        out.stdout
+    );
+
+    // An admin address nothing answers on fails the check (exit 3), naming it.
+    drop(plain);
+    let out = cp.cli_async(&["check", "--proxy-admin", &admin]).await;
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    let unreachable = format!("FAIL cannot reach the proxy admin at {admin}");
+    assert!(out.stdout.contains(&unreachable), "{}", out.stdout);
 }
