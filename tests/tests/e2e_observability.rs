@@ -14,7 +14,7 @@ use mesh_tests::admin::{admin, route_acked, set_route, split_rule};
 use mesh_tests::http::get_via;
 use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, eventually};
 use observability_support::{
-    Collector, RelayApp, Span, TraceApp, counter, free_port, metrics_text, promtool_check,
+    Collector, GateApp, RelayApp, Span, TraceApp, counter, free_port, metrics_text, promtool_check,
 };
 
 /// Bounds each wait for the mesh (or the collector) to converge; a hang guard only.
@@ -748,4 +748,97 @@ async fn metric_families_move_with_known_traffic() {
             "{family} missing from the control plane's /metrics:\n{cpm}"
         );
     }
+}
+
+/// A hop ends when its response body ends: while the last chunk is held back, neither sidecar
+/// has counted the request in the latency histogram or exported its span; once it flows,
+/// both do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_latency_end_with_the_response_body() {
+    use http_body_util::BodyExt as _;
+    const BODY_TRACE: &str = "6e0c63257de34c926f9efcd03927272e";
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let app = GateApp::start().await;
+    let log = dir.path().join("gate.log");
+    let api = Sidecar::start(
+        dir.path(),
+        &opts(
+            &cp,
+            "api",
+            Some(app.addr.port()),
+            &flags(Some(&endpoint), &log),
+        ),
+    );
+    let web = Sidecar::start(
+        dir.path(),
+        &opts(&cp, "web", None, &flags(Some(&endpoint), &log)),
+    );
+    // Warm-up: each waits for a permit, so hand out one per attempt.
+    eventually("api reachable through the mesh", CONVERGE, || async {
+        app.open();
+        get_via(web.outbound, "api", "/warm", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 200)
+    })
+    .await;
+    app.close();
+    let count = |dir: &str| {
+        format!(
+            r#"mesh_request_duration_seconds_count{{direction="{dir}",service="api",route="",version="v1",status_class="2xx"}}"#
+        )
+    };
+    let (web0, api0) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+
+    let stream = tokio::net::TcpStream::connect(web.outbound).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/stream")
+        .header("host", "api")
+        .header("traceparent", format!("00-{BODY_TRACE}-{PARENT}-01"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let mut rsp = tokio::time::timeout(CONVERGE, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let first = tokio::time::timeout(CONVERGE, rsp.body_mut().frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    // Head and first chunk delivered, last chunk held: the hop is still open on both sides.
+    let (web1, api1) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+    assert_eq!(delta(&web0, &web1, &count("outbound")), 0.0, "{web1}");
+    assert_eq!(delta(&api0, &api1, &count("inbound")), 0.0, "{api1}");
+    assert!(!collector.text().await.contains(BODY_TRACE));
+
+    app.open();
+    let rest = tokio::time::timeout(CONVERGE, rsp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest, "last");
+    eventually(
+        "both hops counted once the body ended",
+        CONVERGE,
+        || async {
+            let (w, a) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+            (delta(&web0, &w, &count("outbound")) == 1.0
+                && delta(&api0, &a, &count("inbound")) == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let spans = collector.wait_for_spans(BODY_TRACE, 2, CONVERGE).await;
+    assert!(spans.iter().any(Span::is_client) && spans.iter().any(Span::is_server));
 }
