@@ -842,3 +842,107 @@ async fn spans_and_latency_end_with_the_response_body() {
     let spans = collector.wait_for_spans(BODY_TRACE, 2, CONVERGE).await;
     assert!(spans.iter().any(Span::is_client) && spans.iter().any(Span::is_server));
 }
+
+/// A stand-in gRPC workload (the mesh's own Identity service): `deny` fails with
+/// PERMISSION_DENIED, anything else succeeds.
+struct GrpcApp;
+
+#[tonic::async_trait]
+impl mesh_proto::identity::v1::identity_server::Identity for GrpcApp {
+    async fn certify(
+        &self,
+        r: tonic::Request<mesh_proto::identity::v1::CertifyRequest>,
+    ) -> Result<tonic::Response<mesh_proto::identity::v1::CertifyResponse>, tonic::Status> {
+        if r.into_inner().token == "deny" {
+            return Err(tonic::Status::permission_denied("denied by the app"));
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// gRPC through two sidecars: the client span carries `rpc.*` attributes with the gRPC status
+/// (from trailers), and `mesh_requests_total` counts by `grpc_status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_traced_and_counted_by_grpc_status() {
+    use mesh_proto::identity::v1::CertifyRequest;
+    use mesh_proto::identity::v1::identity_client::IdentityClient;
+    use mesh_proto::identity::v1::identity_server::IdentityServer;
+    const GRPC_TRACE: &str = "3d1d6e1b8a5f4c0b9e2a7c6d5f4e3a2b";
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
+    let app = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(IdentityServer::new(GrpcApp))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let log = dir.path().join("grpc.log");
+    let _api = Sidecar::start(
+        dir.path(),
+        &opts(&cp, "api", Some(app_port), &flags(Some(&endpoint), &log)),
+    );
+    let web = Sidecar::start(
+        dir.path(),
+        &opts(&cp, "web", None, &flags(Some(&endpoint), &log)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", web.outbound))
+        .unwrap()
+        .origin("http://api".parse().unwrap())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    let client = IdentityClient::new(channel);
+    let call = |token: &'static str, traceparent: Option<String>| {
+        let mut client = client.clone();
+        async move {
+            let mut req = tonic::Request::new(CertifyRequest {
+                token: token.into(),
+                ..Default::default()
+            });
+            if let Some(tp) = traceparent {
+                req.metadata_mut()
+                    .insert("traceparent", tp.parse().unwrap());
+            }
+            client.certify(req).await
+        }
+    };
+    eventually("gRPC through the mesh", CONVERGE, || async {
+        call("warm", None).await.ok()
+    })
+    .await;
+    let before = metrics_text(web.admin).await;
+    call("ok", Some(format!("00-{GRPC_TRACE}-{PARENT}-01")))
+        .await
+        .expect("ok call");
+    let denied = call("deny", None).await.expect_err("denied call");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let after = metrics_text(web.admin).await;
+    let series = |code: &str| {
+        format!(
+            r#"mesh_requests_total{{direction="outbound",service="api",route="",version="v1",status_class="2xx",cause="",grpc_status="{code}"}}"#
+        )
+    };
+    assert_eq!(delta(&before, &after, &series("0")), 1.0, "{after}");
+    assert_eq!(delta(&before, &after, &series("7")), 1.0, "{after}");
+
+    let spans = collector.wait_for_spans(GRPC_TRACE, 2, CONVERGE).await;
+    let client_span = spans.iter().find(|s| s.is_client()).unwrap();
+    assert_eq!(
+        client_span.attr("rpc.system"),
+        Some("grpc"),
+        "{client_span:#?}"
+    );
+    assert_eq!(
+        client_span.attr("rpc.service"),
+        Some("mesh.identity.v1.Identity")
+    );
+    assert_eq!(client_span.attr("rpc.method"), Some("Certify"));
+    assert_eq!(client_span.attr("rpc.grpc.status_code"), Some("0"));
+    assert_eq!(client_span.attr("network.protocol.version"), Some("2"));
+    app.abort();
+}
