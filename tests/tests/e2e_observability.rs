@@ -357,6 +357,11 @@ async fn three_service_chain_is_one_trace_with_linked_spans_and_attributes() {
         .unwrap()
         .as_secs_f64();
     assert!(leaf > now, "leaf expiry {leaf} not after {now}:\n{m}");
+    let root = counter(&m, r#"mesh_cert_expiration_timestamp_seconds{cert="root"}"#);
+    assert!(
+        root >= leaf,
+        "root expiry {root} before the leaf's {leaf}:\n{m}"
+    );
     promtool_check("mTLS sidecar", &m);
 
     // A request the proxy answers itself carries the cause.
