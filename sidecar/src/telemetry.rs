@@ -101,6 +101,12 @@ impl Metrics {
             "Discovery responses rejected (the previous config stayed in force)",
             nacks.clone(),
         );
+        // Every type at 0 from the start: the families exist (and `increase()` sees the first
+        // NACK) before anything happened.
+        for type_url in mesh_proto::type_url::ALL {
+            let _ = acks.get_or_create(&TypeLabel { type_url });
+            let _ = nacks.get_or_create(&TypeLabel { type_url });
+        }
         let last_ack_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "discovery_last_ack_age_seconds",

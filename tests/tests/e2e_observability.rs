@@ -1,6 +1,10 @@
 //! Traces, metrics and access logs from real sidecars: spans reach a real collector (rotel-agent) with parent links across a three-service chain, W3C/B3 context is continued, sampling 0 exports nothing, a dead collector never fails requests, `/metrics` passes promtool and counts known traffic, access logs carry the exported trace ids.
 
 mod observability_support;
+// The metric names dashboards and alerts may use (the contract of docs/observability.md).
+#[allow(dead_code)]
+#[path = "deploy_support/contract.rs"]
+mod contract;
 
 use std::time::Duration;
 
@@ -10,7 +14,7 @@ use mesh_tests::admin::{admin, route_acked, set_route, split_rule};
 use mesh_tests::http::get_via;
 use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, eventually};
 use observability_support::{
-    Collector, RelayApp, Span, TraceApp, counter, free_port, metrics_text, promtool_check,
+    Collector, GateApp, RelayApp, Span, TraceApp, counter, free_port, metrics_text, promtool_check,
 };
 
 /// Bounds each wait for the mesh (or the collector) to converge; a hang guard only.
@@ -345,6 +349,21 @@ async fn three_service_chain_is_one_trace_with_linked_spans_and_attributes() {
         );
     }
 
+    // With a workload certificate the sidecar reports its expiry (in the future).
+    let m = metrics_text(web.admin).await;
+    let leaf = counter(&m, r#"mesh_cert_expiration_timestamp_seconds{cert="leaf"}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(leaf > now, "leaf expiry {leaf} not after {now}:\n{m}");
+    let root = counter(&m, r#"mesh_cert_expiration_timestamp_seconds{cert="root"}"#);
+    assert!(
+        root >= leaf,
+        "root expiry {root} before the leaf's {leaf}:\n{m}"
+    );
+    promtool_check("mTLS sidecar", &m);
+
     // A request the proxy answers itself carries the cause.
     const ERR_TRACE: &str = "5b8aa5a2d2c872e8321cf37308d69df2";
     let tp = format!("00-{ERR_TRACE}-{CLIENT_SPAN}-01");
@@ -549,4 +568,386 @@ async fn control_plane_traces_admin_calls_and_pushes() {
             s.attr("rpc.method") == Some("SetRoute") && s.attr("rpc.grpc.status_code") == Some("3")
         })
         .await;
+}
+
+/// The difference of one series between two scrapes.
+fn delta(before: &str, after: &str, series: &str) -> f64 {
+    counter(after, series) - counter(before, series)
+}
+
+/// Known traffic moves each metric family by what it should: requests by route and version,
+/// the latency histogram, retries, errors by cause, authz decisions, TCP connections and bytes
+/// (a CONNECT tunnel), protocol detection timeouts, endpoints by state, discovery state; the
+/// control plane counts proxies, pushes and store operations; both pages pass promtool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_families_move_with_known_traffic() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let app = TraceApp::start().await;
+    let api = Sidecar::start(dir.path(), &opts(&cp, "api", Some(app.addr.port()), &[]));
+    let web = Sidecar::start(dir.path(), &opts(&cp, "web", None, &[]));
+    reachable(&web).await;
+    let mut a = admin(&cp).await;
+    let mut rule = split_rule("api", "retrying", &[("v1", 100)]);
+    rule.retry = Some(mesh_proto::types::v1::RetryPolicy {
+        attempts: 3,
+        retry_on: vec!["5xx".into()],
+        backoff_base_ms: 1,
+        backoff_max_ms: 1,
+        ..Default::default()
+    });
+    let version = set_route(&mut a, "api", vec![rule]).await;
+    eventually("the api route is in force", CONVERGE, || {
+        let mut a = a.clone();
+        let version = version.clone();
+        async move { route_acked(&mut a, "api", &version).await.then_some(()) }
+    })
+    .await;
+
+    let (web0, api0) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+    for _ in 0..10 {
+        let (status, _, _, _) = get_via(web.outbound, "api", "/ok", &[]).await.unwrap();
+        assert_eq!(status, 200);
+    }
+    let (status, _, _, _) = get_via(web.outbound, "nowhere", "/", &[]).await.unwrap();
+    assert!(status >= 400, "{status}");
+    let (web1, api1) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+
+    let out = |class: &str| {
+        format!(
+            r#"{{direction="outbound",service="api",route="retrying",version="v1",status_class="{class}"#
+        )
+    };
+    let requests = |class: &str| {
+        format!(
+            "mesh_requests_total{}\",cause=\"\",grpc_status=\"\"}}",
+            out(class)
+        )
+    };
+    assert_eq!(delta(&web0, &web1, &requests("2xx")), 10.0, "{web1}");
+    let hist = format!("mesh_request_duration_seconds_count{}\"}}", out("2xx"));
+    assert_eq!(delta(&web0, &web1, &hist), 10.0, "{web1}");
+    assert_eq!(
+        delta(&web0, &web1, r#"mesh_errors_total{cause="no-route"}"#),
+        1.0,
+        "{web1}"
+    );
+    // Every request reached api's inbound and was allowed (no policy).
+    let allowed = r#"mesh_authz_total{decision="allow"}"#;
+    assert_eq!(delta(&api0, &api1, allowed), 10.0, "{api1}");
+    let endpoints = |state: &str| format!(r#"mesh_endpoints{{service="api",state="{state}"}}"#);
+    assert_eq!(counter(&web1, &endpoints("healthy")), 1.0, "{web1}");
+    assert!(web1.contains("mesh_discovery_connected 1"), "{web1}");
+
+    // An opaque tunnel: CONNECT through web to api's app port, one HTTP exchange inside.
+    let mut s = tokio::net::TcpStream::connect(web.outbound).await.unwrap();
+    let port = app.addr.port();
+    let connect = format!("CONNECT api:{port} HTTP/1.1\r\nHost: api:{port}\r\n\r\n");
+    s.write_all(connect.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(CONVERGE, s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "tunnel closed: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rsp = Vec::new();
+    tokio::time::timeout(CONVERGE, s.read_to_end(&mut rsp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        rsp.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&rsp)
+    );
+    drop(s);
+    let web2 = eventually("the tunnel counted as closed", CONVERGE, || async {
+        let m = metrics_text(web.admin).await;
+        (delta(&web1, &m, "mesh_tcp_connections_closed_total") >= 1.0).then_some(m)
+    })
+    .await;
+    assert!(delta(&web1, &web2, "mesh_tcp_connections_opened_total") >= 1.0);
+    for dir in ["to_upstream", "to_downstream"] {
+        let series = format!(r#"mesh_tcp_bytes_total{{direction="{dir}"}}"#);
+        assert!(delta(&web1, &web2, &series) > 0.0, "{series}\n{web2}");
+    }
+    assert!(web2.contains("mesh_tcp_connection_duration_seconds_count"));
+
+    // A client that connects to api's inbound and says nothing: detection times out.
+    let silent = tokio::net::TcpStream::connect(api.inbound).await.unwrap();
+    let api2 = eventually("detection timeout counted", CONVERGE, || async {
+        let m = metrics_text(api.admin).await;
+        (delta(&api1, &m, "mesh_protocol_detect_timeouts_total") >= 1.0).then_some(m)
+    })
+    .await;
+    drop(silent);
+
+    // Two failing requests, 3 attempts each: up to 4 retries (each made or refused by the
+    // budget); six 5xx in a row eject api's only endpoint (5 consecutive is the default).
+    for _ in 0..2 {
+        let (status, _, _, _) = get_via(web.outbound, "api", "/fail", &[]).await.unwrap();
+        assert_eq!(status, 503);
+    }
+    let web3 = metrics_text(web.admin).await;
+    assert_eq!(delta(&web2, &web3, &requests("5xx")), 2.0, "{web3}");
+    let retries = delta(&web2, &web3, "mesh_retries_total");
+    let refused = delta(&web2, &web3, "mesh_retry_budget_exhausted_total");
+    assert!(
+        retries >= 2.0 && retries + refused <= 4.0,
+        "{retries} {refused}\n{web3}"
+    );
+    if retries == 4.0 {
+        assert!(
+            delta(&web2, &web3, "mesh_outlier_ejections_total") >= 1.0,
+            "{web3}"
+        );
+        assert_eq!(counter(&web3, &endpoints("ejected")), 1.0, "{web3}");
+    }
+
+    promtool_check("web sidecar", &web3);
+    promtool_check("api sidecar", &api2);
+    // Every family the dashboards and alerts use is on the page. Not here: TLS handshake
+    // failures (counted by the TLS layer) and certificate expiry (needs a workload
+    // certificate: checked in the mTLS chain test).
+    for name in contract::SIDECAR_METRICS {
+        if [
+            "mesh_tls_handshake_failures_total",
+            "mesh_cert_expiration_timestamp_seconds",
+        ]
+        .contains(name)
+        {
+            continue;
+        }
+        let family = name.trim_end_matches("_bucket");
+        assert!(
+            web3.contains(&format!("# TYPE {family} ")),
+            "{family} missing from the sidecar's /metrics:\n{web3}"
+        );
+    }
+
+    let cpm = metrics_text(cp.http).await;
+    assert_eq!(counter(&cpm, "mesh_cp_connected_proxies"), 2.0, "{cpm}");
+    assert!(
+        counter(&cpm, "mesh_cp_push_duration_seconds_count") >= 1.0,
+        "{cpm}"
+    );
+    assert!(cpm.contains("mesh_cp_store_ops_total{"), "{cpm}");
+    promtool_check("control plane", &cpm);
+    for name in contract::CONTROL_PLANE_METRICS {
+        let family = name.trim_end_matches("_bucket");
+        assert!(
+            cpm.contains(&format!("# TYPE {family} ")),
+            "{family} missing from the control plane's /metrics:\n{cpm}"
+        );
+    }
+}
+
+/// A hop ends when its response body ends: while the last chunk is held back, neither sidecar
+/// has counted the request in the latency histogram or exported its span; once it flows,
+/// both do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_latency_end_with_the_response_body() {
+    use http_body_util::BodyExt as _;
+    const BODY_TRACE: &str = "6e0c63257de34c926f9efcd03927272e";
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let app = GateApp::start().await;
+    let log = dir.path().join("gate.log");
+    let api = Sidecar::start(
+        dir.path(),
+        &opts(
+            &cp,
+            "api",
+            Some(app.addr.port()),
+            &flags(Some(&endpoint), &log),
+        ),
+    );
+    let web = Sidecar::start(
+        dir.path(),
+        &opts(&cp, "web", None, &flags(Some(&endpoint), &log)),
+    );
+    // Warm-up: each waits for a permit, so hand out one per attempt.
+    eventually("api reachable through the mesh", CONVERGE, || async {
+        app.open();
+        get_via(web.outbound, "api", "/warm", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 200)
+    })
+    .await;
+    app.close();
+    let count = |dir: &str| {
+        format!(
+            r#"mesh_request_duration_seconds_count{{direction="{dir}",service="api",route="",version="v1",status_class="2xx"}}"#
+        )
+    };
+    let (web0, api0) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+
+    let stream = tokio::net::TcpStream::connect(web.outbound).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/stream")
+        .header("host", "api")
+        .header("traceparent", format!("00-{BODY_TRACE}-{PARENT}-01"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let mut rsp = tokio::time::timeout(CONVERGE, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let first = tokio::time::timeout(CONVERGE, rsp.body_mut().frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    // Head and first chunk delivered, last chunk held: the hop is still open on both sides.
+    let (web1, api1) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+    assert_eq!(delta(&web0, &web1, &count("outbound")), 0.0, "{web1}");
+    assert_eq!(delta(&api0, &api1, &count("inbound")), 0.0, "{api1}");
+    assert!(!collector.text().await.contains(BODY_TRACE));
+
+    app.open();
+    let rest = tokio::time::timeout(CONVERGE, rsp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest, "last");
+    eventually(
+        "both hops counted once the body ended",
+        CONVERGE,
+        || async {
+            let (w, a) = (metrics_text(web.admin).await, metrics_text(api.admin).await);
+            (delta(&web0, &w, &count("outbound")) == 1.0
+                && delta(&api0, &a, &count("inbound")) == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let spans = collector.wait_for_spans(BODY_TRACE, 2, CONVERGE).await;
+    assert!(spans.iter().any(Span::is_client) && spans.iter().any(Span::is_server));
+}
+
+/// A stand-in gRPC workload (the mesh's own Identity service): `deny` fails with
+/// PERMISSION_DENIED, anything else succeeds.
+struct GrpcApp;
+
+#[tonic::async_trait]
+impl mesh_proto::identity::v1::identity_server::Identity for GrpcApp {
+    async fn certify(
+        &self,
+        r: tonic::Request<mesh_proto::identity::v1::CertifyRequest>,
+    ) -> Result<tonic::Response<mesh_proto::identity::v1::CertifyResponse>, tonic::Status> {
+        if r.into_inner().token == "deny" {
+            return Err(tonic::Status::permission_denied("denied by the app"));
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// gRPC through two sidecars: the client span carries `rpc.*` attributes with the gRPC status
+/// (from trailers), and `mesh_requests_total` counts by `grpc_status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_traced_and_counted_by_grpc_status() {
+    use mesh_proto::identity::v1::CertifyRequest;
+    use mesh_proto::identity::v1::identity_client::IdentityClient;
+    use mesh_proto::identity::v1::identity_server::IdentityServer;
+    const GRPC_TRACE: &str = "3d1d6e1b8a5f4c0b9e2a7c6d5f4e3a2b";
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
+    let app = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(IdentityServer::new(GrpcApp))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let log = dir.path().join("grpc.log");
+    let _api = Sidecar::start(
+        dir.path(),
+        &opts(&cp, "api", Some(app_port), &flags(Some(&endpoint), &log)),
+    );
+    let web = Sidecar::start(
+        dir.path(),
+        &opts(&cp, "web", None, &flags(Some(&endpoint), &log)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", web.outbound))
+        .unwrap()
+        .origin("http://api".parse().unwrap())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    let client = IdentityClient::new(channel);
+    let call = |token: &'static str, traceparent: Option<String>| {
+        let mut client = client.clone();
+        async move {
+            let mut req = tonic::Request::new(CertifyRequest {
+                token: token.into(),
+                ..Default::default()
+            });
+            if let Some(tp) = traceparent {
+                req.metadata_mut()
+                    .insert("traceparent", tp.parse().unwrap());
+            }
+            client.certify(req).await
+        }
+    };
+    eventually("gRPC through the mesh", CONVERGE, || async {
+        call("warm", None).await.ok()
+    })
+    .await;
+    let before = metrics_text(web.admin).await;
+    call("ok", Some(format!("00-{GRPC_TRACE}-{PARENT}-01")))
+        .await
+        .expect("ok call");
+    let denied = call("deny", None).await.expect_err("denied call");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let after = metrics_text(web.admin).await;
+    let series = |code: &str| {
+        format!(
+            r#"mesh_requests_total{{direction="outbound",service="api",route="",version="v1",status_class="2xx",cause="",grpc_status="{code}"}}"#
+        )
+    };
+    assert_eq!(delta(&before, &after, &series("0")), 1.0, "{after}");
+    assert_eq!(delta(&before, &after, &series("7")), 1.0, "{after}");
+
+    let spans = collector.wait_for_spans(GRPC_TRACE, 2, CONVERGE).await;
+    let client_span = spans.iter().find(|s| s.is_client()).unwrap();
+    assert_eq!(
+        client_span.attr("rpc.system"),
+        Some("grpc"),
+        "{client_span:#?}"
+    );
+    assert_eq!(
+        client_span.attr("rpc.service"),
+        Some("mesh.identity.v1.Identity")
+    );
+    assert_eq!(client_span.attr("rpc.method"), Some("Certify"));
+    assert_eq!(client_span.attr("rpc.grpc.status_code"), Some("0"));
+    assert_eq!(client_span.attr("network.protocol.version"), Some("2"));
+    app.abort();
 }

@@ -1,6 +1,6 @@
 //! Commands that talk to sidecars' admin ports: `proxy-config`, `stat`, `explain`.
 
-mod certs;
+pub mod certs;
 mod explain;
 mod stat;
 

@@ -35,6 +35,7 @@ fn sidecar_bin() -> PathBuf {
 /// A running sidecar; killed on drop.
 pub struct Sidecar {
     child: Child,
+    pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -96,6 +97,7 @@ impl Sidecar {
         let child = cmd.spawn().expect("spawn mesh-sidecar");
         let mut s = Self {
             child,
+            inbound: ([0, 0, 0, 0], 0).into(),
             outbound: ([0, 0, 0, 0], 0).into(),
             admin: ([0, 0, 0, 0], 0).into(),
         };
@@ -112,6 +114,7 @@ impl Sidecar {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        s.inbound = a["inbound"].parse().unwrap();
         s.outbound = a["outbound"].parse().unwrap();
         s.admin = a["admin"].parse().unwrap();
         loop {

@@ -13,6 +13,7 @@ use mesh_proto::types::v1::resource::Kind;
 use tokio::sync::mpsc;
 
 pub mod echo;
+pub mod golden;
 pub mod mesh;
 pub mod routed;
 

@@ -45,6 +45,8 @@ struct CertView {
     not_after: String,
     /// Seconds from the dump until `not_after`; negative once expired.
     expires_in_secs: i64,
+    /// `not_after - not_before`: with `expires_in_secs`, how much of its life is left.
+    lifetime_secs: i64,
 }
 
 /// The section for `store`; unparsable certificates are reported in place, not skipped.
@@ -96,6 +98,10 @@ fn describe(der: &CertificateDer<'_>, now: i64) -> CertView {
         not_before: rfc3339(v.not_before.timestamp()),
         not_after: rfc3339(v.not_after.timestamp()),
         expires_in_secs: v.not_after.timestamp().saturating_sub(now),
+        lifetime_secs: v
+            .not_after
+            .timestamp()
+            .saturating_sub(v.not_before.timestamp()),
     }
 }
 
@@ -108,6 +114,7 @@ fn unreadable(why: &str) -> CertView {
         not_before: s.clone(),
         not_after: s,
         expires_in_secs: 0,
+        lifetime_secs: 0,
     }
 }
 

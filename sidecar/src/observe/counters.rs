@@ -222,14 +222,66 @@ impl Collector for Export {
         if let Some(store) = CERTS.get() {
             let mut family = encoder.encode_descriptor(
                 "cert_expiration_timestamp_seconds",
-                "Certificate notAfter in Unix seconds, by cert (leaf = this workload's own certificate)",
+                "Certificate notAfter in Unix seconds, by cert (leaf = this workload's own certificate; root, intermediate = the earliest of the trust bundle's CA certificates)",
                 None,
                 MetricType::Gauge,
             )?;
             if let Some(t) = store.expiration_timestamp_seconds() {
                 ConstGauge::new(t).encode(family.encode_family(&[("cert", "leaf")])?)?;
             }
+            let (root, intermediate) = bundle_expiry(store.trust_bundle().pem());
+            for (cert, t) in [("root", root), ("intermediate", intermediate)] {
+                if let Some(t) = t {
+                    ConstGauge::new(t).encode(family.encode_family(&[("cert", cert)])?)?;
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// The earliest notAfter (Unix seconds) of the trust bundle's self-signed roots and of its
+/// other (intermediate) CA certificates. Parsed per scrape: a bundle holds a handful of
+/// certificates and scrapes come every few seconds at most, off the data path.
+fn bundle_expiry(pems: &[String]) -> (Option<i64>, Option<i64>) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (mut root, mut intermediate) = (None::<i64>, None::<i64>);
+    for pem in pems {
+        for der in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+            let Ok((_, cert)) = X509Certificate::from_der(&der) else {
+                continue;
+            };
+            let t = cert.validity().not_after.timestamp();
+            let slot = if cert.subject() == cert.issuer() {
+                &mut root
+            } else {
+                &mut intermediate
+            };
+            *slot = Some(slot.map_or(t, |s| s.min(t)));
+        }
+    }
+    (root, intermediate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bundle_expiry;
+
+    #[test]
+    fn bundle_expiry_takes_the_earliest_root() {
+        let root = |year| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+            params.self_signed(&key).unwrap().pem()
+        };
+        // 2030-01-01T00:00:00Z
+        let (roots, intermediates) = bundle_expiry(&[root(2031), root(2030)]);
+        assert_eq!(roots, Some(1_893_456_000));
+        assert_eq!(intermediates, None);
+        assert_eq!(bundle_expiry(&["not a pem".to_owned()]), (None, None));
     }
 }

@@ -390,6 +390,75 @@ impl Drop for RelayApp {
     }
 }
 
+/// An app whose responses stream: the head and a first chunk at once, the last chunk only
+/// after the test opens the gate (one permit per response).
+pub struct GateApp {
+    pub addr: SocketAddr,
+    gate: Arc<tokio::sync::Semaphore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GateApp {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gate app");
+        let addr = listener.local_addr().expect("local addr");
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let shared = gate.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let gate = shared.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        let gate = gate.clone();
+                        async move {
+                            // Two frames: the channel never holds more.
+                            let (tx, rx) = tokio::sync::mpsc::channel(2);
+                            tokio::spawn(async move {
+                                let frame = |b: &'static [u8]| {
+                                    Ok::<_, Infallible>(hyper::body::Frame::data(
+                                        Bytes::from_static(b),
+                                    ))
+                                };
+                                let _ = tx.send(frame(b"first")).await;
+                                if let Ok(p) = gate.acquire().await {
+                                    p.forget();
+                                }
+                                let _ = tx.send(frame(b"last")).await;
+                            });
+                            let body = http_body_util::StreamBody::new(
+                                tokio_stream::wrappers::ReceiverStream::new(rx),
+                            );
+                            Ok::<_, Infallible>(Response::new(body))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        GateApp { addr, gate, task }
+    }
+
+    /// Lets one response finish.
+    pub fn open(&self) {
+        self.gate.add_permits(1);
+    }
+
+    /// Takes back permits no response used (requests that never reached the app).
+    pub fn close(&self) {
+        self.gate.forget_permits(self.gate.available_permits());
+    }
+}
+
+impl Drop for GateApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// `GET /metrics` from an admin/HTTP listener; the body as text.
 pub async fn metrics_text(addr: SocketAddr) -> String {
     let fetch = async {
