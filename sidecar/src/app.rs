@@ -162,6 +162,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
             w.rotation,
             w.store,
             health.clone(),
+            state.clone(),
         ));
     }
     let control = std::thread::Builder::new()

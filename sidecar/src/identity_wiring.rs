@@ -1,5 +1,6 @@
 //! Start-up wiring of the workload identity: the control plane channel's TLS, the join token,
-//! the certificate store and its rotation task, and the readiness gate on the first certificate.
+//! the certificate store, its rotation task, live trust-bundle updates from the `Runtime`
+//! resource, and the readiness gate on the first certificate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::identity::{
     CertStore, IdentityError, JoinToken, Rotation, SpiffeError, SpiffeId, TOKEN_ENV,
     control_plane_tls,
 };
+use crate::state::{Name, StateHandle};
 use crate::tls::{BundleError, TrustBundle};
 
 /// Readiness gate held closed until the first workload certificate is in the store.
@@ -117,13 +119,58 @@ pub fn prepare(
     }))
 }
 
-/// Runs the rotation and opens the readiness gate once the first certificate is loaded.
-pub async fn run(workload: Rotation, store: Arc<CertStore>, health: Arc<Health>) {
+/// Runs the rotation and the trust-bundle follower, and opens the readiness gate once the
+/// first certificate is loaded.
+pub async fn run(
+    workload: Rotation,
+    store: Arc<CertStore>,
+    health: Arc<Health>,
+    state: StateHandle,
+) {
+    tokio::spawn(follow_trust_bundle(state, store.clone()));
     let rotation = tokio::spawn(workload.run());
     store.ready().await;
     health.open_gate(CERT_GATE);
     tracing::info!(identity = %store.identity(), "workload certificate loaded; mTLS ready");
     let _ = rotation.await;
+}
+
+/// Applies the `Runtime` resource's `trust_bundle_pem` to the store each time it changes, so
+/// the next handshake in either direction verifies against it (e.g. old + new root during a
+/// root rotation) without waiting for the next certificate renewal. The swap is one atomic
+/// store: established connections are untouched. An empty bundle (no Runtime yet) changes
+/// nothing; an unusable one is logged and the current roots stay in force.
+pub async fn follow_trust_bundle(state: StateHandle, store: Arc<CertStore>) {
+    let mut changed = state.changed();
+    let mut applied: Vec<Name> = Vec::new();
+    loop {
+        let published = state
+            .load()
+            .runtime
+            .as_ref()
+            .map(|r| r.trust_bundle_pem.clone())
+            .unwrap_or_default();
+        if !published.is_empty() && published != applied {
+            let pems: Vec<String> = published.iter().map(|p| p.to_string()).collect();
+            match TrustBundle::from_pem(&pems) {
+                Ok(bundle) => {
+                    tracing::info!(
+                        roots = bundle.roots().len(),
+                        "trust bundle from the control plane applied to new handshakes"
+                    );
+                    store.set_trust_bundle(bundle);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "ignoring the control plane's trust bundle; the current roots stay in force"
+                ),
+            }
+            applied = published;
+        }
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn read_bundle(path: &Path) -> Result<Vec<String>, IdentityWiringError> {

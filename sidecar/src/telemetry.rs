@@ -76,6 +76,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mesh");
         registry.register_collector(Box::new(ProxyErrors));
+        registry.register_collector(Box::new(crate::tls::HandshakeFailures));
         crate::observe::RequestMetrics::register(&mut registry);
         let discovery_connected = Gauge::default();
         registry.register(

@@ -3,60 +3,15 @@
 //! refused by a strict inbound, a relay between sidecars seeing only ciphertext, and the admin
 //! API refusing unauthenticated callers.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod mtls_support;
 
+use mesh_proto::admin::v1::ListRequest;
 use mesh_proto::admin::v1::admin_client::AdminClient;
-use mesh_proto::admin::v1::{
-    CreateServiceRequest, CreateTokenRequest, ListRequest, RegisterEndpointRequest,
-};
-use mesh_proto::types::v1::Endpoint;
 use mesh_tests::admin::admin;
 use mesh_tests::http::{EchoApp, get_via};
-use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, eventually};
+use mesh_tests::{ControlPlane, eventually};
+use mtls_support::{CONVERGE, IO_LIMIT, TLS, meshed, register_static, relay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Mutex;
-
-/// Bounds each wait for the mesh to converge; only a hang guard, never a timing assertion.
-const CONVERGE: Duration = Duration::from_secs(30);
-/// Discovery and identity over TLS, as every meshed deployment should run it.
-const TLS: &[&str] = &["--discovery-tls=true"];
-/// Bounds one raw socket exchange; only a hang guard.
-const IO_LIMIT: Duration = Duration::from_secs(10);
-
-/// A sidecar of `service` with a join token for its service account.
-async fn meshed(
-    cp: &ControlPlane,
-    dir: &std::path::Path,
-    service: &str,
-    app: Option<u16>,
-) -> Sidecar {
-    let mut a = admin(cp).await;
-    let token = tokio::time::timeout(
-        IO_LIMIT,
-        a.create_token(CreateTokenRequest {
-            namespace: "default".into(),
-            service_account: service.into(),
-            ttl_secs: 0,
-        }),
-    )
-    .await
-    .expect("create token in time")
-    .expect("create token")
-    .into_inner()
-    .token;
-    Sidecar::start(
-        dir,
-        &SidecarOpts {
-            service: service.into(),
-            app_ports: app.into_iter().collect(),
-            control_plane: Some(cp.tls_discovery_url()),
-            extra: cp.sidecar_tls_args(),
-            env: vec![("MESH_JOIN_TOKEN".into(), token)],
-            ..Default::default()
-        },
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_between_sidecars_over_mtls_and_plaintext_refused() {
@@ -116,40 +71,6 @@ async fn admin_api_without_credentials_is_unauthenticated() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 }
 
-/// Forwards every connection to `to`, keeping a copy of the client → server bytes.
-async fn relay(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let copy = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut down, _)) = listener.accept().await {
-            let seen = copy.clone();
-            tokio::spawn(async move {
-                let Ok(up) = tokio::net::TcpStream::connect(to).await else {
-                    return;
-                };
-                let (mut up_r, mut up_w) = up.into_split();
-                let (mut down_r, mut down_w) = down.split();
-                let upstream = async {
-                    // 16 KiB: any TLS record fits; the copy is only inspected afterwards.
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = down_r.read(&mut buf).await {
-                        if n == 0 || up_w.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        seen.lock().await.extend_from_slice(&buf[..n]);
-                    }
-                    let _ = up_w.shutdown().await;
-                };
-                let downstream = tokio::io::copy(&mut up_r, &mut down_w);
-                let _ = tokio::join!(upstream, downstream);
-            });
-        }
-    });
-    (addr, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_between_sidecars_sees_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,34 +81,14 @@ async fn relay_between_sidecars_sees_no_plaintext() {
     let (relay_addr, seen) = relay(server.inbound).await;
 
     // A second service whose only endpoint is the relay, presenting the server's identity.
-    let mut a = admin(&cp).await;
-    tokio::time::timeout(
-        IO_LIMIT,
-        a.create_service(CreateServiceRequest {
-            service: "echo-relay".into(),
-            namespace: "default".into(),
-            ports: vec![80],
-        }),
+    register_static(
+        &cp,
+        "echo-relay",
+        relay_addr,
+        "spiffe://cluster.local/ns/default/sa/echo",
+        app.addr.port(),
     )
-    .await
-    .expect("create in time")
-    .expect("create service");
-    tokio::time::timeout(
-        IO_LIMIT,
-        a.register_endpoint(RegisterEndpointRequest {
-            service: "echo-relay".into(),
-            endpoint: Some(Endpoint {
-                address: relay_addr.to_string(),
-                weight: 1,
-                identity: "spiffe://cluster.local/ns/default/sa/echo".into(),
-                app_port: u32::from(app.addr.port()),
-                ..Default::default()
-            }),
-        }),
-    )
-    .await
-    .expect("register in time")
-    .expect("register endpoint");
+    .await;
 
     let (status, who, _, _) = eventually("echo reachable through the relay", CONVERGE, || async {
         get_via(client.outbound, "echo-relay", "/secret-path", &[])

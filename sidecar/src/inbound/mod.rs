@@ -1,7 +1,8 @@
 //! Inbound: accept from peer sidecars, detect, forward to the local app.
 //!
-//! Each connection passes the [`Transport`] (plaintext now, mTLS later), then detection: a
-//! `MESH-TCP <port>` preamble is opaque TCP to that app port; HTTP/1 or HTTP/2 is served by
+//! Each connection passes the [`Transport`] (plaintext, or mTLS per the Listener's mode), then
+//! detection: a `MESH-TCP <port>` preamble is opaque TCP to that app port (under mTLS only with
+//! ALPN `mesh-tcp`, and a `mesh-tcp` stream must start with it); HTTP/1 or HTTP/2 is served by
 //! hyper and each request goes to `app_ip:<port>` (port from `x-mesh-app-port`, else the
 //! original destination, else the first app port; hints are limited to the app's ports) in
 //! the protocol the client app spoke (`x-mesh-orig-proto`, default HTTP/1.1); TLS and other
@@ -21,11 +22,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 pub use tls::MtlsTransport;
-pub use transport::{Plaintext, Transport};
+pub use transport::{Peer, Plaintext, Transport};
 
 use crate::proxy::{self, Cause, Clients, Detected, Drain, guard};
 use crate::state::{Name, StateHandle};
 use crate::telemetry::Direction;
+use crate::tls::Alpn;
 
 /// Which HTTP version the local app speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -200,7 +202,7 @@ async fn connection<T: Transport>(
 ) {
     let _ = stream.set_nodelay(true);
     let orig_dst = crate::orig_dst::original_dst(&stream).ok();
-    let (io, identity) = match transport.accept(stream).await {
+    let (io, accepted) = match transport.accept(stream).await {
         Ok(x) => x,
         Err(e) => {
             tracing::debug!(error = %e, %peer, "inbound handshake failed");
@@ -210,12 +212,13 @@ async fn connection<T: Transport>(
     let conn = ConnInfo {
         peer,
         orig_dst,
-        identity,
+        identity: accepted.identity,
     };
     let listener = ctx.inner.state.load().listener.clone();
-    // Only a redirected connection's port can be server-first: peers always speak first.
-    let skip = match (&listener, orig_dst) {
-        (Some(l), Some(dst)) => l.skips_detection(dst.port()),
+    // Only a redirected plaintext connection's port can be server-first: peer sidecars always
+    // speak first (a TLS client hello, then the preamble or the HTTP/2 preface).
+    let skip = match (&listener, orig_dst, accepted.alpn) {
+        (Some(l), Some(dst), None) => l.skips_detection(dst.port()),
         _ => false,
     };
     let timeout = listener
@@ -236,6 +239,14 @@ async fn connection<T: Transport>(
             }
         }
     };
+    if let Some(alpn) = accepted.alpn
+        && !alpn_agrees(alpn, proto)
+    {
+        return Cause::BadRequest.record(&format_args!(
+            "ALPN {:?} stream from {peer} started as {proto:?}",
+            alpn
+        ));
+    }
     match proto {
         Detected::Http1 | Detected::Http2 => {
             let max = ctx.inner.cfg.max_header_bytes;
@@ -271,6 +282,16 @@ async fn connection<T: Transport>(
             Some(port) => tcp_authorized(&ctx, &conn, port, io).await,
             None => Cause::NoRoute.record(&"inbound opaque connection without an app port"),
         },
+    }
+}
+
+/// Whether the first bytes of an mTLS stream are what its ALPN promised: `mesh-tcp` always
+/// starts with the preamble (so its port is authorized like any preamble), `h2` with the
+/// HTTP/2 preface. Anything else is a confused or hostile peer.
+fn alpn_agrees(alpn: Alpn, proto: Detected) -> bool {
+    match alpn {
+        Alpn::MeshTcp => matches!(proto, Detected::MeshTcp(_)),
+        Alpn::H2 => proto == Detected::Http2,
     }
 }
 

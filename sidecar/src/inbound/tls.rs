@@ -4,7 +4,7 @@ use std::io;
 
 use tokio::net::TcpStream;
 
-use super::transport::Transport;
+use super::transport::{Peer, Transport};
 use crate::state::{Name, StateHandle, TlsMode};
 use crate::tls::{InboundMode, InboundStream, MeshAcceptor, PeerIdentity};
 
@@ -35,10 +35,16 @@ impl MtlsTransport {
 impl Transport for MtlsTransport {
     type Io = InboundStream;
 
-    async fn accept(&self, tcp: TcpStream) -> io::Result<(InboundStream, Option<Name>)> {
+    async fn accept(&self, tcp: TcpStream) -> io::Result<(InboundStream, Peer)> {
         match self.acceptor.accept(tcp, self.mode()).await {
-            Ok((io, PeerIdentity::Mtls { id, .. })) => Ok((io, Some(Name::from(id.as_str())))),
-            Ok((io, PeerIdentity::Plaintext)) => Ok((io, None)),
+            Ok((io, PeerIdentity::Mtls { id, alpn })) => Ok((
+                io,
+                Peer {
+                    identity: Some(Name::from(id.as_str())),
+                    alpn,
+                },
+            )),
+            Ok((io, PeerIdentity::Plaintext)) => Ok((io, Peer::default())),
             // The caller logs it and closes the connection; a plaintext client on a strict
             // port is refused here, before a byte reaches the app.
             Err(e) => Err(io::Error::other(e)),

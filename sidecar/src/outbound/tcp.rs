@@ -1,4 +1,4 @@
-//! Outbound opaque TCP: to a service's endpoint (preamble for peer sidecars) or passthrough.
+//! Outbound opaque TCP: to a service's endpoint (preamble, in mTLS when meshed, for peer sidecars) or passthrough.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,9 +7,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::OutboundCtx;
+use super::tls::{UpstreamIo, secure};
 use crate::balance::{InFlight, LbEndpoint, Outcome, hash64};
 use crate::proxy::{Cause, tcp};
 use crate::state::Snapshot;
+use crate::tls::Alpn;
 
 /// The backend service for connection-level traffic: a Route's first rule without matches
 /// (request matches need a request), or the service itself.
@@ -73,30 +75,43 @@ pub(super) async fn connect(ep: &Arc<LbEndpoint>, ctx: &OutboundCtx) -> Result<T
     }
 }
 
-/// Opens an upstream stream to `ep`, writing the preamble when a peer sidecar fronts it.
+/// Opens an upstream stream to `ep`. A peer sidecar gets the `MESH-TCP <port>` preamble, inside
+/// mTLS (ALPN `mesh-tcp`, the endpoint's SPIFFE ID verified) when the endpoint has an identity
+/// and this sidecar has a certificate; plaintext otherwise (unmeshed or identity-less peers).
 pub(super) async fn open(
     ctx: &OutboundCtx,
     ep: &Arc<LbEndpoint>,
     port: u16,
-) -> Result<(TcpStream, InFlight), Cause> {
+) -> Result<(UpstreamIo, InFlight), Cause> {
     let guard = ep.start();
-    let mut up = match connect(ep, ctx).await {
+    let up = match connect(ep, ctx).await {
         Ok(s) => s,
         Err(c) => {
             guard.finish(Outcome::Failed);
             return Err(c);
         }
     };
-    if ep.endpoint.is_meshed() {
-        let app_port = if ep.endpoint.app_port != 0 {
-            ep.endpoint.app_port
-        } else {
-            port
-        };
-        if tcp::write_preamble(&mut up, app_port).await.is_err() {
+    if !ep.endpoint.is_meshed() {
+        return Ok((UpstreamIo::Plain(up), guard));
+    }
+    let addr = ep.endpoint.addr;
+    let tls = ctx.inner.cfg.tls.as_ref();
+    let mut up = match secure(tls, up, addr, ep.endpoint.identity.as_ref(), Alpn::MeshTcp).await {
+        Ok(io) => io,
+        Err((cause, detail)) => {
+            tracing::debug!(%detail, "outbound mesh-tcp handshake failed");
             guard.finish(Outcome::Failed);
-            return Err(Cause::UpstreamReset);
+            return Err(cause);
         }
+    };
+    let app_port = if ep.endpoint.app_port != 0 {
+        ep.endpoint.app_port
+    } else {
+        port
+    };
+    if tcp::write_preamble(&mut up, app_port).await.is_err() {
+        guard.finish(Outcome::Failed);
+        return Err(Cause::UpstreamReset);
     }
     Ok((up, guard))
 }

@@ -92,8 +92,22 @@ impl MeshConnector {
     }
 
     /// Runs the handshake on a TCP stream the caller connected (with its own timeouts and
-    /// socket options).
+    /// socket options). Failures are counted by reason.
     pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        expected: &SpiffeId,
+        alpn: Alpn,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
+        let result = self.handshake_inner(tcp, addr, expected, alpn).await;
+        if let Some(reason) = result.as_ref().err().and_then(ConnectError::reason) {
+            super::failures::record(super::HandshakeSide::Outbound, reason);
+        }
+        result
+    }
+
+    async fn handshake_inner(
         &self,
         tcp: TcpStream,
         addr: SocketAddr,

@@ -21,10 +21,14 @@
 //! URI SAN is not exactly `endpoint_identity`. Only TLS 1.3 is offered; ALPN is `h2` for
 //! multiplexed HTTP and `mesh-tcp` for opaque TCP. Session resumption is off: every connection
 //! is a full handshake, so each one re-checks the peer against the current bundle.
+//!
+//! Every failed handshake (either side) is counted by reason in
+//! `mesh_tls_handshake_failures_total` ([`HandshakeFailures`]).
 
 mod bundle;
 mod client;
 mod detect;
+mod failures;
 mod mode_proto;
 mod resolve;
 mod server;
@@ -37,6 +41,7 @@ use rustls::crypto::CryptoProvider;
 pub use bundle::{BundleError, TrustBundle};
 pub use client::{ConnectError, MeshConnector};
 pub use detect::{DETECT_TIMEOUT, Detected, detect};
+pub use failures::{FailureReason, HandshakeFailures, HandshakeSide, count as handshake_failures};
 pub use mode_proto::UnknownTlsMode;
 pub use resolve::CertResolver;
 pub use server::{AcceptError, InboundMode, InboundStream, MeshAcceptor, PeerIdentity};

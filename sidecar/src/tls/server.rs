@@ -82,8 +82,21 @@ impl MeshAcceptor {
     }
 
     /// Detects (permissive), refuses plaintext (strict) or skips TLS (disabled), runs the
-    /// handshake and returns the stream with the peer's verified identity.
+    /// handshake and returns the stream with the peer's verified identity. Failures are
+    /// counted by reason.
     pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        mode: InboundMode,
+    ) -> Result<(InboundStream, PeerIdentity), AcceptError> {
+        let result = self.accept_inner(tcp, mode).await;
+        if let Some(reason) = result.as_ref().err().and_then(AcceptError::reason) {
+            super::failures::record(super::HandshakeSide::Inbound, reason);
+        }
+        result
+    }
+
+    async fn accept_inner(
         &self,
         tcp: TcpStream,
         mode: InboundMode,
