@@ -59,6 +59,15 @@ pub struct Args {
     /// launcher (mesh-cli demo/run, Kubernetes manifests) passes the bundle to its sidecars.
     #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
+    /// Extra names (DNS names or IPs) on the discovery port's TLS certificate besides
+    /// `localhost` and `127.0.0.1`, for clients dialling another address (e.g. workloads in
+    /// network namespaces reaching the host side of their veth). Repeatable or comma-separated.
+    #[arg(
+        long = "discovery-san",
+        env = "MESH_DISCOVERY_SANS",
+        value_delimiter = ','
+    )]
+    pub discovery_sans: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +83,7 @@ pub struct Config {
     pub addrs_file: Option<PathBuf>,
     pub operator_ca: crate::identity_wiring::OperatorCa,
     pub discovery_tls: bool,
+    pub discovery_sans: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +129,7 @@ impl Config {
                 bundle: a.ca_bundle,
             },
             discovery_tls: a.discovery_tls,
+            discovery_sans: a.discovery_sans,
         })
     }
 
@@ -138,6 +149,7 @@ impl Config {
             addrs_file: None,
             operator_ca: Default::default(),
             discovery_tls: false,
+            discovery_sans: Vec::new(),
         }
     }
 }

@@ -101,8 +101,23 @@ impl SidecarSpec {
             .service_account
             .clone()
             .unwrap_or_else(|| args.service.clone());
+        // The local control plane's CA writes its trust bundle into its data dir; with it,
+        // a local control plane serving TLS is reached over `https://`.
+        let bundle = dir.join("ca").join("trust-bundle.pem");
+        let local_tls = match (
+            &args.control_plane,
+            &local,
+            std::fs::read_to_string(&bundle),
+        ) {
+            (None, Some(a), Ok(pem)) => cp::serves_tls(a.discovery, &pem).await,
+            _ => false,
+        };
         let mut spec = SidecarSpec {
-            control_plane: cp::discovery_url(args.control_plane.as_deref(), local.as_ref()),
+            control_plane: cp::discovery_url(
+                args.control_plane.as_deref(),
+                local.as_ref(),
+                local_tls,
+            ),
             service: args.service.clone(),
             version: args.version.clone(),
             app_port: args.port,
@@ -111,8 +126,6 @@ impl SidecarSpec {
             join_token: None,
             ca_bundle: None,
         };
-        // The local control plane's CA writes its trust bundle into its data dir.
-        let bundle = dir.join("ca").join("trust-bundle.pem");
         if bundle.exists() && std::env::var_os("MESH_CA_BUNDLE").is_none() {
             spec.ca_bundle = Some(bundle);
         }
