@@ -75,6 +75,8 @@ impl ControlPlane {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-cli"));
         require_bin("mesh-sidecar");
         cmd.arg("run")
+            // These tests are about explicit mode (run_netns covers interception as root).
+            .arg("--explicit")
             .args(["--service", service, "--version", "v1"])
             .arg("--data-dir")
             .arg(self.dir.path())
