@@ -63,6 +63,15 @@ pub struct Args {
     /// http://127.0.0.1:4317. Unset: no trace export.
     #[arg(long, env = "MESH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Extra names (DNS names or IPs) on the discovery port's TLS certificate besides
+    /// `localhost` and `127.0.0.1`, for clients dialling another address (e.g. workloads in
+    /// network namespaces reaching the host side of their veth). Repeatable or comma-separated.
+    #[arg(
+        long = "discovery-san",
+        env = "MESH_DISCOVERY_SANS",
+        value_delimiter = ','
+    )]
+    pub discovery_sans: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +88,7 @@ pub struct Config {
     pub operator_ca: crate::identity_wiring::OperatorCa,
     pub discovery_tls: bool,
     pub otlp_endpoint: Option<String>,
+    pub discovery_sans: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +135,7 @@ impl Config {
             },
             discovery_tls: a.discovery_tls,
             otlp_endpoint: a.otlp_endpoint.filter(|e| !e.is_empty()),
+            discovery_sans: a.discovery_sans,
         })
     }
 
@@ -145,6 +156,7 @@ impl Config {
             operator_ca: Default::default(),
             discovery_tls: false,
             otlp_endpoint: None,
+            discovery_sans: Vec::new(),
         }
     }
 }

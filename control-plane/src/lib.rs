@@ -104,7 +104,13 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         coalesce: config.coalesce,
     };
     let core = Core::load(core_config, Arc::new(store), metrics::Metrics::new())?;
-    let identity = identity_wiring::setup(dir, &config.trust_domain, &config.operator_ca, &core)?;
+    let identity = identity_wiring::setup(
+        dir,
+        &config.trust_domain,
+        &config.operator_ca,
+        &core,
+        &config.discovery_sans,
+    )?;
 
     let discovery = bind("discovery", config.discovery_addr).await?;
     let admin = bind("admin", config.admin_addr).await?;

@@ -365,6 +365,7 @@ async fn data_main(d: DataPath, exit: oneshot::Receiver<()>) -> Result<(), AppEr
     let tokio_listener = |l: std::net::TcpListener| {
         tokio::net::TcpListener::from_std(l).map_err(runtime_err("data"))
     };
+    wiring::start_dns(&d.cfg, &d.state).await?;
     let inbound = tokio_listener(d.inbound)?;
     let outbound = tokio_listener(d.outbound)?;
     let mut forwards = Vec::with_capacity(d.forwards.len());
