@@ -258,6 +258,10 @@ async fn certs_show_the_workload_certificate_and_trust_bundle() {
     let leaf_row = table.lines().find(|l| l.starts_with("leaf")).unwrap();
     assert!(leaf_row.contains(&identity) && leaf_row.contains(serial) && leaf_row.contains(na));
     assert!(table.lines().any(|l| l.starts_with("root[0]")), "{table}");
+    // The overview names it too.
+    let overview = cp.cli_async(&["proxy-config", &admin]).await.ok().stdout;
+    let line = format!("certificate: {identity} (serial {serial}), expires in");
+    assert!(overview.contains(&line), "{overview}");
 
     // `check` vouches for the certificate (fresh: well before renewal) and the bundle.
     let out = cp.cli_async(&["check", "--proxy-admin", &admin]).await.ok();

@@ -79,6 +79,15 @@ pub async fn config(global: &Global, args: ProxyConfigArgs) -> Result<()> {
     if let Some(n) = dump.get("last_nack").filter(|n| !n.is_null()) {
         println!("last NACK: {n}");
     }
+    if let Some(leaf) = dump.pointer("/certs/leaf").filter(|l| !l.is_null()) {
+        println!(
+            "certificate: {} (serial {}), expires in {}; see `proxy-config {} certs`",
+            s(leaf, "spiffe_id"),
+            s(leaf, "serial"),
+            certs::expires_in(leaf),
+            args.proxy
+        );
+    }
     let mut t = Table::new(&["TYPE", "NAME", "VERSION", "SUMMARY"]);
     for r in resources {
         let ty = s(r, "type_url");

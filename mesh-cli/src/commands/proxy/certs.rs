@@ -170,7 +170,7 @@ pub fn check_lines(proxy: &str, dump: &Value) -> Vec<(bool, String)> {
 }
 
 /// `364d`, `23h59m`, `12m`, or `EXPIRED 3h ago`: the unit an operator acts on.
-fn expires_in(cert: &Value) -> String {
+pub fn expires_in(cert: &Value) -> String {
     let Some(secs) = cert.get("expires_in_secs").and_then(Value::as_i64) else {
         return String::new();
     };
