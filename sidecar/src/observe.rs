@@ -121,8 +121,9 @@ where
     rsp.map(|b| ObservedBody::new(b, pending))
 }
 
-/// Notes what the retry driver did (attempts, last endpoint, budget) for the current hop.
-pub fn note_call(info: &CallInfo, members: &[Arc<LbEndpoint>]) {
+/// Notes what the retry driver did (attempts, last endpoint, budget) for the current hop;
+/// `mtls`: this proxy speaks mTLS to endpoints that have an identity.
+pub fn note_call(info: &CallInfo, members: &[Arc<LbEndpoint>], mtls: bool) {
     note(|u| {
         u.attempts = info.attempts;
         u.budget_exhausted = info.budget_exhausted;
@@ -132,7 +133,7 @@ pub fn note_call(info: &CallInfo, members: &[Arc<LbEndpoint>]) {
                 .endpoint
                 .label(crate::state::Endpoint::VERSION_LABEL)
                 .cloned();
-            u.identity = ep.endpoint.identity.clone();
+            u.identity = ep.endpoint.identity.clone().filter(|_| mtls);
         }
     });
 }

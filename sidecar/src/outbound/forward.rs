@@ -188,7 +188,7 @@ pub(super) async fn forward(
         Err(e) => Some(e.info),
     };
     if let Some(info) = info {
-        crate::observe::note_call(&info, members);
+        crate::observe::note_call(&info, members, ctx.inner.clients.has_tls());
     }
     let mut rsp = match result {
         Ok(rsp) => rsp,
