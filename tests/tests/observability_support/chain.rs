@@ -210,6 +210,25 @@ async fn three_service_chain_is_one_trace_with_linked_spans_and_attributes() {
     );
     promtool_check("mTLS sidecar", &m);
 
+    // web's access-log line for the request names the same facts as its span.
+    let web_log = dir.path().join("web-access.log");
+    let line = eventually("web's access log line", CONVERGE, || async {
+        let text = std::fs::read_to_string(&web_log).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["trace_id"] == CHAIN_TRACE)
+    })
+    .await;
+    assert_eq!(line["span_id"], web_client.id.as_str(), "{line}");
+    assert_eq!(line["route"], "main", "{line}");
+    assert_eq!(line["upstream"], api.inbound.to_string().as_str(), "{line}");
+    assert_eq!(line["retries"], 0, "{line}");
+    assert_eq!(line["tls"], true, "{line}");
+    assert!(
+        line["peer_identity"].as_str().unwrap().ends_with("/sa/api"),
+        "{line}"
+    );
+
     // A request the proxy answers itself carries the cause.
     const ERR_TRACE: &str = "5b8aa5a2d2c872e8321cf37308d69df2";
     let tp = format!("00-{ERR_TRACE}-{CLIENT_SPAN}-01");
