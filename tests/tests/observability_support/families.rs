@@ -1,6 +1,6 @@
 //! Metric families after known traffic on both binaries, and the control plane's own spans for admin calls and pushes.
 
-use mesh_tests::admin::{admin, route_acked, set_route, split_rule};
+use mesh_tests::admin::{admin, header_rule, route_acked, set_route, split_rule};
 use mesh_tests::http::get_via;
 use mesh_tests::{ControlPlane, Sidecar, eventually};
 
@@ -106,7 +106,14 @@ async fn metric_families_move_with_known_traffic() {
         backoff_max_ms: 1,
         ..Default::default()
     });
-    let version = set_route(&mut a, "api", vec![rule]).await;
+    // Requests with `x-limit: 1` share a bucket of one request per second.
+    let mut limited = header_rule("api", "x-limit", "1", "v1");
+    limited.rate_limit = Some(mesh_proto::types::v1::RateLimit {
+        requests_per_second: 1,
+        burst: 1,
+        per_source: false,
+    });
+    let version = set_route(&mut a, "api", vec![limited, rule]).await;
     eventually("the api route is in force", CONVERGE, || {
         let mut a = a.clone();
         let version = version.clone();
@@ -203,6 +210,31 @@ async fn metric_families_move_with_known_traffic() {
     })
     .await;
     drop(silent);
+
+    // Five requests into the one-per-second bucket: every 429 the client saw is counted, as
+    // rate-limited and as an error by cause.
+    let mut refused = 0.0;
+    for _ in 0..5 {
+        let (status, _, _, h) = get_via(web.outbound, "api", "/ok", &[("x-limit", "1")])
+            .await
+            .unwrap();
+        if status == 429 {
+            assert_eq!(h["x-mesh-error"], "rate-limited");
+            refused += 1.0;
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    println!("rate limit: {refused} of 5 requests refused");
+    let web_rl = metrics_text(web.admin).await;
+    assert_eq!(
+        delta(&web2, &web_rl, "mesh_rate_limited_total"),
+        refused,
+        "{web_rl}"
+    );
+    let by_cause = r#"mesh_errors_total{cause="rate-limited"}"#;
+    assert_eq!(delta(&web2, &web_rl, by_cause), refused, "{web_rl}");
+    let web2 = web_rl;
 
     // Two failing requests, 3 attempts each: up to 4 retries (each made or refused by the
     // budget); six 5xx in a row eject api's only endpoint (5 consecutive is the default).
