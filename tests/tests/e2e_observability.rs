@@ -241,8 +241,24 @@ async fn collector_down_leaves_requests_unaffected() {
         let (status, _, _, _) = get_via(client.outbound, "api", "/ok", &[]).await.unwrap();
         assert_eq!(status, 200);
     }
-    let m = metrics_text(server.admin).await;
+    // 100 spans (a server and a client span per request) were recorded and none reached a
+    // collector: each is counted, as dropped (queue full) or as lost in a failed export.
+    let lost = |m: &str| {
+        counter(m, "mesh_trace_spans_dropped_total")
+            + counter(m, "mesh_trace_spans_export_failed_total")
+    };
+    let (m, n) = eventually("every span counted as lost", CONVERGE, || async {
+        let (s, c) = (
+            metrics_text(server.admin).await,
+            metrics_text(client.admin).await,
+        );
+        // The warm-up requests of `reachable` add their spans too.
+        let n = lost(&s) + lost(&c);
+        (n >= 100.0).then_some((s, n))
+    })
+    .await;
     assert!(m.contains("mesh_trace_spans_dropped_total"), "{m}");
+    println!("{n} spans counted as lost");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
