@@ -24,7 +24,7 @@ use crate::accesslog::{AccessLog, Sink};
 use crate::balance::LbEndpoint;
 use crate::config::{AccessLogDest, Config};
 use crate::proxy::{MESH_ERROR, ProxyBody};
-use crate::resilience::CallInfo;
+use crate::resilience::{CallError, CallInfo};
 use crate::state::{Name, StateHandle};
 use crate::telemetry::Direction;
 use crate::trace::{self, ExportConfig, Exporter, Format, Sampler, SpanRecord, TraceContext};
@@ -121,8 +121,20 @@ where
     rsp.map(|b| ObservedBody::new(b, pending))
 }
 
-/// Notes what the retry driver did (attempts, last endpoint, budget) for the current hop.
-pub fn note_call(info: &CallInfo, members: &[Arc<LbEndpoint>]) {
+/// Notes what the retry driver did (attempts, last endpoint, budget) for the current hop;
+/// `mtls`: this proxy speaks mTLS to endpoints that have an identity.
+pub fn note_call<B>(
+    result: &Result<Response<B>, CallError>,
+    members: &[Arc<LbEndpoint>],
+    mtls: bool,
+) {
+    let info = match result {
+        Ok(rsp) => rsp.extensions().get::<CallInfo>().copied(),
+        Err(e) => Some(e.info),
+    };
+    let Some(info) = info else {
+        return;
+    };
     note(|u| {
         u.attempts = info.attempts;
         u.budget_exhausted = info.budget_exhausted;
@@ -132,7 +144,7 @@ pub fn note_call(info: &CallInfo, members: &[Arc<LbEndpoint>]) {
                 .endpoint
                 .label(crate::state::Endpoint::VERSION_LABEL)
                 .cloned();
-            u.identity = ep.endpoint.identity.clone();
+            u.identity = ep.endpoint.identity.clone().filter(|_| mtls);
         }
     });
 }

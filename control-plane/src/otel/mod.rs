@@ -112,3 +112,26 @@ impl Tracer {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        // One slot and nobody draining it: a collector that stopped reading.
+        let (tx, _rx) = mpsc::channel(1);
+        let tracer = Tracer {
+            tx: Some(tx),
+            ..Tracer::default()
+        };
+        for _ in 0..10 {
+            tracer.push("mesh.types.v1.Route", 1, "7", "web-1", SystemTime::now());
+        }
+        assert_eq!(tracer.dropped.load(Ordering::Relaxed), 9);
+        // Disabled: nothing queued, nothing counted.
+        let off = Tracer::default();
+        off.push("mesh.types.v1.Route", 1, "7", "web-1", SystemTime::now());
+        assert_eq!(off.dropped.load(Ordering::Relaxed), 0);
+    }
+}

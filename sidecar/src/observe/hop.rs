@@ -153,15 +153,18 @@ impl Pending {
     }
 
     /// The `service` label: the local service inbound; outbound the destination service when
-    /// the snapshot knows it, else `external` (bounded cardinality either way).
+    /// the snapshot knows it, else the backend that served the request, else `external`
+    /// (bounded cardinality either way: every value comes from the config snapshot).
     fn metric_service(&self, obs: &Observer) -> Name {
         if self.direction == Direction::Inbound {
             return obs.service.clone();
         }
         let name = crate::outbound::service_name(self.head.authority());
+        // A VIP or IP authority names no service: then the backend that served it does.
         obs.state
             .as_ref()
             .and_then(|s| s.load().service_key(&name))
+            .or_else(|| self.upstream.backend.clone())
             .unwrap_or_else(metrics::external)
     }
 }

@@ -171,6 +171,11 @@ impl Collector for Drops {
                 obs.exporter.stats().dropped.load(Relaxed),
             ),
             (
+                "trace_spans_export_failed",
+                "Spans lost because their export call failed (collector down or refusing)",
+                obs.exporter.stats().failed.load(Relaxed),
+            ),
+            (
                 "access_log_dropped",
                 "Access-log entries dropped because the writer queue was full",
                 obs.access.dropped.load(Relaxed),

@@ -21,7 +21,7 @@ pub struct Upstream {
     pub endpoint: Option<SocketAddr>,
     /// The endpoint's `version` label (the outbound metric's `version`).
     pub version: Option<Name>,
-    /// The SPIFFE ID the endpoint must present: set = the hop used mTLS.
+    /// The SPIFFE ID the endpoint had to present: set = the hop used mTLS.
     pub identity: Option<Name>,
     /// Attempts made (1 = no retry; 0 = none, the proxy answered itself).
     pub attempts: u32,

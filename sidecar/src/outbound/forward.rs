@@ -183,13 +183,7 @@ pub(super) async fn forward(
         |idx, req| attempt(ctx, &members[idx], upgrade, from_h2, req),
     )
     .await;
-    let info = match &result {
-        Ok(rsp) => rsp.extensions().get::<resilience::CallInfo>().copied(),
-        Err(e) => Some(e.info),
-    };
-    if let Some(info) = info {
-        crate::observe::note_call(&info, members);
-    }
+    crate::observe::note_call(&result, members, ctx.inner.clients.has_tls());
     let mut rsp = match result {
         Ok(rsp) => rsp,
         Err(e) => return wiring::to_proxy_cause(e.cause).respond(&format_args!("{target}: {e}")),

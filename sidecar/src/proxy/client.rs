@@ -82,6 +82,11 @@ impl Clients {
         self
     }
 
+    /// Whether this proxy has a workload certificate to speak mTLS with.
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Sends `req` to the endpoint at `addr` over HTTP/2 or HTTP/1.1. The request's own URI
     /// authority or `Host` header is what the upstream sees as the authority.
     pub async fn send(
