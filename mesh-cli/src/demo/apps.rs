@@ -147,11 +147,14 @@ async fn call_api(
 
 /// Status of a plain GET, or None when the server is unreachable.
 pub async fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    http_get_host(addr, &addr.to_string(), path).await
+    http_get(addr, &addr.to_string(), path)
+        .await
+        .map(|(status, _)| status)
 }
 
-/// Status of a GET sent to `addr` with `Host: host` (e.g. through a sidecar's outbound).
-pub async fn http_get_host(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
+/// Status and body of a GET sent to `addr` with `Host: host` (e.g. through a sidecar's
+/// outbound), or None when unreachable.
+pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
     let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -161,8 +164,8 @@ pub async fn http_get_host(addr: SocketAddr, host: &str, path: &str) -> Option<u
         .header("host", host)
         .body(Empty::<Bytes>::new())
         .ok()?;
-    send.send_request(req)
-        .await
-        .ok()
-        .map(|r| r.status().as_u16())
+    let resp = send.send_request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -233,19 +233,28 @@ impl Mesh {
             cmd.args(["--call", c]);
         }
         let child = spawn_quiet(cmd, &self.dir.join(format!("{name}.log")))?;
-        println!("workload {name}: started with `mesh-cli run` (own network namespace)");
+        // The namespace is named after run's pid (`mesh-run-<pid>`).
+        let pid = child.id().unwrap_or_default();
+        println!("workload {name}: started with `mesh-cli run` (namespace mesh-run-{pid})");
         self.runs.push((name, child));
         Ok(())
     }
 
-    /// Waits until a request to `web` through the load generator's sidecar succeeds: every
-    /// workload is up and the mesh knows all of them.
+    /// Waits until requests to `web` through the load generator's sidecar have reached both
+    /// api versions: every app is up and listening (a sidecar announces its endpoint before its
+    /// app starts, so "announced" alone is not enough) and the mesh knows all of them.
     async fn wait_web(&mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + START_LIMIT;
+        let mut seen = [false; 2];
         loop {
-            if apps::http_get_host(self.client_outbound, "web", "/").await == Some(200) {
-                println!("workloads ready: web answers through the mesh");
-                return Ok(());
+            if let Some((200, body)) = apps::http_get(self.client_outbound, "web", "/").await {
+                for (i, v) in ["api v1", "api v2"].into_iter().enumerate() {
+                    seen[i] |= body.ends_with(v);
+                }
+                if seen == [true; 2] {
+                    println!("workloads ready: web and both api versions answer through the mesh");
+                    return Ok(());
+                }
             }
             for (name, child) in &mut self.runs {
                 if let Some(status) = child.try_wait()? {
