@@ -106,16 +106,17 @@ fn intercepted_workloads_reach_each_other_by_name_and_leave_nothing_behind() {
     assert!(namespace_exists(&server_ns));
     assert!(!namespace_exists(&client_ns));
 
-    // A job's exit code is run's, in interception mode too.
+    // A job's exit code is run's, in interception mode too (7: distinct from run's own 3 for
+    // a sidecar that never became ready).
     let mut job = Running(
         run_cmd(&cp, "job")
-            .args(["--", "sh", "-c", "exit 3"])
+            .args(["--", "sh", "-c", "exit 7"])
             .spawn()
             .expect("start the job"),
     );
     let job_ns = format!("mesh-run-{}", job.id());
     let (status, _) = wait_watching(&mut job, START_LIMIT);
-    assert_eq!(status.code(), Some(3));
+    assert_eq!(status.code(), Some(7));
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.id() as i32),
@@ -132,4 +133,45 @@ fn intercepted_workloads_reach_each_other_by_name_and_leave_nothing_behind() {
     if ip_lines(&["netns", "list"], "mesh-run-").is_empty() {
         assert!(ip_lines(&["-o", "link", "show"], "mesh-r").is_empty());
     }
+}
+
+#[test]
+fn sigint_stops_the_workload_and_removes_its_namespace() {
+    if !is_root() {
+        return;
+    }
+    let cp = ControlPlane::start();
+    let mut run = Running(
+        run_cmd(&cp, "sleeper")
+            .args(["--", "sleep", "60"])
+            .spawn()
+            .expect("start the workload"),
+    );
+    let ns = format!("mesh-run-{}", run.id());
+    // Wait until the app runs inside the namespace (sidecar + sleep): 600 polls of 50 ms
+    // only bound a hang.
+    let app_running = || {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+            .expect("ip netns pids");
+        String::from_utf8_lossy(&out.stdout).lines().count() >= 2
+    };
+    for _ in 0..600 {
+        if app_running() {
+            break;
+        }
+        assert!(run.try_wait().expect("try_wait").is_none(), "run exited");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(app_running(), "the app never started in {ns}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT run");
+    let (status, _) = wait_watching(&mut run, START_LIMIT);
+    // sleep dies of the forwarded SIGINT: 128 + 2.
+    assert_eq!(status.code(), Some(128 + 2));
+    assert!(!namespace_exists(&ns), "{ns} left after SIGINT");
 }
