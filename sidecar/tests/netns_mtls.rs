@@ -263,7 +263,7 @@ fn curl_by_name_through_mtls_sidecars_with_identities_from_the_control_plane() {
     // On the A–B link: TLS handshake and application-data records, nothing in the clear.
     let payloads = capture.finish().unwrap();
     assert!(
-        payloads.iter().any(|p| p.first() == Some(&0x16)),
+        payloads.iter().any(|p| tls_record(p, 0x16)),
         "no TLS handshake record on the wire"
     );
     assert!(

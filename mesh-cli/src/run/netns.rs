@@ -300,3 +300,12 @@ fn ip(args: &[&str]) -> Result<Output, NetnsError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn macs_follow_the_address_and_are_locally_administered() {
+        assert_eq!(super::mac(1), "02:00:0a:c9:00:01");
+        assert_eq!(super::mac(254), "02:00:0a:c9:00:fe");
+    }
+}
