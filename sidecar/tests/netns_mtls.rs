@@ -245,11 +245,25 @@ fn curl_by_name_through_mtls_sidecars_with_identities_from_the_control_plane() {
         .nat_packets(Side::A, "-A MESH_OUTPUT -j MESH_REDIRECT")
         .unwrap();
     assert_eq!(redirected, Some(1), "A redirected only curl's connection");
+    // Both sidecars hold exactly one discovery stream to the control plane on the host: their
+    // TLS connections there were exempt too (a redirected one would never have reached it).
+    let cp_metrics = format!("http://{}/metrics", cp.handle.addrs.http);
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "5", &cp_metrics])
+        .output()
+        .unwrap();
+    let cp_metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        cp_metrics
+            .lines()
+            .any(|l| l == "mesh_cp_connected_proxies 2"),
+        "control plane streams: {cp_metrics}"
+    );
 
     // On the A–B link: TLS handshake and application-data records, nothing in the clear.
     let payloads = capture.finish().unwrap();
     assert!(
-        payloads.iter().any(|p| p.first() == Some(&0x16)),
+        payloads.iter().any(|p| tls_record(p, 0x16)),
         "no TLS handshake record on the wire"
     );
     assert!(

@@ -1,5 +1,6 @@
 //! `mesh-cli demo --duration N` runs the whole local mesh non-interactively, shows traffic
-//! moving to v2 after the canary shift, exits 0 and leaves no process or file behind.
+//! moving to v2 after the canary shift, exits 0 and leaves no process or file behind (as root:
+//! no namespace, link or iptables rule either).
 
 use std::process::Command;
 use std::time::Duration;
@@ -57,6 +58,42 @@ fn demo_runs_shifts_traffic_and_leaves_nothing_behind() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    if nix::unistd::geteuid().is_root() {
+        assert_no_network_leftovers(&stdout);
+    }
+}
+
+/// As root the workloads ran intercepted in network namespaces (`mesh-cli run`): none of the
+/// namespaces, their veths, the bridge, or a mesh iptables rule on the host outlive the demo.
+fn assert_no_network_leftovers(stdout: &str) {
+    assert!(
+        stdout.contains("interception mode"),
+        "as root the demo intercepts"
+    );
+    let lines = |program: &str, args: &[&str]| -> String {
+        let out = Command::new(program).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ours: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split("(namespace ").nth(1)?.strip_suffix(')'))
+        .collect();
+    assert_eq!(ours.len(), 3, "api v1, api v2 and web each had a namespace");
+    let namespaces = lines("ip", &["netns", "list"]);
+    let names: Vec<&str> = namespaces
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for ns in &ours {
+        assert!(!names.contains(ns), "namespace {ns} left: {namespaces}");
+    }
+    // The shared bridge goes with the last workload (unless another test's still runs).
+    if !namespaces.contains("mesh-run-") {
+        let links = lines("ip", &["-o", "link", "show"]);
+        assert!(!links.contains("mesh-r"), "links left: {links}");
+    }
+    let rules = lines("iptables-save", &["-t", "nat"]);
+    assert!(!rules.contains("MESH_"), "host rules left: {rules}");
 }
 
 /// The demo prints its data dir; None if it did not (then only the exit status is checked).

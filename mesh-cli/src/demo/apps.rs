@@ -23,10 +23,15 @@ pub struct DemoAppArgs {
     pub version: String,
     #[arg(long, default_value_t = 9080)]
     pub port: u16,
-    /// Call this service on every request, through `HTTP_PROXY` (the sidecar's outbound).
+    /// Call this service on every request: through `HTTP_PROXY` (the sidecar's outbound) when
+    /// set, else by its plain name on `--port` (interception: the sidecar answers the name
+    /// with the service VIP and captures the connection).
     #[arg(long)]
     pub call: Option<String>,
 }
+
+/// Lookups of the called service by name while the mesh learns it: 100 tries, 100 ms apart.
+const LOOKUP_TRIES: usize = 100;
 
 pub async fn bind() -> anyhow::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
@@ -47,11 +52,28 @@ pub fn run_app(args: DemoAppArgs) -> anyhow::Result<()> {
                 .parse()
                 .ok()
         });
+        let proxy = match (proxy, &args.call) {
+            (None, Some(name)) => lookup(name, args.port).await,
+            (p, _) => p,
+        };
         let service: &'static str = Box::leak(args.service.into_boxed_str());
         let version: &'static str = Box::leak(args.version.into_boxed_str());
         serve(listener, service, version, proxy).await;
         Ok(())
     })
+}
+
+/// The address `name:port` resolves to (the service VIP under interception), or None.
+async fn lookup(name: &str, port: u16) -> Option<SocketAddr> {
+    for _ in 0..LOOKUP_TRIES {
+        if let Ok(mut addrs) = tokio::net::lookup_host((name, port)).await
+            && let Some(a) = addrs.find(SocketAddr::is_ipv4)
+        {
+            return Some(a);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// Serves until the task is aborted. `call`: the outbound listener through which `web` calls
@@ -125,17 +147,25 @@ async fn call_api(
 
 /// Status of a plain GET, or None when the server is unreachable.
 pub async fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, &addr.to_string(), path)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// Status and body of a GET sent to `addr` with `Host: host` (e.g. through a sidecar's
+/// outbound), or None when unreachable.
+pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
     let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .ok()?;
     tokio::spawn(conn);
     let req = Request::get(path)
-        .header("host", addr.to_string())
+        .header("host", host)
         .body(Empty::<Bytes>::new())
         .ok()?;
-    send.send_request(req)
-        .await
-        .ok()
-        .map(|r| r.status().as_u16())
+    let resp = send.send_request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }

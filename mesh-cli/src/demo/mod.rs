@@ -27,6 +27,9 @@ pub struct DemoArgs {
     /// Seconds between table refreshes.
     #[arg(long, default_value_t = 2)]
     pub interval: u64,
+    /// Explicit mode even as root: no namespaces, apps reach their sidecar through HTTP_PROXY.
+    #[arg(long)]
+    pub explicit: bool,
 }
 
 /// The canary plan: (share of the run elapsed, v1 weight, v2 weight).
@@ -45,7 +48,12 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "mesh demo: starting the control plane, 3 workloads with sidecars and a load generator"
     );
-    let mut mesh = Mesh::start().await?;
+    // As root the workloads run intercepted, each in its own network namespace.
+    let intercept = !args.explicit && nix::unistd::geteuid().is_root();
+    if intercept {
+        println!("mesh demo: interception mode (root): api and web run in network namespaces");
+    }
+    let mut mesh = Mesh::start(intercept).await?;
     let result = drive(&mut mesh, &args).await;
     println!("mesh demo: stopping every process");
     mesh.stop().await;

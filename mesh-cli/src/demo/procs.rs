@@ -26,8 +26,16 @@ type AuthFn =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 type Admin = AdminClient<InterceptedService<Channel, AuthFn>>;
 
+/// The demo apps' port inside their namespaces (interception mode): each namespace has its
+/// own ports, so every app uses the same conventional one.
+const DEMO_PORT: &str = "9080";
+
 pub struct Mesh {
     dir: PathBuf,
+    /// Interception mode: api and web run under `mesh-cli run` in their own namespaces.
+    intercept: bool,
+    /// Their `mesh-cli run` processes.
+    runs: Vec<(String, Child)>,
     cp: Option<Child>,
     sidecars: Vec<(String, Child)>,
     apps: Vec<tokio::task::JoinHandle<()>>,
@@ -40,12 +48,14 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    pub async fn start() -> anyhow::Result<Self> {
+    pub async fn start(intercept: bool) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         println!("demo data dir: {}", dir.display());
         let mut mesh = Mesh {
             dir: dir.clone(),
+            intercept,
+            runs: Vec::new(),
             cp: None,
             sidecars: Vec::new(),
             apps: Vec::new(),
@@ -89,6 +99,20 @@ impl Mesh {
             self.discovery_addr, self.admin_addr
         );
 
+        if self.intercept {
+            for (service, version, call) in [
+                ("api", "v1", None),
+                ("api", "v2", None),
+                ("web", "v1", Some("api")),
+            ] {
+                self.run_workload(service, version, call)?;
+            }
+            // The load generator stays on the host (explicit mode); it reaches web's sidecar
+            // across the bridge.
+            let client = self.sidecar("demo-client", "v1", None).await?;
+            self.client_outbound = client.outbound;
+            return self.wait_web().await;
+        }
         for version in ["v1", "v2"] {
             let (listener, addr) = apps::bind().await?;
             self.apps
@@ -181,6 +205,69 @@ impl Mesh {
         Ok(addrs)
     }
 
+    /// `mesh-cli run` of one demo app in its own namespace, against this demo's control plane.
+    fn run_workload(
+        &mut self,
+        service: &str,
+        version: &str,
+        call: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("locate mesh-cli")?;
+        let name = format!("{service}-{version}");
+        let mut cmd = Command::new(&exe);
+        cmd.arg("run")
+            .args(["--service", service, "--version", version])
+            .args(["--port", DEMO_PORT])
+            .arg("--data-dir")
+            .arg(self.dir.join("control-plane"))
+            .arg("--sidecar-log")
+            .arg(self.dir.join(format!("{name}-sidecar.log")))
+            .arg("--")
+            .arg(&exe)
+            .args(["demo-app", "--service", service, "--version", version])
+            .args(["--port", DEMO_PORT])
+            // The demo's own control plane issues the tokens, not one from the environment.
+            .env_remove("MESH_ADMIN_TOKEN")
+            .env_remove("MESH_JOIN_TOKEN");
+        if let Some(c) = call {
+            cmd.args(["--call", c]);
+        }
+        let child = spawn_quiet(cmd, &self.dir.join(format!("{name}.log")))?;
+        // The namespace is named after run's pid (`mesh-run-<pid>`).
+        let pid = child.id().unwrap_or_default();
+        println!("workload {name}: started with `mesh-cli run` (namespace mesh-run-{pid})");
+        self.runs.push((name, child));
+        Ok(())
+    }
+
+    /// Waits until requests to `web` through the load generator's sidecar have reached both
+    /// api versions: every app is up and listening (a sidecar announces its endpoint before its
+    /// app starts, so "announced" alone is not enough) and the mesh knows all of them.
+    async fn wait_web(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_LIMIT;
+        let mut seen = [false; 2];
+        loop {
+            if let Some((200, body)) = apps::http_get(self.client_outbound, "web", "/").await {
+                for (i, v) in ["api v1", "api v2"].into_iter().enumerate() {
+                    seen[i] |= body.ends_with(v);
+                }
+                if seen == [true; 2] {
+                    println!("workloads ready: web and both api versions answer through the mesh");
+                    return Ok(());
+                }
+            }
+            for (name, child) in &mut self.runs {
+                if let Some(status) = child.try_wait()? {
+                    bail!("workload {name} exited with {status} (see its log in the demo dir)");
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("web did not answer through the mesh within {START_LIMIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The admin client, connected on first use.
     pub async fn admin(&mut self) -> anyhow::Result<&mut Admin> {
         if self.admin.is_none() {
@@ -202,6 +289,20 @@ impl Mesh {
     /// Stops sidecars (SIGTERM, then SIGKILL after the grace), apps and the control plane, and
     /// removes the temporary data dir.
     pub async fn stop(&mut self) {
+        // Each `run` drains its sidecar, stops its app and removes its namespace.
+        for (_, child) in &self.runs {
+            sigterm(child);
+        }
+        for (name, child) in &mut self.runs {
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("workload {name} did not stop within {STOP_GRACE:?}: killing it");
+                let _ = child.kill().await;
+            }
+        }
+        self.runs.clear();
         for (_, child) in &self.sidecars {
             sigterm(child);
         }

@@ -100,6 +100,10 @@ impl Isolation {
         ip(&["link", "set", &host_if, "up"])?;
         let cidr = format!("{}/{PREFIX_LEN}", iso.addr);
         iso.exec(&["ip", "link", "set", "lo", "up"])?;
+        // The MAC follows from the address: a workload reusing the address of one that just
+        // ended keeps the MAC that the host's and the other namespaces' neighbour caches hold
+        // for it (a fresh random one would go unanswered until those entries expire, ~30 s).
+        iso.exec(&["ip", "link", "set", "eth0", "address", &mac(n)])?;
         iso.exec(&["ip", "addr", "add", &cidr, "dev", "eth0"])?;
         iso.exec(&["ip", "link", "set", "eth0", "up"])?;
         // Every destination (service VIPs included) needs a route to reach the interception
@@ -223,7 +227,9 @@ impl Lock {
 
 fn ensure_bridge() -> Result<(), NetnsError> {
     if ip(&["link", "show", BRIDGE]).is_err() {
-        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+        // A fixed MAC: otherwise a bridge takes one of its ports' and changes it as ports come
+        // and go, leaving the namespaces' cached gateway entry stale.
+        ip(&["link", "add", BRIDGE, "address", &mac(1), "type", "bridge"])?;
         ip(&[
             "addr",
             "add",
@@ -233,6 +239,12 @@ fn ensure_bridge() -> Result<(), NetnsError> {
         ])?;
     }
     ip(&["link", "set", BRIDGE, "up"]).map(drop)
+}
+
+/// The locally administered MAC of 10.201.0.`host` (02:00 + the IPv4 address).
+fn mac(host: u8) -> String {
+    let [a, b, c, _] = BRIDGE_ADDR.octets();
+    format!("02:00:{a:02x}:{b:02x}:{c:02x}:{host:02x}")
 }
 
 fn remove_bridge_if_unused() {
@@ -287,4 +299,13 @@ fn ip(args: &[&str]) -> Result<Output, NetnsError> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn macs_follow_the_address_and_are_locally_administered() {
+        assert_eq!(super::mac(1), "02:00:0a:c9:00:01");
+        assert_eq!(super::mac(254), "02:00:0a:c9:00:fe");
+    }
 }

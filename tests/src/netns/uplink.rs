@@ -2,7 +2,8 @@
 //! is reachable from both A and B at one host address.
 //!
 //! Each namespace gets its own veth pair `up0` ↔ `mt<pid>x<n><a|b>` (host side). Link `k`
-//! (a process-wide counter) uses 10.198.<2k>.0/30 for A and 10.198.<2k+1>.0/30 for B; the
+//! (pid plus a per-process counter, so test processes running side by side, as nextest runs
+//! them, use different subnets) uses 10.198.<2k>.0/30 for A and 10.198.<2k+1>.0/30 for B; the
 //! host side is `.1`, the namespace side `.2`. The host address of A's link is the one to
 //! listen on: B reaches it through its own link with a host route, so traffic to the host never
 //! crosses the A–B veth (whose capture then shows only sidecar-to-sidecar traffic).
@@ -18,8 +19,8 @@ use super::{Side, TestNet, run_ok};
 
 /// The interface inside each namespace facing the host.
 pub const UPLINK: &str = "up0";
-/// Host links are numbered per process; 100 pairs (10.198.0.0–10.198.199.0) is far more than
-/// the handful of tests that need one, and wrapping after that reuses long-deleted subnets.
+/// 100 subnet pairs (10.198.0.0–10.198.199.0): far more than the tests that run at once (two
+/// with nextest's `test-threads = 2`), so pid-derived picks rarely meet.
 const MAX_LINKS: u8 = 100;
 static NEXT_LINK: AtomicU8 = AtomicU8::new(0);
 
@@ -32,7 +33,8 @@ impl TestNet {
         if !self.uplinks.is_empty() {
             bail!("this TestNet is already linked to the host");
         }
-        let k = NEXT_LINK.fetch_add(1, Ordering::Relaxed) % MAX_LINKS;
+        let n = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
+        let k = u8::try_from((std::process::id() + u32::from(n)) % u32::from(MAX_LINKS))?;
         let subnet = |side: u8| [10, 198, 2 * k + side, 0];
         let host_addr = |side: u8| {
             let [a, b, c, _] = subnet(side);
@@ -42,7 +44,7 @@ impl TestNet {
         for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
             let i = u8::try_from(i)?;
             let host_if = format!(
-                "mt{}x{k}{}",
+                "mt{}x{n}{}",
                 std::process::id(),
                 if side == Side::A { 'a' } else { 'b' }
             );
