@@ -59,6 +59,19 @@ pub struct Args {
     /// launcher (mesh-cli demo/run, Kubernetes manifests) passes the bundle to its sidecars.
     #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
+    /// OTLP gRPC collector for the control plane's own spans (admin calls, pushes), e.g.
+    /// http://127.0.0.1:4317. Unset: no trace export.
+    #[arg(long, env = "MESH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Extra names (DNS names or IPs) on the discovery port's TLS certificate besides
+    /// `localhost` and `127.0.0.1`, for clients dialling another address (e.g. workloads in
+    /// network namespaces reaching the host side of their veth). Repeatable or comma-separated.
+    #[arg(
+        long = "discovery-san",
+        env = "MESH_DISCOVERY_SANS",
+        value_delimiter = ','
+    )]
+    pub discovery_sans: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +87,8 @@ pub struct Config {
     pub addrs_file: Option<PathBuf>,
     pub operator_ca: crate::identity_wiring::OperatorCa,
     pub discovery_tls: bool,
+    pub otlp_endpoint: Option<String>,
+    pub discovery_sans: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +134,8 @@ impl Config {
                 bundle: a.ca_bundle,
             },
             discovery_tls: a.discovery_tls,
+            otlp_endpoint: a.otlp_endpoint.filter(|e| !e.is_empty()),
+            discovery_sans: a.discovery_sans,
         })
     }
 
@@ -138,6 +155,8 @@ impl Config {
             addrs_file: None,
             operator_ca: Default::default(),
             discovery_tls: false,
+            otlp_endpoint: None,
+            discovery_sans: Vec::new(),
         }
     }
 }

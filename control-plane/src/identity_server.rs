@@ -144,17 +144,27 @@ fn ca_status(authorised: &SpiffeId, e: CaError) -> Status {
 impl ControlPlaneTls {
     /// Generates a fresh key and has `ca` issue the control plane's server certificate.
     pub fn issue(ca: &CertificateAuthority) -> Result<Self, CaError> {
+        Self::issue_with_sans(ca, &[])
+    }
+
+    /// Like `issue`, with `extra` names (DNS names or IP addresses, `--discovery-san`) besides
+    /// `localhost`/`127.0.0.1`: for clients that reach the control plane at another address,
+    /// such as workloads in network namespaces dialling the host side of their veth.
+    pub fn issue_with_sans(ca: &CertificateAuthority, extra: &[String]) -> Result<Self, CaError> {
         let identity = ca
             .trust_domain()
             .workload(CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let issued = ca.issue_server_cert(
-            &key,
-            &identity,
-            &["localhost"],
-            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            Some(CONTROL_PLANE_CERT_TTL),
-        )?;
+        let mut dns = vec!["localhost"];
+        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        for san in extra {
+            match san.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => dns.push(san),
+            }
+        }
+        let issued =
+            ca.issue_server_cert(&key, &identity, &dns, &ips, Some(CONTROL_PLANE_CERT_TTL))?;
         let mut cert_chain_pem = issued.leaf_pem;
         for c in &issued.chain_pem {
             cert_chain_pem.push_str(c);

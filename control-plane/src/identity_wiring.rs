@@ -46,12 +46,13 @@ pub struct IdentityParts {
 pub struct CoreTokenStore(pub Arc<Core>);
 
 /// Loads or creates the CA under `data_dir/ca`, publishes its bundle, issues the control
-/// plane's own certificate.
+/// plane's own certificate (with `discovery_sans` besides `localhost`/`127.0.0.1`).
 pub fn setup(
     data_dir: &Path,
     trust_domain: &str,
     operator: &OperatorCa,
     core: &Arc<Core>,
+    discovery_sans: &[String],
 ) -> Result<IdentityParts, IdentitySetupError> {
     let ca_dir = data_dir.join("ca");
     let storage = Arc::new(FileCaStorage::new(ca_dir.clone()));
@@ -74,7 +75,7 @@ pub fn setup(
     let bundle = ca.trust_bundle();
     core.set_trust_bundle(bundle.clone())?;
     let bundle_path = ca_dir.join(BUNDLE_FILE);
-    let tls = ControlPlaneTls::issue(&ca)?;
+    let tls = ControlPlaneTls::issue_with_sans(&ca, discovery_sans)?;
     let tokens = JoinTokens::new(Arc::new(CoreTokenStore(core.clone())));
     Ok(IdentityParts {
         service: IdentityService::new(ca.clone(), tokens),

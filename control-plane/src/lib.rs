@@ -11,6 +11,7 @@ pub mod identity_server;
 pub mod identity_wiring;
 pub mod metrics;
 pub mod model;
+pub mod otel;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
@@ -68,6 +69,8 @@ pub enum RunError {
     Core(#[from] CoreError),
     #[error(transparent)]
     Identity(#[from] identity_wiring::IdentitySetupError),
+    #[error(transparent)]
+    Otel(#[from] otel::ExportError),
     #[error("discovery TLS: {0}")]
     Tls(#[from] tonic::transport::Error),
 }
@@ -101,7 +104,13 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         coalesce: config.coalesce,
     };
     let core = Core::load(core_config, Arc::new(store), metrics::Metrics::new())?;
-    let identity = identity_wiring::setup(dir, &config.trust_domain, &config.operator_ca, &core)?;
+    let identity = identity_wiring::setup(
+        dir,
+        &config.trust_domain,
+        &config.operator_ca,
+        &core,
+        &config.discovery_sans,
+    )?;
 
     let discovery = bind("discovery", config.discovery_addr).await?;
     let admin = bind("admin", config.admin_addr).await?;
@@ -139,12 +148,15 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
             tracing::error!(error = %e, "discovery server failed");
         }
     }));
+    if let Some(endpoint) = &config.otlp_endpoint {
+        otel::install(endpoint, &addrs.admin.to_string())?;
+    }
     let auth = api::auth::Auth::new(&admin_token);
-    let admin_server = tonic::transport::Server::builder().add_service(
+    let admin_server = tonic::transport::Server::builder().add_service(otel::AdminSpans::new(
         AdminServer::with_interceptor(api::AdminService::new(core.clone()), move |req| {
             auth.check(req)
         }),
-    );
+    ));
     tasks.push(tokio::spawn(async move {
         if let Err(e) = admin_server
             .serve_with_incoming(TcpListenerStream::new(admin))

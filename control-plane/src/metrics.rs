@@ -1,8 +1,12 @@
 //! Control-plane metrics (Prometheus text via prometheus-client): proxies, pushes, NACKs,
 //! change→ACK latency and store operations.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -50,16 +54,24 @@ impl Metrics {
         );
         let nacks = Family::<TypeLabels, Counter>::default();
         registry.register("nacks", "Responses rejected by proxies", nacks.clone());
+        // Every type at 0 from the start: the families exist (and `increase()` sees the first
+        // push or NACK) before anything happened.
+        for type_url in mesh_proto::type_url::ALL {
+            for family in [&pushes, &resources_pushed, &nacks] {
+                let _ = family.get_or_create(&TypeLabels { type_url });
+            }
+        }
         // 1 ms doubling to ~16 s: covers the coalescing window (tens of ms) up to a proxy
         // that is stuck applying config.
         let push_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
-            "push_latency_seconds",
+            "push_duration_seconds",
             "Time from a configuration change to the proxy's ACK of it",
             push_latency.clone(),
         );
         let store_ops = Family::<StoreLabels, Counter>::default();
         registry.register("store_ops", "Durable store transactions", store_ops.clone());
+        registry.register_collector(Box::new(SpanDrops));
         Self {
             registry,
             connected_proxies,
@@ -84,6 +96,23 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         prometheus_text(&out)
+    }
+}
+
+/// Control-plane spans dropped because the export queue was full (crate::otel).
+#[derive(Debug)]
+struct SpanDrops;
+
+impl Collector for SpanDrops {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let n = crate::otel::global().dropped.load(Ordering::Relaxed);
+        let m = encoder.encode_descriptor(
+            "trace_spans_dropped",
+            "Control-plane spans dropped because the export queue was full",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(n).encode(m)
     }
 }
 

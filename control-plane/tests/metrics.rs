@@ -90,12 +90,15 @@ async fn metrics_count_proxies_pushes_nacks_and_store_ops() {
         "mesh_cp_pushes_total{type_url=\"mesh.types.v1.Route\"} 2"
     );
     assert_eq!(
-        line(&body, "mesh_cp_nacks_total"),
+        line(
+            &body,
+            "mesh_cp_nacks_total{type_url=\"mesh.types.v1.Route\"}"
+        ),
         "mesh_cp_nacks_total{type_url=\"mesh.types.v1.Route\"} 1"
     );
     assert_eq!(
-        line(&body, "mesh_cp_push_latency_seconds_count"),
-        "mesh_cp_push_latency_seconds_count 1"
+        line(&body, "mesh_cp_push_duration_seconds_count"),
+        "mesh_cp_push_duration_seconds_count 1"
     );
     assert!(body.contains("mesh_cp_store_ops_total{op=\"put_route\",result=\"ok\"} 2"));
 }

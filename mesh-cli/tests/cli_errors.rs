@@ -1,5 +1,6 @@
 //! Bad input through the real binary: one clear line, exit code 2 for usage, 3 for an
-//! unreachable control plane; and every command documents an example.
+//! unreachable control plane; and every command documents an example. The cases that need a
+//! running control plane are in `bad_input_server.rs`.
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
@@ -157,6 +158,15 @@ fn cross_flag_mistakes_are_caught_before_any_call() {
         ],
         2,
         "only one path condition",
+    );
+}
+
+#[test]
+fn malformed_control_plane_address_exits_2() {
+    fails(
+        &["--control-plane", "not a host", "status"],
+        2,
+        "\"not a host\" is not an address",
     );
 }
 

@@ -113,6 +113,9 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         crate::identity_wiring::prepare(&cfg, cp_tls.clone(), &health)?
     };
     let identity = workload.as_ref().map(|w| w.store.clone());
+    if let Some(store) = &identity {
+        crate::observe::watch_certificates(store.clone());
+    }
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;
@@ -145,6 +148,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         discovery,
         state: state.clone(),
         log,
+        identity: identity.clone(),
     });
 
     // The control thread ends the data path by completing `exit`.
@@ -361,6 +365,7 @@ async fn data_main(d: DataPath, exit: oneshot::Receiver<()>) -> Result<(), AppEr
     let tokio_listener = |l: std::net::TcpListener| {
         tokio::net::TcpListener::from_std(l).map_err(runtime_err("data"))
     };
+    wiring::start_dns(&d.cfg, &d.state).await?;
     let inbound = tokio_listener(d.inbound)?;
     let outbound = tokio_listener(d.outbound)?;
     let mut forwards = Vec::with_capacity(d.forwards.len());

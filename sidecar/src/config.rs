@@ -189,6 +189,11 @@ const SETTINGS: &[Setting] = &[
         "MESH_ACCESS_LOG_SAMPLING",
         "Ratio of successful requests logged, 0..=1; errors always are [default: 0.01]",
     ),
+    one(
+        "dns-addr",
+        "MESH_DNS_ADDR",
+        "Serve the workload's DNS here (mesh names -> VIPs, others forwarded), e.g. 127.0.0.1:15053 where `init` redirects port 53 [default: off]",
+    ),
 ];
 
 /// Default discovery server: the control plane's discovery port on this host.
@@ -248,6 +253,8 @@ pub struct Config {
     pub trace_sampling: f64,
     pub access_log: AccessLogDest,
     pub access_log_sampling: f64,
+    /// `Some`: answer the workload's DNS there (interception mode).
+    pub dns_addr: Option<SocketAddr>,
 }
 
 /// Where access-log lines go.
@@ -360,6 +367,7 @@ impl Config {
             DEFAULT_ACCESS_LOG_SAMPLING,
             parse::ratio,
         );
+        let dns_addr = r.optional("dns-addr", parse::socket_addr);
 
         let errors = r.finish();
         match service {
@@ -395,6 +403,7 @@ impl Config {
                 trace_sampling,
                 access_log,
                 access_log_sampling,
+                dns_addr,
             }),
             _ => Err(ConfigError::Invalid(errors)),
         }

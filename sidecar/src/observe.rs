@@ -3,25 +3,38 @@
 //! One [`Observer`] per process, installed at start-up ([`install`]); the data path reaches it
 //! through [`global`] like the metrics registry. Everything it touches per request is atomic
 //! (sampler ratio, queues, counters): no locks. Attributes are only built for sampled spans.
+//! The hop ends when the response body ends ([`ObservedBody`]), so spans and the duration
+//! histogram cover streaming bodies, trailers included.
 
+mod body;
+mod counters;
+mod endpoints;
+mod hop;
 mod metrics;
+mod span;
+mod upstream;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response};
 use opentelemetry::KeyValue;
 
-use crate::accesslog::{self, AccessLog, Entry, Sink};
+use crate::accesslog::{AccessLog, Sink};
+use crate::balance::LbEndpoint;
 use crate::config::{AccessLogDest, Config};
 use crate::proxy::{MESH_ERROR, ProxyBody};
-use crate::state::StateHandle;
-use crate::telemetry::{Direction, Metrics};
-use crate::trace::{
-    self, ExportConfig, Exporter, Format, Sampler, SpanKind, SpanRecord, TraceContext,
-};
+use crate::resilience::CallInfo;
+use crate::state::{Name, StateHandle};
+use crate::telemetry::Direction;
+use crate::trace::{self, ExportConfig, Exporter, Format, Sampler, SpanRecord, TraceContext};
 
+pub use body::ObservedBody;
+pub use counters::{TcpConn, counters, watch_certificates};
 pub use metrics::{RequestMetrics, prometheus_text};
+pub use upstream::{Upstream, note};
+
+use hop::{Head, Hop, Pending};
 
 /// Tracing, access logging and the local workload's labels.
 #[derive(Debug)]
@@ -30,8 +43,8 @@ pub struct Observer {
     pub exporter: Exporter,
     pub access: AccessLog,
     /// The local workload's service and `version` label, for inbound metric labels.
-    pub service: String,
-    pub version: String,
+    pub service: Name,
+    pub version: Name,
     /// Outbound metrics name the destination service only when the snapshot knows it, so a
     /// client dialling arbitrary hosts cannot grow the label set.
     pub state: Option<StateHandle>,
@@ -52,8 +65,8 @@ pub fn global() -> &'static Observer {
             sampler: Sampler::new(0.0),
             exporter: Exporter::disabled(),
             access: AccessLog::disabled(),
-            service: String::new(),
-            version: String::new(),
+            service: metrics::empty(),
+            version: metrics::empty(),
             state: None,
         })
     })
@@ -65,38 +78,23 @@ impl std::fmt::Debug for AccessLog {
     }
 }
 
-/// What the request looked like before it was forwarded (cheap clones: `Bytes`-backed).
-struct Head {
-    method: Method,
-    uri: Uri,
-    authority: Option<http::HeaderValue>,
-    version: Version,
-}
-
-/// The span this hop creates and the context it continues.
-struct Hop {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
-    sampled: bool,
-}
-
 /// Runs `inner` (one proxied request) inside a span of `direction`: continues or starts a
-/// trace, injects this hop's span as the parent of the next one, then records the span, an
-/// access-log entry and the request metrics once the response head is known.
+/// trace, injects this hop's span as the parent of the next one, and hands the response body
+/// a [`Pending`] hop that records the span, an access-log entry and the request metrics when
+/// the body ends. `peer_identity` is the caller's verified SPIFFE ID (inbound mTLS).
 pub async fn observe<B, F, Fut>(
     direction: Direction,
-    peer_identity: Option<&str>,
+    peer_identity: Option<Name>,
     mut req: Request<B>,
     inner: F,
-) -> Response<ProxyBody>
+) -> Response<ObservedBody>
 where
     F: FnOnce(Request<B>) -> Fut,
     Fut: Future<Output = Response<ProxyBody>>,
 {
     // A CONNECT tunnel is opaque TCP, not a request to trace.
     if req.method() == Method::CONNECT {
-        return inner(req).await;
+        return inner(req).await.map(ObservedBody::plain);
     }
     let obs = global();
     let start = Instant::now();
@@ -104,60 +102,39 @@ where
     let incoming = trace::extract(req.headers());
     let hop = begin(&obs.sampler, incoming.as_ref());
     inject(&hop, incoming, req.headers_mut());
-    let head = Head {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        authority: req.headers().get(http::header::HOST).cloned(),
-        version: req.version(),
-    };
-    let rsp = inner(req).await;
-    let elapsed = start.elapsed();
-    let status = rsp.status().as_u16();
-    let cause = cause_of(rsp.headers());
-    let service = metric_service(obs, direction, &head);
-    RequestMetrics::global().observe(
+    let head = Head::of(&req);
+    let (rsp, upstream) = upstream::scoped(inner(req)).await;
+    let pending = Pending {
         direction,
-        &service,
-        if direction == Direction::Inbound {
-            &obs.version
-        } else {
-            ""
-        },
-        status,
-        elapsed,
-    );
-    Metrics::global().request(direction, Some(status), cause.unwrap_or(""));
-    if hop.sampled && obs.exporter.enabled() {
-        obs.exporter.record(span(
-            direction,
-            &hop,
-            &head,
-            &service,
-            status,
-            cause,
-            peer_identity,
-            wall,
-        ));
-    }
-    if obs.access.wants(status, cause) {
-        obs.access.log(Entry {
-            time: accesslog::rfc3339(wall),
-            trace_id: trace::hex_id(&hop.trace_id),
-            span_id: trace::hex_id(&hop.span_id),
-            direction: dir_str(direction),
-            method: head.method.as_str().to_owned(),
-            authority: authority(&head).to_owned(),
-            path: head.uri.path().to_owned(),
-            status,
-            cause,
-            duration_ms: elapsed.as_secs_f64() * 1e3,
-            upstream: service,
-            peer_identity: peer_identity.unwrap_or_default().to_owned(),
-            tls: peer_identity.is_some(),
-            ..Entry::default()
-        });
-    }
-    rsp
+        start,
+        wall,
+        head_elapsed: start.elapsed(),
+        hop,
+        head,
+        peer_identity,
+        upstream,
+        status: rsp.status().as_u16(),
+        cause: cause_of(rsp.headers()),
+        grpc_status: grpc_status(rsp.headers()),
+        bytes_out: 0,
+    };
+    rsp.map(|b| ObservedBody::new(b, pending))
+}
+
+/// Notes what the retry driver did (attempts, last endpoint, budget) for the current hop.
+pub fn note_call(info: &CallInfo, members: &[Arc<LbEndpoint>]) {
+    note(|u| {
+        u.attempts = info.attempts;
+        u.budget_exhausted = info.budget_exhausted;
+        if let Some(ep) = info.endpoint.and_then(|i| members.get(i)) {
+            u.endpoint = Some(ep.endpoint.addr);
+            u.version = ep
+                .endpoint
+                .label(crate::state::Endpoint::VERSION_LABEL)
+                .cloned();
+            u.identity = ep.endpoint.identity.clone();
+        }
+    });
 }
 
 /// Why tracing or access logging could not start.
@@ -220,8 +197,8 @@ pub fn start(
         sampler: Sampler::new(cfg.trace_sampling),
         exporter,
         access,
-        service: cfg.service.clone(),
-        version,
+        service: Name::from(cfg.service.as_str()),
+        version: Name::from(version.as_str()),
         state: Some(state.clone()),
     });
     rt.spawn(follow_runtime(state.clone()));
@@ -261,89 +238,14 @@ fn cause_of(h: &HeaderMap) -> Option<&'static str> {
     crate::proxy::Cause::from_name(std::str::from_utf8(v).ok()?)
 }
 
-fn authority(head: &Head) -> &str {
-    head.uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| head.authority.as_ref().and_then(|v| v.to_str().ok()))
-        .unwrap_or("")
-}
-
-/// The `service` label: the local service inbound; outbound the destination service when
-/// the snapshot knows it, else `external` (bounded cardinality either way).
-fn metric_service(obs: &Observer, direction: Direction, head: &Head) -> String {
-    if direction == Direction::Inbound {
-        return obs.service.clone();
-    }
-    let name = crate::outbound::service_name(authority(head));
-    match &obs.state {
-        Some(s) if s.load().service_key(&name).is_some() => name.into_owned(),
-        _ => "external".to_owned(),
-    }
-}
-
-fn dir_str(d: Direction) -> &'static str {
-    match d {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-    }
-}
-
-/// The finished span with OTel HTTP semantic-convention and mesh attributes.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site, all facts of one request"
-)]
-fn span(
-    direction: Direction,
-    hop: &Hop,
-    head: &Head,
-    service: &str,
-    status: u16,
-    cause: Option<&'static str>,
-    peer_identity: Option<&str>,
-    start: SystemTime,
-) -> SpanRecord {
-    let protocol = match head.version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", head.method.as_str().to_owned()),
-        KeyValue::new("url.path", head.uri.path().to_owned()),
-        KeyValue::new("http.response.status_code", i64::from(status)),
-        KeyValue::new("server.address", authority(head).to_owned()),
-        KeyValue::new("network.protocol.version", protocol),
-        KeyValue::new("mesh.tls", peer_identity.is_some()),
+/// `grpc-status` (headers of a trailers-only response, or trailers) as a static label value;
+/// codes outside 0..=16 are not gRPC's and are ignored.
+fn grpc_status(h: &HeaderMap) -> Option<&'static str> {
+    const CODES: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
     ];
-    if direction == Direction::Outbound {
-        attributes.push(KeyValue::new("mesh.backend.service", service.to_owned()));
-    }
-    if let Some(id) = peer_identity {
-        attributes.push(KeyValue::new("mesh.peer.identity", id.to_owned()));
-    }
-    if let Some(c) = cause {
-        attributes.push(KeyValue::new("mesh.error.cause", c));
-    }
-    let (name, kind) = match direction {
-        Direction::Inbound => ("inbound", SpanKind::Server),
-        Direction::Outbound => ("outbound", SpanKind::Client),
-    };
-    SpanRecord {
-        name,
-        kind,
-        trace_id: hop.trace_id,
-        span_id: hop.span_id,
-        parent_span_id: hop.parent.unwrap_or([0; 8]),
-        parent_is_remote: hop.parent.is_some(),
-        start,
-        end: SystemTime::now(),
-        attributes,
-        error: (status >= 500 || cause.is_some()).then(|| cause.unwrap_or("5xx").to_owned()),
-    }
+    let v = h.get("grpc-status")?.to_str().ok()?;
+    CODES.iter().find(|c| **c == v).copied()
 }
 
 /// Applies the control plane's Runtime ratios whenever the snapshot changes; runs until the

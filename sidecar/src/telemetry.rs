@@ -25,16 +25,6 @@ pub enum Direction {
     Outbound,
 }
 
-/// Labels of `mesh_requests_total`. `cause` is the `x-mesh-error` cause when the proxy made the
-/// response itself, else empty; causes are a fixed vocabulary, so the series count stays bounded.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub direction: Direction,
-    /// `2xx`, `5xx`, …; `none` when no HTTP status exists (opaque TCP, reset).
-    pub status_class: &'static str,
-    pub cause: &'static str,
-}
-
 impl EncodeLabelValue for Direction {
     fn encode(&self, e: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         e.write_str(match self {
@@ -53,7 +43,6 @@ struct TypeLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
     discovery_connected: Gauge,
     discovery_reconnects: Counter,
     acks: Family<TypeLabel, Counter>,
@@ -89,12 +78,6 @@ impl Metrics {
         registry.register_collector(Box::new(ProxyErrors));
         registry.register_collector(Box::new(crate::tls::HandshakeFailures));
         crate::observe::RequestMetrics::register(&mut registry);
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests (HTTP) or connections (TCP) handled, by direction, status class and cause",
-            requests.clone(),
-        );
         let discovery_connected = Gauge::default();
         registry.register(
             "discovery_connected",
@@ -119,6 +102,12 @@ impl Metrics {
             "Discovery responses rejected (the previous config stayed in force)",
             nacks.clone(),
         );
+        // Every type at 0 from the start: the families exist (and `increase()` sees the first
+        // NACK) before anything happened.
+        for type_url in mesh_proto::type_url::ALL {
+            let _ = acks.get_or_create(&TypeLabel { type_url });
+            let _ = nacks.get_or_create(&TypeLabel { type_url });
+        }
         let last_ack_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "discovery_last_ack_age_seconds",
@@ -127,7 +116,6 @@ impl Metrics {
         );
         Self {
             registry,
-            requests,
             discovery_connected,
             discovery_reconnects,
             acks,
@@ -135,25 +123,6 @@ impl Metrics {
             last_ack_age,
             last_ack: parking_lot::Mutex::new(None),
         }
-    }
-
-    /// Counts one request or connection.
-    pub fn request(&self, direction: Direction, status: Option<u16>, cause: &'static str) {
-        let status_class = match status {
-            Some(100..=199) => "1xx",
-            Some(200..=299) => "2xx",
-            Some(300..=399) => "3xx",
-            Some(400..=499) => "4xx",
-            Some(500..=599) => "5xx",
-            _ => "none",
-        };
-        self.requests
-            .get_or_create(&RequestLabels {
-                direction,
-                status_class,
-                cause,
-            })
-            .inc();
     }
 
     pub fn set_discovery_connected(&self, up: bool) {
@@ -203,7 +172,7 @@ impl Metrics {
 impl Collector for ProxyErrors {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let mut family = encoder.encode_descriptor(
-            "proxy_errors",
+            "errors",
             "Responses and connections the proxy answered itself, by x-mesh-error cause",
             None,
             MetricType::Counter,
@@ -305,20 +274,19 @@ mod tests {
     #[test]
     fn families_are_exported() {
         let m = Metrics::new();
-        m.request(Direction::Outbound, Some(503), "no-endpoints");
-        m.request(Direction::Inbound, None, "");
         m.ack("mesh.types.v1.Listener");
         m.nack("mesh.types.v1.Route");
         m.set_discovery_connected(true);
         let text = m.encode();
         for needle in [
-            "mesh_requests_total{direction=\"outbound\",status_class=\"5xx\",cause=\"no-endpoints\"} 1",
-            "mesh_requests_total{direction=\"inbound\",status_class=\"none\",cause=\"\"} 1",
             "mesh_discovery_connected 1",
             "mesh_discovery_acks_total{type_url=\"mesh.types.v1.Listener\"} 1",
             "mesh_discovery_nacks_total{type_url=\"mesh.types.v1.Route\"} 1",
             "mesh_discovery_last_ack_age_seconds",
-            "mesh_proxy_errors_total{cause=\"no-route\"}",
+            "mesh_errors_total{cause=\"no-route\"}",
+            "mesh_tcp_connections_open ",
+            "mesh_authz_total{decision=\"deny\"}",
+            "mesh_retry_budget_exhausted_total",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

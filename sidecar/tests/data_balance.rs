@@ -129,7 +129,11 @@ async fn ring_hash_on_header_is_sticky_and_moves_few_keys() {
             moved += 1;
         }
     }
-    assert!(moved <= 200 / 4 + 20, "{moved} of 200 keys moved");
+    // Ideal is 1/4 (50 keys), but the new endpoint's ring share varies with its random port
+    // (160 points per endpoint) on top of the sampling noise of 200 keys, so ±20 was ~3σ and
+    // flaked. The property that matters: modulo hashing would move ~3/4 of the keys (150);
+    // consistent hashing moves far fewer. 100 is ~6σ above the ideal and far below 150.
+    assert!(moved <= 200 / 2, "{moved} of 200 keys moved (modulo hashing would move ~150)");
 }
 
 #[tokio::test]

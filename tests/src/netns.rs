@@ -38,9 +38,11 @@ use anyhow::{Context, Result, bail};
 
 pub mod capture;
 mod lines;
+mod uplink;
 
 pub use capture::Capture;
 pub use lines::Lines;
+pub use uplink::UPLINK;
 
 pub const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 1);
 pub const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 199, 0, 2);
@@ -68,6 +70,8 @@ pub struct TestNet {
     pub a: Netns,
     pub b: Netns,
     children: Vec<Child>,
+    /// Host-side interfaces of `link_host`.
+    uplinks: Vec<String>,
 }
 
 /// Returns `true` when root-only tests can run; otherwise prints the skip line and returns
@@ -124,6 +128,7 @@ impl TestNet {
             a,
             b,
             children: Vec::new(),
+            uplinks: Vec::new(),
         };
         let (a, b) = (&net.a.name, &net.b.name);
         run_ok(Command::new("ip").args([
@@ -221,6 +226,7 @@ impl Drop for TestNet {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.unlink_host();
         // The namespaces (fields) drop next: they kill what the children left behind.
     }
 }

@@ -253,9 +253,11 @@ impl ProxyStream {
     async fn push(&mut self, kind: Kind) -> Result<(), Option<Status>> {
         self.nonce += 1;
         let nonce = format!("{}-{}", self.handle.id, self.nonce);
+        let start = std::time::SystemTime::now();
         let Some(resp) = self.diff(kind, nonce) else {
             return Ok(());
         };
+        let version = resp.system_version_info.clone();
         let labels = TypeLabels {
             type_url: kind.type_url(),
         };
@@ -267,6 +269,13 @@ impl ProxyStream {
             .resources_pushed
             .get_or_create(&labels)
             .inc_by(count);
+        crate::otel::global().push(
+            kind.type_url(),
+            count,
+            &version,
+            &self.handle.node.id,
+            start,
+        );
         Ok(())
     }
 

@@ -87,12 +87,15 @@ pub enum Command {
         after_help = "Example:\n  mesh-cli token create --namespace default --service-account reviews --ttl 24h"
     )]
     Token(TokenCommand),
-    /// Pre-flight: control plane reachable, CA not near expiry, every proxy in sync.
-    #[command(after_help = "Example:\n  mesh-cli check && echo ready")]
-    Check,
+    /// Pre-flight: control plane reachable, CA not near expiry, every proxy in sync, and the
+    /// certificates of the sidecars given with --proxy-admin valid and renewed in time.
+    #[command(
+        after_help = "Example:\n  mesh-cli check && echo ready\n  mesh-cli check --proxy-admin 127.0.0.1:15000"
+    )]
+    Check(CheckArgs),
     /// What a proxy really applied, from its admin /config_dump.
     #[command(
-        after_help = "Example:\n  mesh-cli proxy-config 127.0.0.1:15000 routes\n  mesh-cli proxy-config 127.0.0.1:15000 -o json"
+        after_help = "Example:\n  mesh-cli proxy-config 127.0.0.1:15000 routes\n  mesh-cli proxy-config 127.0.0.1:15000 certs\n  mesh-cli proxy-config 127.0.0.1:15000 -o json"
     )]
     ProxyConfig(ProxyConfigArgs),
     /// Golden metrics (rps, success rate, latency percentiles) per service and version, from sidecars.

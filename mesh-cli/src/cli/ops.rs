@@ -203,6 +203,13 @@ pub struct ProxyConfigArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check this sidecar's workload certificate and trust bundle (repeatable).
+    #[arg(long = "proxy-admin", value_name = "ADDR")]
+    pub proxies: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct StatArgs {
     /// Only this service.
     pub service: Option<String>,

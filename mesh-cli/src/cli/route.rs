@@ -39,15 +39,21 @@ pub enum RouteCommand {
     },
     /// Apply Gateway API HTTPRoute/GRPCRoute documents (the supported subset).
     #[command(
-        after_help = "Example:\n  mesh-cli route apply -f httproute.yaml\n\nSupported: hostnames, rules[].matches (path, headers, queryParams, method), filters\nRequestHeaderModifier, ResponseHeaderModifier, URLRewrite (ReplacePrefixMatch), RequestRedirect,\nRequestMirror, backendRefs (name, weight), timeouts.request. parentRefs are ignored.\nSubsets: a backendRef named `<service>-<version>` where the version starts with `v` and a digit\n(reviews-v2) means subset `v2` of `reviews`; any other name is the whole service.\nThe route's service is the first hostname's first label, else metadata.name."
+        after_help = "Example:\n  mesh-cli route apply -f httproute.yaml --wait\n\nSupported: hostnames, rules[].matches (path, headers, queryParams, method), filters\nRequestHeaderModifier, ResponseHeaderModifier, URLRewrite (ReplacePrefixMatch), RequestRedirect,\nRequestMirror, backendRefs (name, weight), timeouts.request. parentRefs are ignored.\nSubsets: a backendRef named `<service>-<version>` where the version starts with `v` and a digit\n(reviews-v2) means subset `v2` of `reviews`; any other name is the whole service.\nThe route's service is the first hostname's first label, else metadata.name."
     )]
     Apply {
         /// File with one or more YAML documents; `-` reads standard input.
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: PathBuf,
         /// Validate on the control plane without storing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "wait")]
         dry_run: bool,
+        /// Block until every proxy subscribed to each applied route ACKed it; exit 4 on a NACK or timeout.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits for all routes together.
+        #[arg(long, value_name = "DURATION", value_parser = spec::duration, default_value = "30s", requires = "wait")]
+        wait_timeout: Duration,
     },
     /// Print a service's rules as an HTTPRoute that `route apply` accepts.
     #[command(after_help = "Example:\n  mesh-cli route export reviews > reviews-route.yaml")]

@@ -1,5 +1,6 @@
 //! Commands that talk to sidecars' admin ports: `proxy-config`, `stat`, `explain`.
 
+pub mod certs;
 mod explain;
 mod stat;
 
@@ -36,12 +37,7 @@ pub async fn config(global: &Global, args: ProxyConfigArgs) -> Result<()> {
         ConfigSection::Clusters => Some(type_url::CLUSTER),
         ConfigSection::Endpoints => Some(type_url::ENDPOINTS),
         ConfigSection::Listeners => Some(type_url::LISTENER),
-        ConfigSection::Certs => {
-            return Err(CliError::usage(format!(
-                "the config dump of {} carries no certificates; see the proxy's /metrics and `mesh-cli check`",
-                args.proxy
-            )));
-        }
+        ConfigSection::Certs => return certs::print(global, &args.proxy, &dump),
     };
     let resources: Vec<&Value> = dump
         .get("resources")

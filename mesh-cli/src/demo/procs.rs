@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use mesh_proto::admin::v1::CreateTokenRequest;
 use mesh_proto::admin::v1::admin_client::AdminClient;
 use tokio::process::{Child, Command};
 use tonic::service::interceptor::InterceptedService;
@@ -70,6 +71,9 @@ impl Mesh {
             .args(["--discovery-addr", "127.0.0.1:0"])
             .args(["--admin-addr", "127.0.0.1:0"])
             .args(["--http-addr", "127.0.0.1:0"])
+            // Discovery and identity over TLS: sidecars verify the control plane with the
+            // trust bundle it writes into its data dir.
+            .arg("--discovery-tls=true")
             .arg("--addrs-file")
             .arg(&addrs_file);
         self.cp = Some(spawn_quiet(cmd, &self.dir.join("control-plane.log"))?);
@@ -112,13 +116,39 @@ impl Mesh {
     ) -> anyhow::Result<SidecarAddrs> {
         let name = format!("{service}-{version}");
         let addrs_file = self.dir.join(format!("{name}-addrs.json"));
+        // Each workload proves its identity (default/<service>) with a join token from the
+        // admin API: the sidecar gets a certificate and speaks mTLS to its peers.
+        let token_file = self.dir.join(format!("{name}.token"));
+        let token = self
+            .admin()
+            .await?
+            .create_token(CreateTokenRequest {
+                namespace: "default".into(),
+                service_account: service.into(),
+                // 0 = the control plane's default lifetime.
+                ttl_secs: 0,
+            })
+            .await
+            .with_context(|| format!("join token for {name}"))?
+            .into_inner()
+            .token;
+        std::fs::write(&token_file, token).context("write the join token")?;
+        let bundle = self
+            .dir
+            .join("control-plane")
+            .join("ca")
+            .join("trust-bundle.pem");
         let mut cmd = Command::new(bin("mesh-sidecar")?);
         cmd.args(["--service", service])
             .args(["--labels", &format!("version={version}")])
             .args([
                 "--control-plane",
-                &format!("http://{}", self.discovery_addr),
+                &format!("https://{}", self.discovery_addr),
             ])
+            .arg("--ca-bundle")
+            .arg(&bundle)
+            .arg("--join-token-file")
+            .arg(&token_file)
             .args(["--inbound-addr", "127.0.0.1:0"])
             .args(["--outbound-addr", "127.0.0.1:0"])
             .args(["--admin-addr", "127.0.0.1:0"])

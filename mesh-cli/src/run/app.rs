@@ -50,22 +50,44 @@ impl AppError {
 
 impl App {
     /// Starts the app with the proxy environment.
-    pub fn spawn(args: &RunArgs, sidecar: SidecarAddrs) -> Result<Self, AppError> {
+    /// In interception mode (`netns`: the workload's namespace) it runs inside the namespace
+    /// with no proxy settings at all: the rules bring its traffic to the sidecar.
+    pub fn spawn(
+        args: &RunArgs,
+        sidecar: SidecarAddrs,
+        netns: Option<&str>,
+    ) -> Result<Self, AppError> {
         let Some((program, rest)) = args.command.split_first() else {
             return Err(AppError {
                 command: String::new(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"),
             });
         };
-        let proxy = format!("http://{}", sidecar.outbound);
-        let mut cmd = Command::new(program);
+        let mut cmd = match netns {
+            None => {
+                let proxy = format!("http://{}", sidecar.outbound);
+                let mut c = Command::new(program);
+                c.env("HTTP_PROXY", &proxy)
+                    .env("http_proxy", &proxy)
+                    .env("NO_PROXY", NO_PROXY)
+                    .env("no_proxy", NO_PROXY)
+                    .env("MESH_SIDECAR_ADMIN", format!("http://{}", sidecar.admin));
+                c
+            }
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program).env(
+                    "MESH_SIDECAR_ADMIN",
+                    format!("http://127.0.0.1:{}", sidecar.admin.port()),
+                );
+                for k in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+                    c.env_remove(k);
+                }
+                c
+            }
+        };
         cmd.args(rest)
-            .env("HTTP_PROXY", &proxy)
-            .env("http_proxy", &proxy)
-            .env("NO_PROXY", NO_PROXY)
-            .env("no_proxy", NO_PROXY)
             .env("MESH_SERVICE", &args.service)
-            .env("MESH_SIDECAR_ADMIN", format!("http://{}", sidecar.admin))
             // Its own group, so a stop reaches every process of the app and nothing is left
             // behind. The cost: an app reading the terminal would be a background job; workloads
             // are servers and jobs, not interactive programs.

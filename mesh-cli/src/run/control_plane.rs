@@ -79,14 +79,43 @@ pub fn parse_addrs(text: &str) -> Result<Addrs, String> {
 }
 
 /// The discovery URL the sidecar gets: the flag (a bare `host:port` gets `http://`), else
-/// the local control plane's, else the default port on this host.
-pub fn discovery_url(flag: Option<&str>, local: Option<&Addrs>) -> String {
+/// the local control plane's (`https://` when `local_tls`: it serves TLS), else the default
+/// port on this host.
+pub fn discovery_url(flag: Option<&str>, local: Option<&Addrs>, local_tls: bool) -> String {
+    let scheme = if local_tls { "https" } else { "http" };
     match (flag, local) {
         (Some(f), _) if f.contains("://") => f.to_string(),
         (Some(f), _) => format!("http://{f}"),
-        (None, Some(a)) => format!("http://{}", a.discovery),
-        (None, None) => format!("http://{DEFAULT_DISCOVERY}"),
+        (None, Some(a)) => format!("{scheme}://{}", a.discovery),
+        (None, None) => format!("{scheme}://{DEFAULT_DISCOVERY}"),
     }
+}
+
+/// Whether the control plane's discovery port at `addr` serves TLS with a certificate the
+/// trust bundle `bundle_pem` verifies (`--discovery-tls=true`): a TLS connection is tried; a
+/// plaintext server fails the handshake. Bounded by the admin timeout.
+pub async fn serves_tls(addr: SocketAddr, bundle_pem: &str) -> bool {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    // The control plane's certificate names `localhost` and 127.0.0.1; any other address it
+    // was told about with `--discovery-san` is checked by its IP.
+    let host = if addr.ip().is_loopback() {
+        "localhost".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(bundle_pem))
+        .domain_name(host);
+    let Ok(endpoint) = Endpoint::from_shared(format!("https://{addr}")) else {
+        return false;
+    };
+    let Ok(endpoint) = endpoint.tls_config(tls) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(ADMIN_TIMEOUT, endpoint.connect()).await,
+        Ok(Ok(_))
+    )
 }
 
 /// The admin bearer token: `MESH_ADMIN_TOKEN`, else `<dir>/admin-token`.
@@ -161,9 +190,19 @@ mod tests {
     #[test]
     fn discovery_url_prefers_flag_then_local_then_default() {
         let local = parse_addrs(r#"{"discovery":"127.0.0.1:7"}"#).expect("valid");
-        assert_eq!(discovery_url(Some("h:1"), Some(&local)), "http://h:1");
-        assert_eq!(discovery_url(Some("https://h:1"), None), "https://h:1");
-        assert_eq!(discovery_url(None, Some(&local)), "http://127.0.0.1:7");
-        assert_eq!(discovery_url(None, None), "http://127.0.0.1:15010");
+        assert_eq!(discovery_url(Some("h:1"), Some(&local), true), "http://h:1");
+        assert_eq!(
+            discovery_url(Some("https://h:1"), None, false),
+            "https://h:1"
+        );
+        assert_eq!(
+            discovery_url(None, Some(&local), false),
+            "http://127.0.0.1:7"
+        );
+        assert_eq!(
+            discovery_url(None, Some(&local), true),
+            "https://127.0.0.1:7"
+        );
+        assert_eq!(discovery_url(None, None, false), "http://127.0.0.1:15010");
     }
 }

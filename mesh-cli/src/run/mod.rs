@@ -1,7 +1,9 @@
 //! `mesh-cli run`: one local workload with its own sidecar, started in order and stopped in order.
 //!
 //! Start: find the control plane, get a join token, start `mesh-sidecar`, wait for its `/ready`,
-//! only then start the app with `HTTP_PROXY` pointing at the sidecar (explicit mode).
+//! only then start the app. As root (unless `--explicit`) the workload gets its own network
+//! namespace with interception (`netns`); otherwise the app gets `HTTP_PROXY` pointing at the
+//! sidecar (explicit mode).
 //! Stop (SIGINT/SIGTERM): drain the sidecar's inbound, pass the signal to the app and give it a
 //! grace period, then stop the sidecar. When the app ends by itself the sidecar is stopped at once
 //! and `run` exits with the app's code (Job semantics).
@@ -9,6 +11,7 @@
 mod app;
 mod control_plane;
 mod http;
+mod netns;
 mod orphan;
 mod sidecar;
 
@@ -28,6 +31,8 @@ pub const EXIT_SIDECAR_FAILED: i32 = 3;
 /// Options of `mesh-cli run`.
 #[derive(Clone, Debug, clap::Args)]
 #[command(after_help = "\
+Interception mode (root, unless --explicit): the workload gets its own network namespace (veth to the host bridge mesh-run0, 10.201.0.0/24), `mesh-sidecar init` rules inside, the sidecar as uid 1337 and the app inside, reaching services by plain name (the sidecar answers DNS) with no proxy settings. Namespace, veth and rules are removed on exit.
+
 Explicit mode: `run` does not intercept traffic (no network namespace, no iptables, no root \
 needed). The app reaches other services through its sidecar because HTTP_PROXY/http_proxy \
 point at the sidecar's outbound listener; peers reach the app through the sidecar's inbound \
@@ -74,6 +79,9 @@ pub struct RunArgs {
     /// Write the sidecar's log here [default: a temporary file, shown if the sidecar fails].
     #[arg(long)]
     pub sidecar_log: Option<PathBuf>,
+    /// Explicit mode even as root: no namespace, no interception (HTTP_PROXY for the app).
+    #[arg(long)]
+    pub explicit: bool,
     /// The app command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
@@ -100,7 +108,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 async fn run_async(args: RunArgs) -> anyhow::Result<i32> {
     // Signals are caught before any child exists, so a stop during start-up still cleans up.
     let mut stop = StopSignals::new()?;
-    let spec = SidecarSpec::resolve(&args).await;
+    let mut spec = SidecarSpec::resolve(&args).await;
+    // Declared before the sidecar and the app: dropped (namespace removed) after both ended.
+    let isolation = if !args.explicit && nix::unistd::geteuid().is_root() {
+        match isolate(&mut spec).await {
+            Ok(iso) => Some(iso),
+            Err(e) => {
+                eprintln!("mesh-cli run: interception mode: {e} (use --explicit to run without)");
+                return Ok(EXIT_SIDECAR_FAILED);
+            }
+        }
+    } else {
+        None
+    };
     let mut sidecar = match Sidecar::start(spec, args.sidecar_log.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -128,7 +148,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<i32> {
         addrs.inbound, addrs.outbound, addrs.admin
     );
 
-    let mut app = match App::spawn(&args, addrs) {
+    let mut app = match App::spawn(&args, addrs, isolation.as_ref().map(|i| i.name.as_str())) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("mesh-cli run: {e}");
@@ -161,6 +181,31 @@ async fn run_async(args: RunArgs) -> anyhow::Result<i32> {
     };
     sidecar.stop().await;
     Ok(code)
+}
+
+/// Interception mode: the workload's namespace with `mesh-sidecar init`'s rules, the control
+/// plane relayed into it when it listens on the host's loopback, and `spec` pointed at both.
+async fn isolate(spec: &mut SidecarSpec) -> anyhow::Result<netns::Isolation> {
+    let iso = netns::Isolation::create()?;
+    let bin = sidecar::sidecar_binary()?;
+    iso.exec(&[&bin.to_string_lossy(), "init"])?;
+    let (scheme, authority) = spec
+        .control_plane
+        .split_once("://")
+        .unwrap_or(("http", spec.control_plane.as_str()));
+    if let Ok(addr) = authority
+        .trim_end_matches('/')
+        .parse::<std::net::SocketAddr>()
+        && addr.ip().is_loopback()
+    {
+        let port = iso.relay(addr).await?;
+        spec.control_plane = format!("{scheme}://127.0.0.1:{port}");
+    }
+    spec.netns = Some(sidecar::InNamespace {
+        name: iso.name.clone(),
+        addr: iso.addr,
+    });
+    Ok(iso)
 }
 
 /// SIGINT and SIGTERM as one stream yielding the signal number.

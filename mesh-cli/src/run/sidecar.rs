@@ -69,7 +69,27 @@ pub struct SidecarSpec {
     pub join_token: Option<String>,
     /// The mesh trust bundle the sidecar verifies peers with (needed with a join token).
     pub ca_bundle: Option<PathBuf>,
+    /// Interception mode: the workload's namespace and address (see `netns`).
+    pub netns: Option<InNamespace>,
 }
+
+/// Where an intercepted workload's sidecar runs.
+#[derive(Debug, Clone)]
+pub struct InNamespace {
+    pub name: String,
+    pub addr: std::net::Ipv4Addr,
+}
+
+/// The uid/gid the sidecar runs as in interception mode: `mesh-sidecar init`'s default
+/// proxy uid, whose connections the rules never redirect.
+const PROXY_UID: &str = "1337";
+/// Fixed listeners inside the workload's namespace: the ports `init` redirects to (15001
+/// outbound, 15006 inbound, 15053 DNS); admin on every address so `run` reaches it from the
+/// host at the workload's address (inbound port 15000 is never redirected).
+const NS_INBOUND: &str = "0.0.0.0:15006";
+const NS_OUTBOUND: &str = "127.0.0.1:15001";
+const NS_ADMIN: &str = "0.0.0.0:15000";
+const NS_DNS: &str = "127.0.0.1:15053";
 
 /// The sidecar's bound listeners, read back from its address file.
 #[derive(Debug, Clone, Copy)]
@@ -101,8 +121,23 @@ impl SidecarSpec {
             .service_account
             .clone()
             .unwrap_or_else(|| args.service.clone());
+        // The local control plane's CA writes its trust bundle into its data dir; with it,
+        // a local control plane serving TLS is reached over `https://`.
+        let bundle = dir.join("ca").join("trust-bundle.pem");
+        let local_tls = match (
+            &args.control_plane,
+            &local,
+            std::fs::read_to_string(&bundle),
+        ) {
+            (None, Some(a), Ok(pem)) => cp::serves_tls(a.discovery, &pem).await,
+            _ => false,
+        };
         let mut spec = SidecarSpec {
-            control_plane: cp::discovery_url(args.control_plane.as_deref(), local.as_ref()),
+            control_plane: cp::discovery_url(
+                args.control_plane.as_deref(),
+                local.as_ref(),
+                local_tls,
+            ),
             service: args.service.clone(),
             version: args.version.clone(),
             app_port: args.port,
@@ -110,9 +145,8 @@ impl SidecarSpec {
             service_account,
             join_token: None,
             ca_bundle: None,
+            netns: None,
         };
-        // The local control plane's CA writes its trust bundle into its data dir.
-        let bundle = dir.join("ca").join("trust-bundle.pem");
         if bundle.exists() && std::env::var_os("MESH_CA_BUNDLE").is_none() {
             spec.ca_bundle = Some(bundle);
         }
@@ -149,16 +183,33 @@ impl SidecarSpec {
     }
 
     fn command(&self, bin: &Path, dir: &Path, addrs_file: &Path) -> Command {
-        let mut cmd = Command::new(bin);
+        // Port 0 everywhere in explicit mode: several workloads run side by side on one host;
+        // the bound ports are read back from the address file.
+        let (inbound, outbound, admin) = match &self.netns {
+            None => ("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"),
+            Some(_) => (NS_INBOUND, NS_OUTBOUND, NS_ADMIN),
+        };
+        let mut cmd = match &self.netns {
+            None => Command::new(bin),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name, "setpriv"])
+                    .args(["--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups"])
+                    // The uid change clears the parent-death signal: set it again.
+                    .args(["--pdeathsig", "KILL", "--"])
+                    .arg(bin);
+                c.args(["--advertise-address", &ns.addr.to_string()])
+                    .args(["--dns-addr", NS_DNS]);
+                c
+            }
+        };
         cmd.args(["--service", &self.service])
             .args(["--namespace", &self.namespace])
             .args(["--service-account", &self.service_account])
             .args(["--control-plane", &self.control_plane])
-            // Port 0 everywhere: several workloads run side by side on one host; the bound
-            // ports are read back from the address file.
-            .args(["--inbound-addr", "127.0.0.1:0"])
-            .args(["--outbound-addr", "127.0.0.1:0"])
-            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(["--inbound-addr", inbound])
+            .args(["--outbound-addr", outbound])
+            .args(["--admin-addr", admin])
             .arg("--addrs-file")
             .arg(addrs_file)
             .arg("--data-dir")
@@ -188,6 +239,19 @@ impl Sidecar {
         let dir = std::env::temp_dir().join(format!("mesh-run-{}", std::process::id()));
         let io = |what: String| move |source: std::io::Error| SidecarError::Io { what, source };
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let mut spec = spec;
+        if spec.netns.is_some() {
+            // The sidecar runs as the proxy uid: its dir is its own, and it gets a copy of the
+            // bundle (the control plane's data dir is private to its owner).
+            let uid: u32 = PROXY_UID.parse().unwrap_or_default();
+            std::os::unix::fs::chown(&dir, Some(uid), Some(uid))
+                .map_err(io(format!("chown {}", dir.display())))?;
+            if let Some(b) = &spec.ca_bundle {
+                let copy = dir.join("trust-bundle.pem");
+                std::fs::copy(b, &copy).map_err(io(format!("copy {}", b.display())))?;
+                spec.ca_bundle = Some(copy);
+            }
+        }
         let log = log.unwrap_or_else(|| dir.join("sidecar.log"));
         let file = std::fs::File::create(&log).map_err(io(format!("create {}", log.display())))?;
         let file2 = file
@@ -234,6 +298,10 @@ impl Sidecar {
             }
             if self.addrs.is_none() {
                 self.addrs = read_addrs(&self.dir.join("addrs.json"));
+                // Inside a namespace the admin listener is reached at the workload's address.
+                if let (Some(a), Some(ns)) = (&mut self.addrs, &self.spec.netns) {
+                    a.admin = SocketAddr::new(ns.addr.into(), a.admin.port());
+                }
             }
             if let Some(a) = self.addrs {
                 match http::call(a.admin, Method::GET, "/ready").await {
@@ -318,7 +386,7 @@ impl Drop for Sidecar {
 }
 
 /// `mesh-sidecar` next to this executable: the binaries are installed side by side.
-fn sidecar_binary() -> Result<PathBuf, SidecarError> {
+pub fn sidecar_binary() -> Result<PathBuf, SidecarError> {
     let exe = std::env::current_exe().map_err(|source| SidecarError::Io {
         what: "locate the mesh-cli executable".into(),
         source,

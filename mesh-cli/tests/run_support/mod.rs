@@ -32,7 +32,7 @@ pub fn require_bin(name: &str) -> PathBuf {
     p
 }
 
-/// A real control plane on ephemeral loopback ports, killed on drop.
+/// A real control plane on ephemeral loopback ports, discovery over TLS, killed on drop.
 pub struct ControlPlane {
     child: Child,
     pub dir: tempfile::TempDir,
@@ -48,6 +48,8 @@ impl ControlPlane {
             .args(["--discovery-addr", "127.0.0.1:0"])
             .args(["--admin-addr", "127.0.0.1:0"])
             .args(["--http-addr", "127.0.0.1:0"])
+            // As a meshed host runs it: `run` finds TLS and passes the bundle to the sidecar.
+            .arg("--discovery-tls=true")
             .arg("--addrs-file")
             .arg(&addrs)
             .stdin(Stdio::null())
@@ -73,6 +75,8 @@ impl ControlPlane {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-cli"));
         require_bin("mesh-sidecar");
         cmd.arg("run")
+            // These tests are about explicit mode (run_netns covers interception as root).
+            .arg("--explicit")
             .args(["--service", service, "--version", "v1"])
             .arg("--data-dir")
             .arg(self.dir.path())

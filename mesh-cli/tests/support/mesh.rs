@@ -35,6 +35,7 @@ fn sidecar_bin() -> PathBuf {
 /// A running sidecar; killed on drop.
 pub struct Sidecar {
     child: Child,
+    pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -75,7 +76,7 @@ impl Sidecar {
             "--labels",
             &format!("version={version}"),
         ])
-        .args(["--control-plane", &format!("http://{discovery}")])
+        .args(["--control-plane", &control_plane_url(discovery)])
         .args([
             "--inbound-addr",
             "127.0.0.1:0",
@@ -96,6 +97,7 @@ impl Sidecar {
         let child = cmd.spawn().expect("spawn mesh-sidecar");
         let mut s = Self {
             child,
+            inbound: ([0, 0, 0, 0], 0).into(),
             outbound: ([0, 0, 0, 0], 0).into(),
             admin: ([0, 0, 0, 0], 0).into(),
         };
@@ -112,6 +114,7 @@ impl Sidecar {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        s.inbound = a["inbound"].parse().unwrap();
         s.outbound = a["outbound"].parse().unwrap();
         s.admin = a["admin"].parse().unwrap();
         loop {
@@ -124,6 +127,15 @@ impl Sidecar {
             assert!(start.elapsed() < HANG, "sidecar {name} not ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// `http://ADDR` unless the caller already gave a scheme (`https://` for a TLS control plane).
+fn control_plane_url(discovery: &str) -> String {
+    if discovery.contains("://") {
+        discovery.to_string()
+    } else {
+        format!("http://{discovery}")
     }
 }
 

@@ -12,7 +12,10 @@ use mesh_proto::type_url;
 use mesh_proto::types::v1::resource::Kind;
 use tokio::sync::mpsc;
 
+pub mod echo;
+pub mod golden;
 pub mod mesh;
+pub mod routed;
 
 /// Bounds every wait for a process to come up or a command to finish; only guards a hang.
 pub const HANG: Duration = Duration::from_secs(60);
@@ -48,6 +51,11 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like `start`, with extra flags (e.g. `--discovery-tls=true`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(control_plane_bin())
             .args(["--data-dir", dir.path().to_str().unwrap()])
@@ -58,6 +66,7 @@ impl ControlPlane {
                 "127.0.0.1:0",
             ])
             .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

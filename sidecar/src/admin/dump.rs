@@ -3,6 +3,8 @@
 use mesh_proto::types::v1::Resource;
 use serde::Serialize;
 
+use super::certs::{self, CertsView};
+use crate::identity::CertStore;
 use crate::state::{EndpointState, StateHandle};
 use crate::xds::store::url_of;
 use crate::xds::{ConfigSource, Discovery, Nack};
@@ -16,6 +18,8 @@ struct ConfigDump<'a> {
     services: Vec<String>,
     resources: Vec<DumpedResource<'a>>,
     last_nack: Option<&'a Nack>,
+    /// The workload certificate and trust bundle in use; `null` without an identity.
+    certs: Option<CertsView>,
 }
 
 #[derive(Serialize)]
@@ -26,8 +30,13 @@ struct DumpedResource<'a> {
     resource: &'a Resource,
 }
 
-/// Every applied resource with its version, plus the last NACK and the stream state.
-pub fn config_dump(discovery: &Discovery, state: &StateHandle) -> String {
+/// Every applied resource with its version, the last NACK, the stream state and the
+/// certificates in use.
+pub fn config_dump(
+    discovery: &Discovery,
+    state: &StateHandle,
+    identity: Option<&CertStore>,
+) -> String {
     let store = discovery.store();
     let nack = discovery.last_nack();
     let dump = ConfigDump {
@@ -45,6 +54,7 @@ pub fn config_dump(discovery: &Discovery, state: &StateHandle) -> String {
             })
             .collect(),
         last_nack: nack.as_deref(),
+        certs: identity.map(certs::view),
     };
     to_json(&dump)
 }

@@ -4,6 +4,7 @@
 //! state-changing ones (`POST /drain`, `POST /logging`) only answer loopback peers, whatever
 //! address the listener is bound to.
 
+mod certs;
 mod dump;
 mod health;
 
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 
 pub use health::Health;
 
+use crate::identity::CertStore;
 use crate::state::StateHandle;
 use crate::telemetry::{LogControl, Metrics};
 use crate::xds::Discovery;
@@ -39,6 +41,8 @@ pub struct Admin {
     pub discovery: Discovery,
     pub state: StateHandle,
     pub log: LogControl,
+    /// The workload certificate store, with a join token (shown in `/config_dump`).
+    pub identity: Option<Arc<CertStore>>,
 }
 
 type Body = Full<Bytes>;
@@ -99,7 +103,11 @@ impl Admin {
             (&Method::GET, "/metrics") => {
                 respond(StatusCode::OK, METRICS_CONTENT_TYPE, self.metrics.encode())
             }
-            (&Method::GET, "/config_dump") => json(dump::config_dump(&self.discovery, &self.state)),
+            (&Method::GET, "/config_dump") => json(dump::config_dump(
+                &self.discovery,
+                &self.state,
+                self.identity.as_deref(),
+            )),
             (&Method::GET, "/clusters") => json(dump::clusters(&self.state)),
             (&Method::GET, "/logging") => text(StatusCode::OK, format!("{}\n", self.log.current())),
             (&Method::POST, "/drain" | "/logging") if !is_loopback(peer) => text(

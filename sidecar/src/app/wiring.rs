@@ -1,10 +1,11 @@
-//! Starts the data-path listeners (inbound, outbound, fixed TCP ports) on the data runtime.
+//! Starts the data-path listeners (inbound, outbound, fixed TCP ports, DNS) on the data runtime.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use crate::config::{Config, TcpForward};
+use crate::dns::{DnsConfig, DnsServer, MeshNames, resolv};
 use crate::identity::CertStore;
 use crate::inbound::{self, InboundConfig, InboundCtx, MtlsTransport, Plaintext};
 use crate::outbound::{self, OutboundConfig, OutboundCtx};
@@ -79,4 +80,31 @@ pub(super) fn spawn_data_path(
         ));
     }
     tokio::spawn(outbound::serve(outbound, outbound_ctx, outbound_drain));
+}
+
+/// With `--dns-addr`: binds the DNS server there (mesh names answered from `state`, other
+/// names forwarded to the resolvers of /etc/resolv.conf as read now) and serves it on the
+/// data runtime until the process ends.
+pub(super) async fn start_dns(cfg: &Config, state: &StateHandle) -> Result<(), super::AppError> {
+    let Some(addr) = cfg.dns_addr else {
+        return Ok(());
+    };
+    // No resolv.conf (a bare container) just means nothing to forward to.
+    let upstreams = resolv::read("/etc/resolv.conf".as_ref()).unwrap_or_default();
+    let names = MeshNames {
+        namespace: cfg.namespace.clone(),
+        trust_domain: cfg.trust_domain.clone(),
+    };
+    let mut dns_cfg = DnsConfig::new(addr.port(), upstreams, names);
+    dns_cfg.listen = addr;
+    let server = DnsServer::bind(dns_cfg, Arc::new(state.clone()))
+        .await
+        .map_err(|source| super::AppError::Bind {
+            what: "dns",
+            addr,
+            source,
+        })?;
+    tracing::info!(addr = %server.local_addr(), "serving the workload's DNS");
+    tokio::spawn(server.serve(std::future::pending()));
+    Ok(())
 }

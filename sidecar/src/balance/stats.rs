@@ -104,6 +104,7 @@ impl EndpointStats {
     pub fn eject_until(&self, until_ns: u64) {
         self.ejected_until_ns.store(until_ns, Relaxed);
         self.ejections.fetch_add(1, Relaxed);
+        crate::observe::counters().outlier_ejection();
     }
 
     pub(crate) fn start(&self) {

@@ -19,8 +19,19 @@ impl std::fmt::Display for Denied {
     }
 }
 
-/// Decides one request (path `None` for opaque TCP).
+/// Decides one request (path `None` for opaque TCP), counted by decision.
 pub(super) fn check(
+    ctx: &InboundCtx,
+    identity: Option<&str>,
+    port: u16,
+    path: Option<&str>,
+) -> Result<(), Denied> {
+    let decision = decide(ctx, identity, port, path);
+    crate::observe::counters().authz(decision.is_ok());
+    decision
+}
+
+fn decide(
     ctx: &InboundCtx,
     identity: Option<&str>,
     port: u16,

@@ -263,7 +263,7 @@ async fn connection<T: Transport>(
             let svc = service_fn(move |req| {
                 let (ctx, conn) = (svc_ctx.clone(), conn.clone());
                 async move {
-                    let identity = conn.identity.as_deref();
+                    let identity = conn.identity.clone();
                     let rsp = crate::observe::observe(Direction::Inbound, identity, req, |req| {
                         http::handle(&ctx, &conn, req)
                     });

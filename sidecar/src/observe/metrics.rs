@@ -1,33 +1,92 @@
-//! Request latency histogram and the trace/access-log drop counters, registered into the sidecar's registry.
+//! Request counter and latency histogram (bounded labels) and the trace/access-log drop counters, registered into the sidecar's registry.
 
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::state::Name;
 use crate::telemetry::Direction;
 
-/// Bounded labels only: no paths, no endpoints.
+/// A label value sharing the snapshot's interned name: building a label set clones
+/// reference counts, never strings.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct Label(pub Name);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(e, &self.0)
+    }
+}
+
+/// The empty label value (no route matched, no version label), shared.
+pub fn empty() -> Name {
+    static EMPTY: OnceLock<Name> = OnceLock::new();
+    EMPTY.get_or_init(|| Name::from("")).clone()
+}
+
+/// The `service` of outbound requests to hosts the mesh does not know.
+pub fn external() -> Name {
+    static EXTERNAL: OnceLock<Name> = OnceLock::new();
+    EXTERNAL.get_or_init(|| Name::from("external")).clone()
+}
+
+/// Labels of `mesh_requests_total`. Bounded: services and routes come from the config
+/// snapshot (unknown hosts are `external`), causes and gRPC codes are fixed vocabularies; no
+/// paths, no endpoints.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: Direction,
+    service: Label,
+    route: Label,
+    version: Label,
+    /// `2xx`, `5xx`, …
+    status_class: &'static str,
+    /// The `x-mesh-error` cause when the proxy answered itself, else empty.
+    cause: &'static str,
+    /// The gRPC status code for gRPC requests, else empty.
+    grpc_status: &'static str,
+}
+
+/// Labels of `mesh_request_duration_seconds`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
     direction: Direction,
-    service: String,
-    version: String,
+    service: Label,
+    route: Label,
+    version: Label,
     status_class: &'static str,
 }
 
 type Hist = Family<DurationLabels, Histogram, fn() -> Histogram>;
 
+/// One finished request, as the metrics see it.
+#[derive(Debug)]
+pub struct Request {
+    pub direction: Direction,
+    /// Inbound: the local service; outbound: the destination service (or `external`).
+    pub service: Name,
+    pub route: Name,
+    /// Inbound: the local workload's version; outbound: the chosen endpoint's.
+    pub version: Name,
+    pub status: u16,
+    pub cause: &'static str,
+    pub grpc_status: &'static str,
+}
+
 /// Per-request metrics owned by the observe layer.
 #[derive(Debug)]
 pub struct RequestMetrics {
+    requests: Family<RequestLabels, Counter>,
     duration: Hist,
 }
 
@@ -35,34 +94,48 @@ impl RequestMetrics {
     pub fn global() -> &'static RequestMetrics {
         static GLOBAL: OnceLock<RequestMetrics> = OnceLock::new();
         GLOBAL.get_or_init(|| RequestMetrics {
+            requests: Family::default(),
             duration: Family::new_with_constructor(buckets as fn() -> Histogram),
         })
     }
 
-    /// Registers the histogram and the drop counters into `registry` (prefix `mesh`).
+    /// Registers the families, the drop counters and the process-wide counters into
+    /// `registry` (prefix `mesh`).
     pub fn register(registry: &mut Registry) {
         registry.register(
+            "requests",
+            "HTTP requests handled, by direction, service, route, version, status class, cause and gRPC status",
+            Self::global().requests.clone(),
+        );
+        registry.register(
             "request_duration_seconds",
-            "Request duration until the response head, by direction, service, version and status class",
+            "Request duration until the response body ends, by direction, service, route, version and status class",
             Self::global().duration.clone(),
         );
         registry.register_collector(Box::new(Drops));
+        super::counters::register(registry);
     }
 
-    pub fn observe(
-        &self,
-        direction: Direction,
-        service: &str,
-        version: &str,
-        status: u16,
-        elapsed: Duration,
-    ) {
+    pub fn observe(&self, r: &Request, elapsed: Duration) {
+        let status_class = status_class(r.status);
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction: r.direction,
+                service: Label(r.service.clone()),
+                route: Label(r.route.clone()),
+                version: Label(r.version.clone()),
+                status_class,
+                cause: r.cause,
+                grpc_status: r.grpc_status,
+            })
+            .inc();
         self.duration
             .get_or_create(&DurationLabels {
-                direction,
-                service: service.to_owned(),
-                version: version.to_owned(),
-                status_class: status_class(status),
+                direction: r.direction,
+                service: Label(r.service.clone()),
+                route: Label(r.route.clone()),
+                version: Label(r.version.clone()),
+                status_class,
             })
             .observe(elapsed.as_secs_f64());
     }

@@ -90,6 +90,11 @@ pub(super) async fn forward(
         };
         return cause.respond(&format_args!("{target}"));
     };
+    // For the hop's span, log and metrics (crate::observe); refcount bumps only.
+    crate::observe::note(|u| {
+        u.route = selected.as_ref().map(|s| s.rule.name.clone());
+        u.backend = Some(lb.cluster.name.clone());
+    });
     let Some(pool) = lb.subset(subset).filter(|s| !s.is_empty()) else {
         return Cause::NoEndpoints.respond(&format_args!("{target} subset {subset:?}"));
     };
@@ -178,6 +183,13 @@ pub(super) async fn forward(
         |idx, req| attempt(ctx, &members[idx], upgrade, from_h2, req),
     )
     .await;
+    let info = match &result {
+        Ok(rsp) => rsp.extensions().get::<resilience::CallInfo>().copied(),
+        Err(e) => Some(e.info),
+    };
+    if let Some(info) = info {
+        crate::observe::note_call(&info, members);
+    }
     let mut rsp = match result {
         Ok(rsp) => rsp,
         Err(e) => return wiring::to_proxy_cause(e.cause).respond(&format_args!("{target}: {e}")),

@@ -27,17 +27,31 @@ pub(super) fn maybe_mirror(
     if !bodyless || rand::random_range(0..1000u16) >= m.permille {
         return;
     }
-    let Some(lb) = snap.lb(&m.service).cloned() else {
-        tracing::debug!(service = %m.service, "mirror target unknown");
-        return;
-    };
+    let known = snap.lb(&m.service).cloned();
     let mut copy = clone_parts(parts);
     if let Ok(host) = HeaderValue::try_from(&*m.service) {
         copy.headers.insert(HOST, host);
     }
-    let (ctx, subset) = (ctx.clone(), m.subset.clone());
+    let (ctx, service, subset) = (ctx.clone(), m.service.clone(), m.subset.clone());
     let from_h2 = parts.version == http::Version::HTTP_2;
     tokio::spawn(async move {
+        // A mirror target this proxy never called is not subscribed yet: subscribe on demand
+        // as a request to it would. Only the copy waits; the client's request does not.
+        let lb = match known {
+            Some(lb) => lb,
+            None => {
+                let wait = ctx.inner.cfg.discovery_wait;
+                let Some(lb) = super::known(&ctx.inner.state, &service, wait)
+                    .await
+                    .lb(&service)
+                    .cloned()
+                else {
+                    tracing::debug!(%service, "mirror target unknown");
+                    return;
+                };
+                lb
+            }
+        };
         let Some(ep) = lb
             .subset(subset.as_deref())
             .and_then(|s| s.pick(None))

@@ -167,6 +167,7 @@ pub async fn detect<T: AsyncRead + Unpin>(
         }
         match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
             Err(_elapsed) => {
+                crate::observe::counters().detect_timeout();
                 tracing::debug!(bytes = buf.len(), "detect-timeout: proxying as opaque TCP");
                 return Ok((Detected::Opaque, Prefixed::new(buf.freeze(), io)));
             }

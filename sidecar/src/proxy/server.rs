@@ -8,15 +8,19 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::ProxyBody;
+use super::body::BodyError;
 use super::drain::Drain;
 
 /// Serves HTTP on `io` until the client closes or, after drain begins, in-flight requests
 /// finish (HTTP/1 closes after the current response; HTTP/2 sends GOAWAY).
-pub async fn serve_http<I, S>(io: I, h2: bool, max_header_bytes: usize, svc: S, mut drain: Drain)
+///
+/// The response body is generic so a layer can wrap [`super::ProxyBody`] (the observe layer ends its
+/// span when the body ends) without boxing.
+pub async fn serve_http<I, S, B>(io: I, h2: bool, max_header_bytes: usize, svc: S, mut drain: Drain)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+    B: http_body::Body<Data = bytes::Bytes, Error = BodyError> + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,

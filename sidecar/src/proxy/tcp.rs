@@ -14,7 +14,13 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUF, COPY_BUF).await
+    // Counted open now, closed with its duration when this returns (crate::observe).
+    let conn = crate::observe::TcpConn::open();
+    let res = tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUF, COPY_BUF).await;
+    if let Ok((up, down)) = res {
+        conn.bytes(up, down);
+    }
+    res
 }
 
 /// Writes `MESH-TCP <app_port>\n` to a peer sidecar.

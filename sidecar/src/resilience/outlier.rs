@@ -250,6 +250,7 @@ impl OutlierDetector {
                     ep.consecutive_failures.store(0, Ordering::Relaxed);
                     ep.consecutive_gateway.store(0, Ordering::Relaxed);
                     self.ejections_total.fetch_add(1, Ordering::Relaxed);
+                    crate::observe::counters().outlier_ejection();
                     tracing::debug!(ejections = multiplier, ?time, "endpoint ejected");
                     return;
                 }

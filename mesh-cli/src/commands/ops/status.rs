@@ -7,8 +7,9 @@ use mesh_proto::admin::v1::{HealthResponse, ListRequest, ProxyStatus};
 use mesh_proto::type_url;
 use serde::Serialize;
 
-use crate::cli::Global;
+use crate::cli::{CheckArgs, Global};
 use crate::client::{self, Admin};
+use crate::commands::proxy::{certs, config_dump};
 use crate::error::{CliError, Result};
 use crate::output::{Table, print_structured};
 
@@ -226,7 +227,7 @@ fn acked_cell(r: &ResourceView) -> String {
 }
 
 /// Pre-flight: each check prints one line; any failure exits 3 naming it.
-pub async fn check(global: &Global) -> Result<()> {
+pub async fn check(global: &Global, args: &CheckArgs) -> Result<()> {
     let mut admin = client::connect(global).await?;
     let (h, proxies) = fetch(&mut admin).await?;
     let v = view(&admin.addr, h, proxies);
@@ -274,6 +275,16 @@ pub async fn check(global: &Global) -> Result<()> {
     }
     if v.proxies.is_empty() {
         println!("note no proxies connected");
+    }
+    for proxy in &args.proxies {
+        match config_dump(proxy).await {
+            Ok(dump) => {
+                for (ok, text) in certs::check_lines(proxy, &dump) {
+                    line(ok, text);
+                }
+            }
+            Err(e) => line(false, e.to_string()),
+        }
     }
     match failures.len() {
         0 => Ok(()),

@@ -46,7 +46,15 @@ pub async fn run(global: &Global, cmd: RouteCommand) -> Result<()> {
         RouteCommand::Delete { service, rule_name } => {
             delete(global, &service, rule_name.as_deref()).await
         }
-        RouteCommand::Apply { file, dry_run } => apply(global, &file, dry_run).await,
+        RouteCommand::Apply {
+            file,
+            dry_run,
+            wait,
+            wait_timeout,
+        } => {
+            let wait = wait.then_some(wait_timeout);
+            apply(global, &file, dry_run, wait).await
+        }
         RouteCommand::Export(s) => {
             let mut admin = client::connect(global).await?;
             let entry = get(&mut admin, &s.service).await?.ok_or_else(|| {
@@ -232,8 +240,14 @@ async fn delete(global: &Global, service: &str, rule_name: Option<&str>) -> Resu
 }
 
 /// Converts every document first, then validates all on the server (dry run), then stores: a bad
-/// document leaves nothing half-applied.
-async fn apply(global: &Global, file: &Path, dry_run: bool) -> Result<()> {
+/// document leaves nothing half-applied. With `wait` (its timeout), waits for every stored
+/// route's subscribers to ACK it, as `route set --wait` does.
+async fn apply(
+    global: &Global,
+    file: &Path,
+    dry_run: bool,
+    wait: Option<std::time::Duration>,
+) -> Result<()> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())
             .map_err(|e| CliError::usage(format!("cannot read standard input: {e}")))?
@@ -258,6 +272,12 @@ async fn apply(global: &Global, file: &Path, dry_run: bool) -> Result<()> {
         let resp = admin.client.set_route(req).await;
         resp.map_err(|s| admin.error(&format!("route {}", r.service), s))?;
     }
+    let before = match wait {
+        Some(_) => wait::baseline(&mut admin).await?,
+        None => Default::default(),
+    };
+    let started = Instant::now();
+    let mut stored = Vec::new();
     for r in routes {
         let service = r.service.clone();
         let version = if dry_run {
@@ -280,6 +300,25 @@ async fn apply(global: &Global, file: &Path, dry_run: bool) -> Result<()> {
             "applied"
         };
         println!("route {service} {verb}: version {}", show::short(&version));
+        stored.push((service, version));
+    }
+    let Some(timeout) = wait else {
+        return Ok(());
+    };
+    for (service, version) in stored {
+        // One deadline for the whole file: `started` is shared, so later routes get what is left.
+        let c =
+            wait::until_acked(&mut admin, &service, &version, &before, started, timeout).await?;
+        if c.proxies == 0 {
+            println!("no proxy subscribes to route {service} yet: nothing to wait for");
+            continue;
+        }
+        println!(
+            "route {service}: ACKed by {} prox{} in {:.3}s",
+            c.proxies,
+            if c.proxies == 1 { "y" } else { "ies" },
+            c.elapsed.as_secs_f64()
+        );
     }
     Ok(())
 }

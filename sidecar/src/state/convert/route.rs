@@ -68,10 +68,16 @@ impl TryFrom<&pb::RouteRule> for RouteRule {
             total_weight = backends.len() as u32;
         }
         let redirect = r.redirect.as_ref().map(redirect).transpose()?;
-        if backends.is_empty() && redirect.is_none() {
+        let fault = r.fault.as_ref().map(fault).transpose()?.flatten();
+        // The control plane accepts a rule that aborts every request without a backend (the
+        // abort answers before any backend is picked), so the proxy must too.
+        let aborts_all = fault
+            .as_ref()
+            .is_some_and(|f| f.abort_status.is_some() && f.abort_permille >= 1000);
+        if backends.is_empty() && redirect.is_none() && !aborts_all {
             return Err(ConvertError::new(
                 "backends",
-                "a rule needs a backend or a redirect",
+                "a rule needs a backend, a redirect, or a fault aborting every request",
             ));
         }
         let rewrite_prefix = opt_name(&r.rewrite_prefix);
@@ -91,7 +97,7 @@ impl TryFrom<&pb::RouteRule> for RouteRule {
             response_headers: header_ops("response_headers", &r.response_headers)?,
             rewrite_prefix,
             redirect,
-            fault: r.fault.as_ref().map(fault).transpose()?.flatten(),
+            fault,
             mirror: r.mirror.as_ref().map(mirror).transpose()?.flatten(),
             rate_limit: r.rate_limit.as_ref().and_then(|rl| {
                 (rl.requests_per_second != 0).then(|| RateLimit {

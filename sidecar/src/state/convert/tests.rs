@@ -60,6 +60,27 @@ fn rule_without_backend_or_redirect_is_rejected() {
 }
 
 #[test]
+fn rule_aborting_every_request_needs_no_backend() {
+    let fault = |permille| pb::Fault {
+        abort_status: 503,
+        abort_permille: permille,
+        ..Default::default()
+    };
+    let route = |permille| pb::Route {
+        service: "a".into(),
+        rules: vec![pb::RouteRule {
+            fault: Some(fault(permille)),
+            ..Default::default()
+        }],
+    };
+    let ok = Route::try_from(&route(1000)).unwrap();
+    assert!(ok.rules[0].backends.is_empty());
+    // A partial abort lets the rest through, so it still needs somewhere to send them.
+    let err = Route::try_from(&route(500)).unwrap_err();
+    assert_eq!(err.field, "rules[0].backends");
+}
+
+#[test]
 fn bad_header_op_and_redirect_status_are_rejected() {
     let mut rule = rule_to("b");
     rule.request_headers.push(pb::HeaderOp {

@@ -1,0 +1,290 @@
+//! Interception mode of `mesh-cli run` (root): the workload's own network namespace, a veth to
+//! a shared host bridge, `mesh-sidecar init` rules inside, and a relay that makes the host's
+//! loopback control plane reachable from inside; everything removed again on exit.
+//!
+//! Layout: bridge `mesh-run0` (10.201.0.1/24) on the host; namespace `mesh-run-<pid>` with
+//! `eth0` = 10.201.0.N/24 (default route via the bridge) whose host end `mesh-rN` is a bridge
+//! port. Workloads reach each other's sidecar inbound listeners across the bridge (layer 2: no
+//! host forwarding needed). A namespace's loopback is its own, so the control plane's
+//! `127.0.0.1` discovery port is relayed: `run` opens a listener on the namespace's
+//! `127.0.0.1` and pipes each connection to the host address (TLS passes through untouched; the
+//! control plane's certificate names 127.0.0.1). The bridge goes with the last workload.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+
+use tokio::net::{TcpListener, TcpStream};
+
+/// Host bridge joining every workload namespace.
+const BRIDGE: &str = "mesh-run0";
+/// A /24 of private space reserved for local workloads: 253 workloads side by side is far more
+/// than one machine runs by hand, and the range is unlikely to collide with a LAN (10.201/16).
+const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+const PREFIX_LEN: u8 = 24;
+const NS_PREFIX: &str = "mesh-run-";
+const HOST_IF_PREFIX: &str = "mesh-r";
+/// Serialises bridge creation/removal and address picking between concurrent `run`s.
+const LOCK_FILE: &str = "/run/mesh-run.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("cannot run `{command}`: {source} (iproute2 must be installed)")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no free workload address left in {BRIDGE_ADDR}/{PREFIX_LEN}")]
+    Exhausted,
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A workload namespace; removed (with its veth, rules and stray processes) on drop.
+#[derive(Debug)]
+pub struct Isolation {
+    pub name: String,
+    /// The workload's address: its sidecar advertises it, peers dial it.
+    pub addr: Ipv4Addr,
+    /// The host end of its veth (a bridge port).
+    host_if: Option<String>,
+}
+
+// === impl Isolation ===
+
+impl Isolation {
+    /// Creates the namespace for this process and wires it to the bridge.
+    pub fn create() -> Result<Self, NetnsError> {
+        let lock = Lock::take()?;
+        remove_stale();
+        let name = format!("{NS_PREFIX}{}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let mut iso = Isolation {
+            name,
+            addr: BRIDGE_ADDR,
+            host_if: None,
+        };
+        let wired = iso.wire();
+        // Released before a failed `iso` drops: its cleanup takes the lock again.
+        drop(lock);
+        wired.map(|()| iso)
+    }
+
+    fn wire(&mut self) -> Result<(), NetnsError> {
+        let iso = self;
+        ensure_bridge()?;
+        // The first free host interface name is the address: `ip link add` fails on a name in
+        // use, so two `run`s never pick the same one.
+        let n = (2..=254u8)
+            .find(|n| {
+                let host_if = format!("{HOST_IF_PREFIX}{n}");
+                ip(&[
+                    "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns",
+                    &iso.name,
+                ])
+                .is_ok()
+            })
+            .ok_or(NetnsError::Exhausted)?;
+        let host_if = format!("{HOST_IF_PREFIX}{n}");
+        iso.host_if = Some(host_if.clone());
+        iso.addr = Ipv4Addr::new(10, 201, 0, n);
+        ip(&["link", "set", &host_if, "master", BRIDGE])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        let cidr = format!("{}/{PREFIX_LEN}", iso.addr);
+        iso.exec(&["ip", "link", "set", "lo", "up"])?;
+        iso.exec(&["ip", "addr", "add", &cidr, "dev", "eth0"])?;
+        iso.exec(&["ip", "link", "set", "eth0", "up"])?;
+        // Every destination (service VIPs included) needs a route to reach the interception
+        // rules instead of failing with "network unreachable".
+        iso.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &BRIDGE_ADDR.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    /// `command` run inside the namespace (as root: iptables).
+    pub fn exec(&self, argv: &[&str]) -> Result<Output, NetnsError> {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(argv);
+        ip(&full)
+    }
+
+    /// A listener on the namespace's `127.0.0.1:0` piping every connection to `target` on the
+    /// host; returns its port. Runs on the current runtime until the process ends.
+    pub async fn relay(&self, target: SocketAddr) -> Result<u16, NetnsError> {
+        let listener = self.listen_inside()?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| NetnsError::Io {
+                what: "relay address",
+                source,
+            })?
+            .port();
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| NetnsError::Io {
+                what: "relay listener",
+                source,
+            })?;
+        let listener = TcpListener::from_std(listener).map_err(|source| NetnsError::Io {
+            what: "relay listener",
+            source,
+        })?;
+        tokio::spawn(async move {
+            while let Ok((mut inside, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut host) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inside, &mut host).await;
+                    }
+                });
+            }
+        });
+        Ok(port)
+    }
+
+    /// Binds `127.0.0.1:0` inside the namespace from a short-lived thread that enters it (a
+    /// socket stays in the namespace it was created in; the rest of `run` stays on the host).
+    fn listen_inside(&self) -> Result<std::net::TcpListener, NetnsError> {
+        let path = format!("/run/netns/{}", self.name);
+        let io_err = |what| move |source| NetnsError::Io { what, source };
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path)?;
+            enter(&ns)?;
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        })
+        .join()
+        .map_err(|_| io_err("relay thread")(io::Error::other("panicked")))?
+        .map_err(io_err("relay listener in the namespace"))
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        let _lock = Lock::take();
+        // Deleted explicitly: a deleted namespace releases its interfaces asynchronously,
+        // and the bridge must see this port gone now to know whether it is still in use.
+        if let Some(host_if) = &self.host_if {
+            let _ = ip(&["link", "del", host_if]);
+        }
+        remove_namespace(&self.name);
+        remove_bridge_if_unused();
+    }
+}
+
+/// Moves the calling thread into the network namespace `ns`.
+#[allow(unsafe_code)]
+fn enter(ns: &std::fs::File) -> io::Result<()> {
+    // SAFETY: setns(2) on a valid open fd; it changes only the calling thread's namespace, and
+    // that thread is a dedicated one that ends right after.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An exclusive `flock` on `LOCK_FILE`, released on drop (or when the process dies).
+struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    #[allow(unsafe_code)]
+    fn take() -> Result<Self, NetnsError> {
+        let file = std::fs::File::create(LOCK_FILE).map_err(|source| NetnsError::Io {
+            what: "creating the lock file",
+            source,
+        })?;
+        // SAFETY: flock(2) on a valid fd we own; blocking is fine: holders only run a few
+        // `ip` commands.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(NetnsError::Io {
+                what: "locking",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+fn ensure_bridge() -> Result<(), NetnsError> {
+    if ip(&["link", "show", BRIDGE]).is_err() {
+        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{BRIDGE_ADDR}/{PREFIX_LEN}"),
+            "dev",
+            BRIDGE,
+        ])?;
+    }
+    ip(&["link", "set", BRIDGE, "up"]).map(drop)
+}
+
+fn remove_bridge_if_unused() {
+    let ports = ip(&["-o", "link", "show", "master", BRIDGE]);
+    if ports.is_ok_and(|o| o.stdout.is_empty()) {
+        let _ = ip(&["link", "del", BRIDGE]);
+    }
+}
+
+/// Kills what is left inside `name` (processes an app forked), then deletes it; its veth pair
+/// and iptables rules go with it.
+fn remove_namespace(name: &str) {
+    if let Ok(out) = ip(&["netns", "pids", name]) {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let _ = ip(&["netns", "del", name]);
+}
+
+/// Namespaces of `run`s that were killed before cleaning up (their pid is gone).
+fn remove_stale() {
+    let Ok(out) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if let Some(pid) = name.strip_prefix(NS_PREFIX)
+            && !std::path::Path::new("/proc").join(pid).exists()
+        {
+            remove_namespace(name);
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<Output, NetnsError> {
+    let command = format!("ip {}", args.join(" "));
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|source| NetnsError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(NetnsError::Command {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
