@@ -56,8 +56,8 @@ pub struct Args {
     pub ca_bundle: Option<PathBuf>,
     /// Serve discovery + identity over TLS (certificate issued by the mesh CA; clients verify
     /// it with DATA_DIR/ca/trust-bundle.pem): `--discovery-tls=true`. Off by default while the
-    /// sidecar's default URL, the Kubernetes manifests (certificate names only localhost; inject
-    /// passes no bundle) and raw plaintext test clients still expect plaintext.
+    /// sidecar's default URL, the Kubernetes manifests (inject passes no https URL or bundle)
+    /// and raw plaintext test clients still expect plaintext.
     #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
     /// OTLP gRPC collector for the control plane's own spans (admin calls, pushes), e.g.
