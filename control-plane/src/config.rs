@@ -55,8 +55,9 @@ pub struct Args {
     #[arg(long, env = "MESH_CA_BUNDLE", requires = "ca_cert")]
     pub ca_bundle: Option<PathBuf>,
     /// Serve discovery + identity over TLS (certificate issued by the mesh CA; clients verify
-    /// it with DATA_DIR/ca/trust-bundle.pem): `--discovery-tls=true`. Off by default until every
-    /// launcher (mesh-cli demo/run, Kubernetes manifests) passes the bundle to its sidecars.
+    /// it with DATA_DIR/ca/trust-bundle.pem): `--discovery-tls=true`. Off by default while the
+    /// sidecar's default URL, the Kubernetes manifests (inject passes no https URL or bundle)
+    /// and raw plaintext test clients still expect plaintext.
     #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
     /// OTLP gRPC collector for the control plane's own spans (admin calls, pushes), e.g.

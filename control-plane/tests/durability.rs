@@ -30,6 +30,8 @@ async fn spawn(data: &Path, addrs_file: &Path) -> (Child, Addrs) {
         .args(["--http-addr", "127.0.0.1:0"])
         .arg("--addrs-file")
         .arg(addrs_file)
+        // The raw discovery client below speaks plaintext gRPC; TLS is covered by e2e_mtls.
+        .arg("--discovery-tls=false")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

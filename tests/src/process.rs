@@ -63,6 +63,9 @@ pub struct ControlPlane {
     pub discovery: SocketAddr,
     pub admin: SocketAddr,
     pub http: SocketAddr,
+    /// Discovery + identity serve TLS (the default; `--discovery-tls=false` in `extra` turns
+    /// it off for tests that speak raw plaintext gRPC).
+    pub tls: bool,
 }
 
 impl ControlPlane {
@@ -73,7 +76,11 @@ impl ControlPlane {
     }
 
     /// Starts on given `[discovery, admin, http]` addresses (a restart on the same ports).
+    /// Discovery is TLS unless `extra` says `--discovery-tls=false`: sidecars reach it with
+    /// [`Self::discovery_url`] and [`Self::sidecar_tls_args`].
     pub fn start_on(data_dir: &Path, addrs: [SocketAddr; 3], extra: &[&str]) -> Self {
+        let tls_flag = extra.iter().find(|a| a.starts_with("--discovery-tls"));
+        let tls = tls_flag.is_none_or(|a| *a != "--discovery-tls=false");
         let addrs_file = data_dir.join("test-addrs.json");
         let _ = std::fs::remove_file(&addrs_file);
         let mut child = Command::new(bin_path("mesh-control-plane"))
@@ -84,6 +91,7 @@ impl ControlPlane {
             .args(["--http-addr", &addrs[2].to_string()])
             .arg("--addrs-file")
             .arg(&addrs_file)
+            .args(tls_flag.is_none().then_some("--discovery-tls=true"))
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
@@ -95,7 +103,15 @@ impl ControlPlane {
             http: a["http"],
             child,
             data_dir: data_dir.to_path_buf(),
+            tls,
         }
+    }
+
+    /// The discovery URL sidecars use: `https://` (verified with [`Self::ca_bundle`]) unless
+    /// the control plane was started with `--discovery-tls=false`.
+    pub fn discovery_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.discovery)
     }
 
     /// The discovery URL of a control plane started with `--discovery-tls=true` (its

@@ -285,6 +285,13 @@ fn config_map_binds_the_default_ports_on_all_interfaces() {
         settings.keys().all(|k| k.starts_with("MESH_")),
         "the ConfigMap holds MESH_* settings only"
     );
+    // Injected sidecars speak plaintext discovery (no https URL, no bundle), so the pod must
+    // not inherit the binary's TLS default.
+    assert_eq!(
+        settings.get("MESH_DISCOVERY_TLS").map(String::as_str),
+        Some("false"),
+        "discovery TLS is set explicitly in-cluster"
+    );
 }
 
 #[test]

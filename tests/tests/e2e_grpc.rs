@@ -73,13 +73,14 @@ async fn grpc_unary_and_bidi_streaming_through_two_sidecars() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
     let app_port = start_app().await;
-    let cp_url = format!("http://{}", cp.discovery);
+    let cp_url = cp.discovery_url();
     let _server = Sidecar::start(
         dir.path(),
         &SidecarOpts {
             service: "grpc-echo".into(),
             app_ports: vec![app_port],
             control_plane: Some(cp_url.clone()),
+            extra: cp.sidecar_tls_args(),
             ..Default::default()
         },
     );
@@ -88,6 +89,7 @@ async fn grpc_unary_and_bidi_streaming_through_two_sidecars() {
         &SidecarOpts {
             service: "grpc-client".into(),
             control_plane: Some(cp_url),
+            extra: cp.sidecar_tls_args(),
             ..Default::default()
         },
     );

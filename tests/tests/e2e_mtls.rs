@@ -159,3 +159,65 @@ async fn authorization_allows_listed_identity_and_denies_others_with_403() {
         assert_eq!(who.as_deref(), Some("echo-authz"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_checks_reach_a_strict_peer_over_mtls() {
+    use mesh_proto::admin::v1::SetClusterPolicyRequest;
+    use mesh_proto::types::v1::{Cluster, HealthCheck};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), TLS);
+    let app = EchoApp::start("echo-probed").await;
+    let _server = meshed(&cp, dir.path(), "echo", Some(app.addr.port())).await;
+    let client = meshed(&cp, dir.path(), "client", None).await;
+    eventually("echo reachable", CONVERGE, || async {
+        get_via(client.outbound, "echo", "/", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 200)
+    })
+    .await;
+
+    // One failed probe would mark the endpoint down: a plaintext probe never gets through.
+    tokio::time::timeout(
+        IO_LIMIT,
+        admin(&cp)
+            .await
+            .set_cluster_policy(SetClusterPolicyRequest {
+                cluster: Some(Cluster {
+                    name: "echo".into(),
+                    health_check: Some(HealthCheck {
+                        http_path: "/healthz".into(),
+                        expected_status: 200,
+                        // 200 ms: several probes while the test waits, still few requests.
+                        interval_ms: 200,
+                        timeout_ms: 200,
+                        healthy_threshold: 1,
+                        unhealthy_threshold: 1,
+                    }),
+                    ..Default::default()
+                }),
+                dry_run: false,
+            }),
+    )
+    .await
+    .expect("cluster policy in time")
+    .expect("set cluster policy");
+
+    // No client traffic from here on: every new app hit is a probe that passed the strict
+    // inbound over mTLS.
+    let hits = app.hits();
+    eventually("probes reach the app", CONVERGE, || async {
+        (app.hits() >= hits + 3).then_some(())
+    })
+    .await;
+    let clusters = mtls_support::admin_get(client.admin, "/clusters").await;
+    assert!(
+        clusters.contains("echo") && !clusters.contains(r#""health_down":true"#),
+        "endpoint marked down: {clusters}"
+    );
+    let (status, _, _, _) = get_via(client.outbound, "echo", "/after", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}

@@ -90,7 +90,7 @@ async fn tcp_from_identity_not_allowed_is_closed_and_counted() {
     .expect("policy in time")
     .expect("set authorization policy");
 
-    let denied = r#"mesh_proxy_errors_total{cause="authz-denied"}"#;
+    let denied = r#"mesh_errors_total{cause="authz-denied"}"#;
     let before = sample(&metrics_text(server.admin).await, denied);
     // Once the policy is applied, `other`'s tunnel is closed before the app is reached.
     eventually(

@@ -29,8 +29,8 @@ fn opts(cp: &ControlPlane, service: &str, app: Option<u16>, extra: &[String]) ->
         service: service.into(),
         labels: vec![("version".into(), "v1".into())],
         app_ports: app.into_iter().collect(),
-        control_plane: Some(format!("http://{}", cp.discovery)),
-        extra: extra.to_vec(),
+        control_plane: Some(cp.discovery_url()),
+        extra: [cp.sidecar_tls_args(), extra.to_vec()].concat(),
         ..Default::default()
     }
 }

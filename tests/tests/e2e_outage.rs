@@ -11,12 +11,13 @@ use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, eventually};
 /// Hang guard for convergence waits; never a timing assertion.
 const CONVERGE: Duration = Duration::from_secs(30);
 
-fn opts(cp: &str, service: &str, version: &str, app: Option<u16>) -> SidecarOpts {
+fn opts(cp: &ControlPlane, service: &str, version: &str, app: Option<u16>) -> SidecarOpts {
     SidecarOpts {
         service: service.into(),
         labels: vec![("version".into(), version.into())],
         app_ports: app.into_iter().collect(),
-        control_plane: Some(cp.into()),
+        control_plane: Some(cp.discovery_url()),
+        extra: cp.sidecar_tls_args(),
         ..Default::default()
     }
 }
@@ -40,12 +41,11 @@ async fn traffic_survives_a_killed_control_plane_and_a_restarted_sidecar() {
     let cp_dir = dir.path().join("cp");
     let mut cp = ControlPlane::start(&cp_dir, &[]);
     let addrs = [cp.discovery, cp.admin, cp.http];
-    let url = format!("http://{}", cp.discovery);
     let v1 = EchoApp::start("api-v1").await;
     let v2 = EchoApp::start("api-v2").await;
-    let _s1 = Sidecar::start(dir.path(), &opts(&url, "api", "v1", Some(v1.addr.port())));
-    let _s2 = Sidecar::start(dir.path(), &opts(&url, "api", "v2", Some(v2.addr.port())));
-    let mut client_opts = opts(&url, "web", "v1", None);
+    let _s1 = Sidecar::start(dir.path(), &opts(&cp, "api", "v1", Some(v1.addr.port())));
+    let _s2 = Sidecar::start(dir.path(), &opts(&cp, "api", "v2", Some(v2.addr.port())));
+    let mut client_opts = opts(&cp, "web", "v1", None);
     client_opts.data_dir = Some(dir.path().join("web-sidecar"));
     let client = Sidecar::start(dir.path(), &client_opts);
     eventually("both api versions reachable", CONVERGE, || async {

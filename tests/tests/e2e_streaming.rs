@@ -72,13 +72,14 @@ async fn one_gib_upload_streams_through_two_sidecars_with_flat_memory() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
     let (port, received) = sink().await;
-    let cp_url = format!("http://{}", cp.discovery);
+    let cp_url = cp.discovery_url();
     let server = Sidecar::start(
         dir.path(),
         &SidecarOpts {
             service: "sink".into(),
             app_ports: vec![port],
             control_plane: Some(cp_url.clone()),
+            extra: cp.sidecar_tls_args(),
             ..Default::default()
         },
     );
@@ -87,6 +88,7 @@ async fn one_gib_upload_streams_through_two_sidecars_with_flat_memory() {
         &SidecarOpts {
             service: "uploader".into(),
             control_plane: Some(cp_url),
+            extra: cp.sidecar_tls_args(),
             ..Default::default()
         },
     );

@@ -17,7 +17,8 @@ fn opts(cp: &ControlPlane, service: &str, version: &str, app: Option<u16>) -> Si
         service: service.into(),
         labels: vec![("version".into(), version.into())],
         app_ports: app.into_iter().collect(),
-        control_plane: Some(format!("http://{}", cp.discovery)),
+        control_plane: Some(cp.discovery_url()),
+        extra: cp.sidecar_tls_args(),
         ..Default::default()
     }
 }

@@ -40,6 +40,10 @@ pub(super) fn spawn_data_path(
         },
     );
     let connector = identity.clone().map(MeshConnector::new);
+    if let Some(c) = &connector {
+        // Active health checks probe meshed endpoints over mTLS with it.
+        c.install_for_process();
+    }
     // With a workload identity, peers connect over mTLS; without one, plaintext as before.
     match identity {
         Some(store) => {

@@ -3,11 +3,12 @@
 
 use std::sync::{Arc, Weak};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{LbEndpoint, ServiceLb};
 use crate::state::HealthCheck;
+use crate::tls::Alpn;
 
 /// Starts the checker of `lb` when its cluster asks for one and a runtime is available. The
 /// task holds only a weak reference: it ends once a config update replaced and dropped `lb`
@@ -42,21 +43,60 @@ async fn run(lb: Weak<ServiceLb>, hc: HealthCheck) {
 }
 
 /// One probe: a TCP connect, or `GET <path>` over HTTP/1.1 expecting `expected_status`. A
-/// meshed endpoint is probed through its sidecar, naming the app port like real traffic.
+/// meshed endpoint is probed through its sidecar, naming the app port like real traffic; over
+/// mTLS (ALPN `mesh-tcp` + preamble) when it has an identity and this sidecar a certificate,
+/// since a strict inbound refuses plaintext.
 async fn probe(ep: &LbEndpoint, hc: &HealthCheck, service: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(ep.endpoint.addr).await else {
+    let addr = ep.endpoint.addr;
+    let Ok(s) = TcpStream::connect(addr).await else {
         return false;
     };
     let Some(path) = &hc.http_path else {
         return true;
     };
-    let port_hint = if ep.endpoint.is_meshed() && ep.endpoint.app_port != 0 {
-        format!("x-mesh-app-port: {}\r\n", ep.endpoint.app_port)
+    let app_port = ep.endpoint.app_port;
+    let tls = crate::tls::MeshConnector::process();
+    if let (Some(tls), Some(id), true) = (tls, &ep.endpoint.identity, ep.endpoint.is_meshed()) {
+        let Ok(expected) = crate::identity::SpiffeId::parse(id) else {
+            return false;
+        };
+        if app_port == 0 {
+            // No port to name in the preamble: the handshake alone proves the peer is there.
+            return tls
+                .handshake(s, addr, &expected, Alpn::MeshTcp)
+                .await
+                .is_ok();
+        }
+        let Ok(mut s) = tls.handshake(s, addr, &expected, Alpn::MeshTcp).await else {
+            return false;
+        };
+        if crate::proxy::tcp::write_preamble(&mut s, app_port)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        return http_get(&mut s, path, service, "", hc.expected_status).await;
+    }
+    let port_hint = if ep.endpoint.is_meshed() && app_port != 0 {
+        format!("x-mesh-app-port: {app_port}\r\n")
     } else {
         String::new()
     };
+    let mut s = s;
+    http_get(&mut s, path, service, &port_hint, hc.expected_status).await
+}
+
+/// `GET path` with `connection: close`; true when the status is `expected`.
+async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    path: &str,
+    service: &str,
+    extra_headers: &str,
+    expected: u16,
+) -> bool {
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {service}\r\nuser-agent: mesh-health-check\r\n{port_hint}connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {service}\r\nuser-agent: mesh-health-check\r\n{extra_headers}connection: close\r\n\r\n"
     );
     if s.write_all(req.as_bytes()).await.is_err() {
         return false;
@@ -69,5 +109,5 @@ async fn probe(ep: &LbEndpoint, hc: &HealthCheck, service: &str) -> bool {
     std::str::from_utf8(&head[9..12])
         .ok()
         .and_then(|c| c.parse::<u16>().ok())
-        .is_some_and(|c| c == hc.expected_status)
+        .is_some_and(|c| c == expected)
 }

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustls::ClientConfig;
@@ -48,7 +48,22 @@ pub struct MeshConnector {
     resolver: Arc<CertResolver>,
 }
 
+/// The process's connector, for background work that has no handle plumbed to it (active
+/// health checks, started from inside a snapshot update).
+static PROCESS: OnceLock<MeshConnector> = OnceLock::new();
+
 impl MeshConnector {
+    /// Makes this the process's connector ([`Self::process`]); the first call wins (a
+    /// sidecar has one identity for its whole life).
+    pub fn install_for_process(&self) {
+        let _ = PROCESS.set(self.clone());
+    }
+
+    /// The connector installed for this process; `None` in a sidecar without an identity.
+    pub fn process() -> Option<&'static MeshConnector> {
+        PROCESS.get()
+    }
+
     pub fn new(store: Arc<CertStore>) -> Self {
         Self {
             resolver: Arc::new(CertResolver::new(store.clone())),

@@ -234,11 +234,15 @@ impl Tunnel {
 
 /// The Prometheus text of a sidecar's (or control plane's) `/metrics`.
 pub async fn metrics_text(admin: SocketAddr) -> String {
+    admin_get(admin, "/metrics").await
+}
+
+/// The body of `GET path` on an admin/HTTP port.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> String {
     let fetch = async {
         let mut s = TcpStream::connect(admin).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
-            .await
-            .ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).into_owned();
