@@ -23,6 +23,8 @@ pub const PROXY_UID: u32 = 1337;
 const OUTBOUND_PORT: u16 = 15001;
 const INBOUND_PORT: u16 = 15006;
 const ADMIN_PORT: u16 = 15000;
+/// The sidecar's DNS port: `mesh-sidecar init` redirects the workload's port 53 here.
+const DNS_PORT: u16 = 15053;
 
 /// Default proxy requests when no annotation says otherwise: small enough not to block scheduling,
 /// enough for a few hundred rps. No CPU limit: CFS throttling of a proxy shows as tail latency
@@ -249,6 +251,9 @@ fn proxy_container(ctx: &PodContext, cfg: &InjectConfig) -> serde_json::Value {
         // The kubelet's startup probe comes from outside the pod: admin must listen on the pod IP.
         json!({"name": "MESH_ADMIN_ADDR", "value": format!("0.0.0.0:{ADMIN_PORT}")}),
         json!({"name": "MESH_CONTROL_PLANE", "value": cfg.control_plane}),
+        // The init rules redirect the workload's DNS (UDP/TCP 53) to this port on loopback: the
+        // sidecar answers mesh names with their VIPs and forwards every other name.
+        json!({"name": "MESH_DNS_ADDR", "value": format!("127.0.0.1:{DNS_PORT}")}),
     ];
     if !ctx.labels.is_empty() {
         env.push(json!({"name": "MESH_LABELS", "value": ctx.labels}));
