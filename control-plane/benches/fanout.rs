@@ -174,6 +174,8 @@ async fn run() {
             "127.0.0.1:0",
         ])
         .args(["--http-addr", "127.0.0.1:0"])
+        // The bench's proxies speak plaintext gRPC: it measures fan-out, not TLS.
+        .arg("--discovery-tls=false")
         .arg("--addrs-file")
         .arg(&addrs_file)
         .env("RUST_LOG", "warn")

@@ -55,10 +55,10 @@ pub struct Args {
     #[arg(long, env = "MESH_CA_BUNDLE", requires = "ca_cert")]
     pub ca_bundle: Option<PathBuf>,
     /// Serve discovery + identity over TLS (certificate issued by the mesh CA; clients verify
-    /// it with DATA_DIR/ca/trust-bundle.pem): `--discovery-tls=true`. Off by default while the
-    /// sidecar's default URL, the Kubernetes manifests (inject passes no https URL or bundle)
-    /// and raw plaintext test clients still expect plaintext.
-    #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    /// it with DATA_DIR/ca/trust-bundle.pem). On by default: a sidecar must not take its
+    /// routes or certificate from an unverified server. `--discovery-tls=false` serves
+    /// plaintext (a test client speaking raw gRPC, or a cluster that terminates TLS elsewhere).
+    #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = true, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
     /// OTLP gRPC collector for the control plane's own spans (admin calls, pushes), e.g.
     /// http://127.0.0.1:4317. Unset: no trace export.

@@ -197,7 +197,7 @@ const SETTINGS: &[Setting] = &[
 ];
 
 /// Default discovery server: the control plane's discovery port on this host.
-const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:15010";
+const DEFAULT_CONTROL_PLANE: &str = "https://127.0.0.1:15010";
 const DEFAULT_INBOUND: &str = "0.0.0.0:15006";
 const DEFAULT_OUTBOUND: &str = "127.0.0.1:15001";
 const DEFAULT_ADMIN: &str = "127.0.0.1:15000";

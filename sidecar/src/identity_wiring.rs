@@ -53,7 +53,9 @@ pub struct Workload {
 pub fn control_plane_channel_tls(
     cfg: &Config,
 ) -> Result<Option<ClientTlsConfig>, IdentityWiringError> {
-    if !cfg.control_plane.starts_with("https://") {
+    // A sidecar serving `--static-config` never dials the control plane: its default https URL
+    // needs no bundle then.
+    if !cfg.control_plane.starts_with("https://") || cfg.static_config.is_some() {
         return Ok(None);
     }
     let path = cfg

@@ -66,6 +66,12 @@ impl ControlPlane {
                 "127.0.0.1:0",
             ])
             .args(["--http-addr", "127.0.0.1:0"])
+            // This harness's discovery clients and sidecars speak plaintext unless a test asks
+            // for TLS (the control plane's default).
+            .args(
+                (!extra.iter().any(|a| a.starts_with("--discovery-tls")))
+                    .then_some("--discovery-tls=false"),
+            )
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -26,7 +26,7 @@ fn invalid(r: Result<Config, ConfigError>) -> Vec<super::Invalid> {
 #[test]
 fn defaults() {
     let c = parse(&["--service", "web"], &[]).unwrap();
-    assert_eq!(c.control_plane, "http://127.0.0.1:15010");
+    assert_eq!(c.control_plane, "https://127.0.0.1:15010");
     assert!(c.id.starts_with("web-"), "{}", c.id);
     assert_eq!(c.namespace, "default");
     assert_eq!(c.service_account, "web");
