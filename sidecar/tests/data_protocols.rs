@@ -267,6 +267,29 @@ async fn unknown_service_gets_no_route_from_the_proxy() {
     assert!(mesh.state.wanted().borrow().contains("nowhere"));
 }
 
+#[tokio::test]
+async fn explicit_request_to_an_ip_literal_passes_through_and_a_loop_is_refused() {
+    let mesh = Mesh::new().await;
+    let (app, stats) = http_app("outside", Duration::ZERO).await;
+    let mut tx = mesh.h1().await;
+    // Absolute-form to a host the app names by address, as an HTTP_PROXY client sends it.
+    let req = Request::get(format!("http://{app}/direct"))
+        .body(Full::default())
+        .unwrap();
+    let got = send_h1(&mut tx, req).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body, "outside GET /direct HTTP/1.1");
+    assert_eq!(stats.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The proxy's own address: one hop comes back carrying the proxy's Via entry and is
+    // refused there, instead of looping.
+    let req = Request::get(format!("http://{}/loop", mesh.outbound))
+        .body(Full::default())
+        .unwrap();
+    let got = send_h1(&mut tx, req).await;
+    assert_eq!(got.status, 404, "{}", got.body);
+    assert_eq!(got.headers[proxy::MESH_ERROR], "no-route");
+}
+
 async fn read_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];

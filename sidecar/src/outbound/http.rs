@@ -1,6 +1,6 @@
 //! Outbound HTTP entry: which service a request is for, CONNECT tunnels, and passthrough.
 
-use http::header::HOST;
+use http::header::{HOST, VIA};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
@@ -8,6 +8,12 @@ use super::{ConnInfo, OutboundCtx, tcp};
 use crate::balance::Outcome;
 use crate::proxy::headers::strip_hop_by_hop;
 use crate::proxy::{Cause, ProxyBody, tcp as ptcp};
+
+/// This proxy's `Via` entry (RFC 9110 §7.6.3) on requests it passes to a host the app named.
+const VIA_ENTRY: &str = "1.1 mesh-sidecar";
+
+/// Port of an `http://` authority that names none.
+const DEFAULT_HTTP_PORT: u16 = 80;
 
 /// Handles one request from the local app.
 pub(super) async fn handle(
@@ -31,11 +37,17 @@ pub(super) async fn handle(
         .authority()
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
+    // Explicit mode (no original destination) to an IP literal that is no VIP: the app named
+    // the host itself, so it is forwarded there as any HTTP proxy would, with a `Via` entry so
+    // a request that comes back to this proxy (its own address) is refused, not looped.
+    let mut literal = None;
     let (snap, service) = match (vip, authority) {
         (Some(vip), _) => (ctx.inner.state.snapshot(), Some(vip)),
         (None, Some(a)) => {
             let name = super::service_name(a);
-            if name.parse::<std::net::IpAddr>().is_ok() {
+            if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+                let port = super::port_of(a).unwrap_or(DEFAULT_HTTP_PORT);
+                literal = Some(std::net::SocketAddr::new(ip, port));
                 (ctx.inner.state.snapshot(), None)
             } else {
                 let snap = super::known(&ctx.inner.state, &name, wait).await;
@@ -48,9 +60,25 @@ pub(super) async fn handle(
     match service {
         Some(service) => super::forward::forward(&ctx, conn, &snap, &service, req).await,
         // Transparent mode to a destination outside the mesh: pass the request through.
-        None => match conn.orig_dst {
-            Some(dst) => passthrough(&ctx, dst, req).await,
-            None => Cause::NoRoute.respond(&format_args!("{:?}", req.headers().get(HOST))),
+        None => match (conn.orig_dst, literal) {
+            (Some(dst), _) => passthrough(&ctx, dst, req).await,
+            (None, Some(dst)) => {
+                let looped = req
+                    .headers()
+                    .get_all(VIA)
+                    .iter()
+                    .any(|v| v.as_bytes().ends_with(VIA_ENTRY.as_bytes()));
+                if looped {
+                    return Cause::NoRoute.respond(&format_args!(
+                        "{dst}: the request looped back to this proxy"
+                    ));
+                }
+                let mut req = req;
+                req.headers_mut()
+                    .append(VIA, http::HeaderValue::from_static(VIA_ENTRY));
+                passthrough(&ctx, dst, req).await
+            }
+            (None, None) => Cause::NoRoute.respond(&format_args!("{:?}", req.headers().get(HOST))),
         },
     }
 }
