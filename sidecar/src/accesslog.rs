@@ -27,7 +27,10 @@ pub struct Entry {
     pub cause: Option<&'static str>,
     pub duration_ms: f64,
     pub upstream_ms: f64,
-    pub bytes_in: u64,
+    /// Request body bytes as the client declared them (`Content-Length`); absent for a
+    /// streamed (chunked / HTTP/2 without length) body, whose size is not counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
     pub bytes_out: u64,
     pub upstream: String,
     pub route: String,

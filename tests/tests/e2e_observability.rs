@@ -164,6 +164,9 @@ async fn spans_link_across_two_sidecars_and_w3c_b3_context_continues() {
             assert_eq!(v["path"], "/w3c");
             assert_eq!(v["status"], 200);
             assert_eq!(v["span_id"], server_span.id.as_str());
+            assert!(v["bytes_out"].as_u64().is_some(), "{line}");
+            // A GET has no request body: declared as 0 (or not declared at all).
+            assert_eq!(v["bytes_in"].as_u64().unwrap_or(0), 0, "{line}");
             found = true;
         }
     }

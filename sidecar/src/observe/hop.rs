@@ -21,6 +21,8 @@ pub(super) struct Head {
     pub version: Version,
     /// `content-type: application/grpc…`: the span gets `rpc.*` attributes.
     pub grpc: bool,
+    /// The declared request body length (`Content-Length`), for the access log.
+    pub content_length: Option<u64>,
 }
 
 /// The span this hop creates and the context it continues.
@@ -64,6 +66,11 @@ impl Head {
             authority: req.headers().get(http::header::HOST).cloned(),
             version: req.version(),
             grpc,
+            content_length: req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
         }
     }
 
@@ -123,6 +130,7 @@ impl Pending {
                 cause: self.cause,
                 duration_ms: elapsed.as_secs_f64() * 1e3,
                 upstream_ms: self.head_elapsed.as_secs_f64() * 1e3,
+                bytes_in: self.head.content_length,
                 bytes_out: self.bytes_out,
                 upstream: self
                     .upstream
@@ -133,7 +141,6 @@ impl Pending {
                 peer_identity: self.peer().map(|s| s.to_string()).unwrap_or_default(),
                 retries,
                 tls: self.tls(),
-                ..Entry::default()
             });
         }
     }
