@@ -113,6 +113,8 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         crate::identity_wiring::prepare(&cfg, cp_tls.clone(), &health)?
     };
     let identity = workload.as_ref().map(|w| w.store.clone());
+    // Freed config-decoding memory back to the OS after each settled update (control runtime).
+    control_rt.spawn(crate::memory::trim_after_updates(state.clone()));
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;

@@ -6,6 +6,7 @@
 
 mod metrics;
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
@@ -151,7 +152,7 @@ where
             status,
             cause,
             duration_ms: elapsed.as_secs_f64() * 1e3,
-            upstream: service,
+            upstream: service.into_owned(),
             peer_identity: peer_identity.unwrap_or_default().to_owned(),
             tls: peer_identity.is_some(),
             ..Entry::default()
@@ -257,7 +258,9 @@ fn inject(hop: &Hop, incoming: Option<TraceContext>, headers: &mut HeaderMap) {
 
 /// The proxy's own `x-mesh-error` cause, as one of the bounded set of static names.
 fn cause_of(h: &HeaderMap) -> Option<&'static str> {
-    let v = h.get(MESH_ERROR)?.as_bytes();
+    // Pre-parsed: a `&str` lookup parses the name on every response.
+    const NAME: http::HeaderName = http::HeaderName::from_static(MESH_ERROR);
+    let v = h.get(NAME)?.as_bytes();
     crate::proxy::Cause::from_name(std::str::from_utf8(v).ok()?)
 }
 
@@ -270,15 +273,16 @@ fn authority(head: &Head) -> &str {
 }
 
 /// The `service` label: the local service inbound; outbound the destination service when
-/// the snapshot knows it, else `external` (bounded cardinality either way).
-fn metric_service(obs: &Observer, direction: Direction, head: &Head) -> String {
+/// the snapshot knows it, else `external` (bounded cardinality either way). Borrowed: the
+/// label is only copied when a span or log entry keeps it.
+fn metric_service<'a>(obs: &'a Observer, direction: Direction, head: &'a Head) -> Cow<'a, str> {
     if direction == Direction::Inbound {
-        return obs.service.clone();
+        return Cow::Borrowed(&obs.service);
     }
     let name = crate::outbound::service_name(authority(head));
     match &obs.state {
-        Some(s) if s.load().service_key(&name).is_some() => name.into_owned(),
-        _ => "external".to_owned(),
+        Some(s) if s.load().service_key(&name).is_some() => name,
+        _ => Cow::Borrowed("external"),
     }
 }
 

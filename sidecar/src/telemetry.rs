@@ -146,13 +146,37 @@ impl Metrics {
             Some(500..=599) => "5xx",
             _ => "none",
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                direction,
-                status_class,
-                cause,
-            })
-            .inc();
+        let labels = RequestLabels {
+            direction,
+            status_class,
+            cause,
+        };
+        // The per-thread handles below belong to the global instance (tests build others).
+        if !std::ptr::eq(self, &**Self::global()) {
+            self.requests.get_or_create(&labels).inc();
+            return;
+        }
+        // A per-thread list of counter handles for the few label sets seen (compared by
+        // value, no hashing, no family lock); the family is asked only on a miss. Handles
+        // share the family's counters.
+        thread_local! {
+            static HANDLES: std::cell::RefCell<Vec<(RequestLabels, Counter)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        // 32 label sets: more than the usual handful (two directions × a few classes and
+        // causes); beyond it the family lookup is used directly.
+        const MAX_HANDLES: usize = 32;
+        HANDLES.with_borrow_mut(|handles| {
+            if let Some((_, c)) = handles.iter().find(|(l, _)| *l == labels) {
+                c.inc();
+                return;
+            }
+            let c = self.requests.get_or_create(&labels).clone();
+            c.inc();
+            if handles.len() < MAX_HANDLES {
+                handles.push((labels, c));
+            }
+        });
     }
 
     pub fn set_discovery_connected(&self, up: bool) {

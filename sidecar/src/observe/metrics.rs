@@ -57,15 +57,44 @@ impl RequestMetrics {
         status: u16,
         elapsed: Duration,
     ) {
-        self.duration
-            .get_or_create(&DurationLabels {
+        let class = status_class(status);
+        let secs = elapsed.as_secs_f64();
+        // The label set of nearly every request is one of a handful: look its histogram up in a
+        // per-thread list by borrowed labels (no label Strings built, no hashing, no family
+        // lock); the family is asked only on a miss. Handles share the family's histogram.
+        HANDLES.with_borrow_mut(|handles| {
+            if let Some((_, h)) = handles.iter().find(|(l, _)| {
+                l.direction == direction
+                    && l.status_class == class
+                    && l.service == service
+                    && l.version == version
+            }) {
+                h.observe(secs);
+                return;
+            }
+            let labels = DurationLabels {
                 direction,
                 service: service.to_owned(),
                 version: version.to_owned(),
-                status_class: status_class(status),
-            })
-            .observe(elapsed.as_secs_f64());
+                status_class: class,
+            };
+            let h = self.duration.get_or_create(&labels).clone();
+            h.observe(secs);
+            if handles.len() < MAX_HANDLES {
+                handles.push((labels, h));
+            }
+        });
     }
+}
+
+/// Label sets remembered per thread. 32: a sidecar talks to a few services in a few status
+/// classes; past that the linear scan would cost more than the family lookup it saves, so
+/// further sets just use the family.
+const MAX_HANDLES: usize = 32;
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<Vec<(DurationLabels, Histogram)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// 1 ms doubling to ~16 s: covers loopback hops through slow upstreams and timeouts.
