@@ -116,6 +116,8 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     if let Some(store) = &identity {
         crate::observe::watch_certificates(store.clone());
     }
+    // Freed config-decoding memory back to the OS after each settled update (control runtime).
+    control_rt.spawn(crate::memory::trim_after_updates(state.clone()));
     let (discovery, client) = match &cfg.static_config {
         Some(path) => {
             let resources = persist::read_static(path)?;

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod identity_wiring;
 pub mod inbound;
 pub mod init;
+pub mod memory;
 pub mod observe;
 pub mod orig_dst;
 pub mod outbound;

@@ -19,6 +19,9 @@ pub struct Subset {
     members: Vec<Arc<LbEndpoint>>,
     pool: Vec<Arc<LbEndpoint>>,
     policy: Policy,
+    /// Every member is a peer sidecar (reached over HTTP/2), decided once per update so
+    /// the request path need not scan the members.
+    all_meshed: bool,
 }
 
 #[derive(Debug)]
@@ -71,10 +74,16 @@ impl Subset {
             LbPolicy::Maglev => Policy::Maglev(Maglev::new(&ids)),
         };
         Self {
+            all_meshed: members.iter().all(|m| m.endpoint.is_meshed()),
             members,
             pool,
             policy,
         }
+    }
+
+    /// True when every member is a peer sidecar.
+    pub fn all_meshed(&self) -> bool {
+        self.all_meshed
     }
 
     /// Every endpoint, whatever its state.

@@ -172,7 +172,12 @@ pub(super) async fn forward(
         ..Default::default()
     };
     let members = pool.members();
-    let result = resilience::call_with_retries(
+    // An attempt over HTTP/2 connects first and hands the request back when that fails;
+    // only the pooled HTTP/1.1 path (an upgrade, or an unmeshed endpoint for an HTTP/1
+    // client) consumes it either way, so only then the driver keeps a copy of the head for
+    // the connect-failure retry.
+    let keep_head = upgrade || (!from_h2 && !pool.all_meshed());
+    let result = resilience::call_reclaiming(
         &res,
         &policy,
         Request::from_parts(parts, body),
@@ -181,6 +186,7 @@ pub(super) async fn forward(
             wiring::pick_index(members, first, avoid, || pool.pick(None))
         },
         |idx, req| attempt(ctx, &members[idx], upgrade, from_h2, req),
+        keep_head,
     )
     .await;
     crate::observe::note_call(&result, members, ctx.inner.clients.has_tls());
@@ -219,30 +225,42 @@ pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_
 
 /// One attempt at one endpoint: its mesh headers, the connection (multiplexed HTTP/2 to a
 /// peer sidecar, except upgrades; the app's own protocol for an unmeshed endpoint), and the
-/// balancer's in-flight guard (latency, failure penalty, outlier detection).
+/// balancer's in-flight guard (latency, failure penalty, outlier detection). A failed HTTP/2
+/// connect hands the request back untouched, for a retry elsewhere.
 async fn attempt(
     ctx: &OutboundCtx,
     ep: &Arc<LbEndpoint>,
     upgrade: bool,
     from_h2: bool,
     req: Request<ReplayBody<Incoming>>,
-) -> Result<Response<Incoming>, resilience::Cause> {
-    let (mut parts, body) = req.into_parts();
-    mesh_headers(&mut parts.headers, ep, from_h2);
-    let up_req = Request::from_parts(parts, ProxyBody::Replay(body));
+) -> Result<Response<Incoming>, resilience::Failed<Incoming>> {
+    let upstream = |req: Request<ReplayBody<Incoming>>| {
+        let (mut parts, body) = req.into_parts();
+        mesh_headers(&mut parts.headers, ep, from_h2);
+        Request::from_parts(parts, ProxyBody::Replay(body))
+    };
     let guard = ep.start();
-    let result = if !upgrade && (ep.endpoint.is_meshed() || from_h2) {
+    let (result, unsent) = if !upgrade && (ep.endpoint.is_meshed() || from_h2) {
         match ctx
             .inner
             .clients
             .connect_h2(ep.endpoint.addr, ep.endpoint.identity.as_ref())
             .await
         {
-            Ok(conn) => Clients::send_h2(conn, up_req, &ep.authority).await,
-            Err(e) => Err(e),
+            Ok(conn) => (
+                Clients::send_h2(conn, upstream(req), &ep.authority).await,
+                None,
+            ),
+            Err(e) => (Err(e), Some(req)),
         }
     } else {
-        ctx.inner.clients.send_h1(up_req, &ep.authority).await
+        (
+            ctx.inner
+                .clients
+                .send_h1(upstream(req), &ep.authority)
+                .await,
+            None,
+        )
     };
     guard.finish(match &result {
         Ok(rsp) => Outcome::Status(rsp.status().as_u16()),
@@ -250,7 +268,10 @@ async fn attempt(
     });
     result.map_err(|(cause, detail)| {
         tracing::debug!(cause = cause.as_str(), endpoint = %ep.endpoint.addr, %detail, "attempt failed");
-        wiring::from_proxy_cause(cause)
+        resilience::Failed {
+            cause: wiring::from_proxy_cause(cause),
+            unsent,
+        }
     })
 }
 

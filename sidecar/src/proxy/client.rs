@@ -27,6 +27,15 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// ack timeout tolerates GC pauses and busy peers.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Receive windows of the multiplexed connection to a peer sidecar. One connection carries
+/// every request to that peer (hundreds of concurrent streams under load), and the default
+/// 64 KiB connection window makes the peer cut its responses into tiny window-sized DATA
+/// frames; h2 counts those against its flood-protection budget (half the connection window)
+/// and resets the connection with `ENHANCE_YOUR_CALM` ("too_many_data_frames"), failing every
+/// request in flight. 8 MiB per connection and 1 MiB per stream: the window is credit, not an
+/// allocation, and a proxy drains it as fast as its client reads.
+const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 
 /// The connection pools. Cheap to clone (the pools are shared).
 #[derive(Debug, Clone)]
@@ -171,7 +180,8 @@ impl Clients {
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_PING_INTERVAL)
             .keep_alive_timeout(H2_PING_TIMEOUT)
-            .adaptive_window(true)
+            .initial_connection_window_size(H2_CONN_WINDOW)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))?;

@@ -27,13 +27,34 @@ fn has_token(v: &HeaderValue, token: &str) -> bool {
         .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
+/// True for the names [`strip_hop_by_hop`] acts on (the `Connection`-named ones aside, which
+/// only exist when `Connection` does).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::TE || *name == header::UPGRADE || is_always_removed(name)
+}
+
+/// The hop-by-hop names removed whatever their value.
+fn is_always_removed(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers: the fixed set and every header the `Connection` header names.
 /// `TE: trailers` survives (gRPC needs it end to end); with `keep_upgrade` the
 /// `Connection: upgrade` and `Upgrade` headers survive so the next hop can switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them (every h2 message, most responses): one pass over the
+    // few distinct names is cheaper than the seven hashed removals below.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Names listed in Connection are hop-by-hop too. Collecting them allocates, but only
-        // for requests that carry a Connection header (HTTP/1 clients; never h2).
+        // for messages whose Connection header names more than the fixed set (`keep-alive`,
+        // the usual one, is removed below anyway).
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -41,6 +62,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .flat_map(|s| s.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .filter(|n| !(keep_upgrade && *n == header::UPGRADE))
+            .filter(|n| !is_always_removed(n))
             .collect();
         for n in named {
             headers.remove(n);
@@ -67,9 +89,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Adds `x-forwarded-for: <client ip>` when the request carries none.
 pub fn add_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    if !headers.contains_key(X_FORWARDED_FOR)
-        && let Ok(v) = HeaderValue::try_from(client.to_string())
-    {
+    if headers.contains_key(X_FORWARDED_FOR) {
+        return;
+    }
+    // A sidecar's clients are nearly always one address (the local app outbound, a few peer
+    // sidecars inbound): keep the last formatted value per thread, so a request costs a
+    // refcount instead of formatting and allocating the address.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let value = LAST.with_borrow_mut(|last| match last {
+        Some((ip, v)) if *ip == client => Some(v.clone()),
+        _ => {
+            let v = HeaderValue::try_from(client.to_string()).ok()?;
+            *last = Some((client, v.clone()));
+            Some(v)
+        }
+    });
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }
@@ -135,5 +173,30 @@ mod tests {
         add_forwarded_for(&mut h, [10, 0, 0, 1].into());
         add_forwarded_for(&mut h, [10, 0, 0, 2].into());
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1");
+        // The per-thread cache follows the client address.
+        for ip in ["10.0.0.2", "10.0.0.2", "::1", "10.0.0.2"] {
+            let mut h = HeaderMap::new();
+            add_forwarded_for(&mut h, ip.parse().unwrap());
+            assert_eq!(h[X_FORWARDED_FOR], ip);
+        }
+    }
+
+    #[test]
+    fn untouched_without_hop_by_hop_and_connection_lists_fixed_names() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-a"),
+        );
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key(header::CONNECTION));
+        assert!(!h.contains_key(KEEP_ALIVE));
+        assert!(!h.contains_key("x-a"));
+        assert_eq!(h.len(), 1);
     }
 }

@@ -169,16 +169,34 @@ pub fn error_response<B: Default>(cause: Cause, retry_after: Option<RetryAfter>)
     resp
 }
 
+/// A failed attempt: its cause, and the request itself when it provably never left the proxy
+/// (the connect failed), so it can be sent again without the driver having kept a copy.
+#[derive(Debug)]
+pub struct Failed<B> {
+    pub cause: Cause,
+    pub unsent: Option<Request<ReplayBody<B>>>,
+}
+
+impl<B> From<Cause> for Failed<B> {
+    fn from(cause: Cause) -> Self {
+        Failed {
+            cause,
+            unsent: None,
+        }
+    }
+}
+
 /// Sends `req` to the cluster with retries (see the module docs of `resilience` for wiring).
 ///
 /// `pick(avoid)` chooses an endpoint, avoiding the one that just failed when possible;
 /// `send(endpoint, request)` performs one attempt and maps transport errors to a [`Cause`]
-/// (see [`super::classify::classify_client_error`]).
+/// (see [`super::classify::classify_client_error`]). Every attempt gets a copy of the request
+/// head; [`call_reclaiming`] avoids the copy.
 pub async fn call_with_retries<B, RB, P, S, Fut>(
     cluster: &ClusterResilience,
     policy: &CallPolicy<'_>,
     req: Request<B>,
-    mut pick: P,
+    pick: P,
     mut send: S,
 ) -> Result<Response<GuardedBody<RB>>, CallError>
 where
@@ -187,6 +205,54 @@ where
     P: FnMut(Option<usize>) -> Result<usize, Cause>,
     S: FnMut(usize, Request<ReplayBody<B>>) -> Fut,
     Fut: Future<Output = Result<Response<RB>, Cause>>,
+{
+    let send = |idx, req| {
+        let attempt = send(idx, req);
+        async move { attempt.await.map_err(Failed::from) }
+    };
+    drive(cluster, policy, req, pick, send, true).await
+}
+
+/// Like [`call_with_retries`], but the request head is moved into the attempt rather than
+/// copied, unless a retry policy may replay a request that reached an endpoint or the caller
+/// asks for a copy (`keep_head`: some path of `send` cannot hand a request back). Without a
+/// policy only failures that never reached the app are retried, and for those `send` hands
+/// the request back in [`Failed::unsent`]; a retry-safe failure without it ends the call.
+pub async fn call_reclaiming<B, RB, P, S, Fut>(
+    cluster: &ClusterResilience,
+    policy: &CallPolicy<'_>,
+    req: Request<B>,
+    pick: P,
+    send: S,
+    keep_head: bool,
+) -> Result<Response<GuardedBody<RB>>, CallError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    P: FnMut(Option<usize>) -> Result<usize, Cause>,
+    S: FnMut(usize, Request<ReplayBody<B>>) -> Fut,
+    Fut: Future<Output = Result<Response<RB>, Failed<B>>>,
+{
+    let keep_head = keep_head || policy.retry.is_some();
+    drive(cluster, policy, req, pick, send, keep_head).await
+}
+
+/// The retry loop; `keep_head`: copy the request head for every attempt (else move it, and
+/// rely on [`Failed::unsent`] for retries).
+async fn drive<B, RB, P, S, Fut>(
+    cluster: &ClusterResilience,
+    policy: &CallPolicy<'_>,
+    req: Request<B>,
+    mut pick: P,
+    mut send: S,
+    keep_head: bool,
+) -> Result<Response<GuardedBody<RB>>, CallError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    P: FnMut(Option<usize>) -> Result<usize, Cause>,
+    S: FnMut(usize, Request<ReplayBody<B>>) -> Fut,
+    Fut: Future<Output = Result<Response<RB>, Failed<B>>>,
 {
     let finish = |result: Result<Response<RB>, Cause>, info, permit| match result {
         Ok(mut resp) => {
@@ -215,10 +281,17 @@ where
         .or(policy.retry.and_then(|r| r.per_try_timeout));
 
     let (parts, body) = req.into_parts();
-    let body = ReplayBody::new(body, policy.replay_limit);
-    // A never-polled clone: the source of every later replay.
-    let replay = body.try_replay();
-    let mut next_body = Some(body);
+    // Standard methods are an enum: no allocation.
+    let method = parts.method.clone();
+    // Without a kept head nothing is replayed from the buffer (an unsent request travels
+    // whole), so nothing is buffered either.
+    let limit = if keep_head { policy.replay_limit } else { 0 };
+    let body = ReplayBody::new(body, limit);
+    // A never-polled clone: the source of every later replay (only when a head is kept).
+    let replay = if keep_head { body.try_replay() } else { None };
+    let mut head = Some(parts);
+    let mut next = Some(body);
+    let mut unsent: Option<Request<ReplayBody<B>>> = None;
     let mut _retry_permit = None;
     let mut endpoint = match pick(None) {
         Ok(e) => e,
@@ -226,23 +299,29 @@ where
     };
 
     loop {
-        let Some(body) = next_body
-            .take()
-            .or_else(|| replay.as_ref().and_then(|r| r.try_replay()))
-        else {
-            // Unreachable in practice: retries are only decided while replayable.
-            return fail(Cause::UpstreamError, info);
+        let req = match unsent.take() {
+            Some(req) => req,
+            None => {
+                let body = next
+                    .take()
+                    .or_else(|| replay.as_ref().and_then(|r| r.try_replay()));
+                let parts = if keep_head { head.clone() } else { head.take() };
+                let (Some(parts), Some(body)) = (parts, body) else {
+                    // Unreachable in practice: retries are only decided while replayable.
+                    return fail(Cause::UpstreamError, info);
+                };
+                Request::from_parts(parts, body)
+            }
         };
         info.attempts += 1;
         info.endpoint = Some(endpoint);
         let limit = attempt_limit(Instant::now(), deadline, per_try);
-        let result = match within(
-            limit,
-            send(endpoint, Request::from_parts(parts.clone(), body)),
-        )
-        .await
-        {
-            Ok(r) => r,
+        let result = match within(limit, send(endpoint, req)).await {
+            Ok(Ok(rsp)) => Ok(rsp),
+            Ok(Err(failed)) => {
+                unsent = failed.unsent;
+                Err(failed.cause)
+            }
             Err(cause) => Err(cause),
         };
         let outcome = match &result {
@@ -253,14 +332,9 @@ where
         if outcome == Outcome::Failed(Cause::Timeout(TimeoutKind::Request)) {
             return fail(Cause::Timeout(TimeoutKind::Request), info);
         }
-        let replayable = replay.as_ref().is_some_and(|r| !r.overflowed());
-        let backoff = match should_retry(
-            policy.retry,
-            &parts.method,
-            info.attempts,
-            &outcome,
-            replayable,
-        ) {
+        let replayable = unsent.is_some() || replay.as_ref().is_some_and(|r| !r.overflowed());
+        let backoff = match should_retry(policy.retry, &method, info.attempts, &outcome, replayable)
+        {
             Decision::Retry { backoff } => backoff,
             Decision::Done(stop) => {
                 tracing::trace!(?stop, attempts = info.attempts, "attempt final");
@@ -273,7 +347,7 @@ where
         }
         // Chosen before the failed result is released, so that when no other endpoint is
         // left the client still gets the original failure rather than `no-endpoints`.
-        let Ok(next) = pick(Some(endpoint)) else {
+        let Ok(next_endpoint) = pick(Some(endpoint)) else {
             return finish(result, info, request_permit);
         };
         // The permit for the coming retry; the previous retry's is released here.
@@ -289,7 +363,7 @@ where
         // Release the failed response's connection before waiting.
         drop(result);
         tokio::time::sleep(backoff).await;
-        endpoint = next;
+        endpoint = next_endpoint;
     }
 }
 

@@ -386,3 +386,67 @@ async fn no_endpoint_left_for_the_retry_returns_the_original_failure() {
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.extensions().get::<CallInfo>().unwrap().attempts, 1);
 }
+
+/// `call_reclaiming` without a kept head: a failed connect hands the request back and the
+/// same request (body included) goes to another endpoint; `hand_back` false: nothing to
+/// resend, so the retry-safe failure is final.
+async fn reclaiming(
+    hand_back: bool,
+    keep_head: bool,
+) -> (
+    Result<Response<GuardedBody<()>>, CallError>,
+    Vec<usize>,
+    Vec<Bytes>,
+) {
+    let c = cluster(3);
+    let rr = RoundRobin::default();
+    let tried = Mutex::new(Vec::new());
+    let bodies = Mutex::new(Vec::new());
+    let out = call_reclaiming(
+        &c,
+        &CallPolicy::default(),
+        req(http::Method::POST, b"payload"),
+        |avoid| rr.pick(3, avoid, |i| c.is_available(i)),
+        |ep, req: Request<ReplayBody<Full<Bytes>>>| {
+            tried.lock().push(ep);
+            let first = tried.lock().len() == 1;
+            let bodies = &bodies;
+            async move {
+                if first {
+                    let unsent = hand_back.then_some(req);
+                    return Err(Failed {
+                        cause: Cause::ConnectRefused,
+                        unsent,
+                    });
+                }
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                bodies.lock().push(body);
+                status(200).map_err(Failed::from)
+            }
+        },
+        keep_head,
+    )
+    .await;
+    (out, tried.into_inner(), bodies.into_inner())
+}
+
+#[tokio::test(start_paused = true)]
+async fn reclaimed_request_is_resent_after_a_failed_connect() {
+    let (out, tried, bodies) = reclaiming(true, false).await;
+    assert_eq!(out.unwrap().status(), 200);
+    assert_eq!(tried.len(), 2);
+    assert_ne!(tried[0], tried[1]);
+    assert_eq!(bodies, vec![Bytes::from_static(b"payload")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_kept_head_or_handed_back_request_the_failure_is_final() {
+    let (out, tried, _) = reclaiming(false, false).await;
+    assert_eq!(out.unwrap_err().cause, Cause::ConnectRefused);
+    assert_eq!(tried.len(), 1);
+    // With a kept head the same failure is retried from the copy.
+    let (out, tried, bodies) = reclaiming(false, true).await;
+    assert_eq!(out.unwrap().status(), 200);
+    assert_eq!(tried.len(), 2);
+    assert_eq!(bodies, vec![Bytes::from_static(b"payload")]);
+}

@@ -80,8 +80,8 @@ pub use budget::{BudgetConfig, RetryBudget};
 pub use circuit::{CircuitBreaker, CircuitLimits, Permit, Resource};
 pub use classify::classify_client_error;
 pub use driver::{
-    CallError, CallInfo, CallPolicy, ClusterConfig, ClusterResilience, GuardedBody, RoundRobin,
-    call_with_retries, error_response,
+    CallError, CallInfo, CallPolicy, ClusterConfig, ClusterResilience, Failed, GuardedBody,
+    RoundRobin, call_reclaiming, call_with_retries, error_response,
 };
 pub use errors::{Cause, CauseCounters, TimeoutKind, X_MESH_ERROR};
 pub use health::{CheckKind, HealthCheckConfig, HealthChecker, HealthStatus, StandardProbe};

@@ -222,7 +222,9 @@ impl Outcome {
     /// Reads status, `grpc-status` and `Retry-After` (delta-seconds form; an HTTP-date is
     /// ignored and the normal backoff applies) from a response head.
     pub fn from_response(status: u16, headers: &HeaderMap) -> Self {
-        let num = |name: &str| {
+        // Pre-parsed names: a `&str` lookup parses the name on every response.
+        const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+        let num = |name: http::HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
@@ -230,8 +232,8 @@ impl Outcome {
         };
         Outcome::Response {
             status,
-            grpc: num("grpc-status").and_then(|g| u16::try_from(g).ok()),
-            retry_after: num("retry-after").map(Duration::from_secs),
+            grpc: num(GRPC_STATUS).and_then(|g| u16::try_from(g).ok()),
+            retry_after: num(http::header::RETRY_AFTER).map(Duration::from_secs),
         }
     }
 

@@ -1,6 +1,14 @@
 //! Trace context extraction and injection: W3C `traceparent`/`tracestate`, B3 single and multi.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+// Pre-parsed names: a lookup by `&str` parses and validates the name on every request.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 
 /// Which header format the context arrived in; we answer downstream in the same format
 /// (plus W3C), so B3-only services keep working.
@@ -24,20 +32,20 @@ pub struct TraceContext {
 /// Extracts the caller's context, W3C first, then B3 single, then B3 multi.
 /// Malformed headers are ignored (a new trace starts), never an error for the request.
 pub fn extract(h: &HeaderMap) -> Option<TraceContext> {
-    if let Some(tp) = h.get("traceparent").and_then(|v| v.to_str().ok())
+    if let Some(tp) = h.get(TRACEPARENT).and_then(|v| v.to_str().ok())
         && let Some(mut cx) = parse_traceparent(tp)
     {
-        cx.tracestate = h.get("tracestate").cloned();
+        cx.tracestate = h.get(TRACESTATE).cloned();
         return Some(cx);
     }
-    if let Some(b3) = h.get("b3").and_then(|v| v.to_str().ok()) {
+    if let Some(b3) = h.get(B3).and_then(|v| v.to_str().ok()) {
         return parse_b3_single(b3);
     }
-    let tid = h.get("x-b3-traceid")?.to_str().ok()?;
-    let sid = h.get("x-b3-spanid")?.to_str().ok()?;
+    let tid = h.get(B3_TRACE_ID)?.to_str().ok()?;
+    let sid = h.get(B3_SPAN_ID)?.to_str().ok()?;
     // Absent means "defer": we sample, as the caller asked us to trace by sending ids.
     let sampled = !matches!(
-        h.get("x-b3-sampled").and_then(|v| v.to_str().ok()),
+        h.get(B3_SAMPLED).and_then(|v| v.to_str().ok()),
         Some("0" | "false")
     );
     Some(TraceContext {
@@ -52,21 +60,29 @@ pub fn extract(h: &HeaderMap) -> Option<TraceContext> {
 /// Writes `cx` (with `cx.span_id` as the parent of the next hop) into `h`: always W3C, and B3
 /// in the format the context arrived in.
 pub fn inject(cx: &TraceContext, h: &mut HeaderMap) {
-    let flags = if cx.sampled { "01" } else { "00" };
-    let tid = hex(&cx.trace_id);
-    let sid = hex(&cx.span_id);
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{tid}-{sid}-{flags}")) {
-        h.insert("traceparent", v);
+    // `00-<32 hex>-<16 hex>-<2 hex>`: 55 bytes, built on the stack (no String per request).
+    let mut tp = [b'-'; 55];
+    tp[..2].copy_from_slice(b"00");
+    hex_into(&cx.trace_id, &mut tp[3..35]);
+    hex_into(&cx.span_id, &mut tp[36..52]);
+    tp[53..].copy_from_slice(if cx.sampled { b"01" } else { b"00" });
+    if let Ok(v) = HeaderValue::from_bytes(&tp) {
+        h.insert(TRACEPARENT, v);
     }
     if let Some(ts) = &cx.tracestate {
-        h.insert("tracestate", ts.clone());
+        h.insert(TRACESTATE, ts.clone());
     }
+    if cx.format == Format::W3c {
+        return;
+    }
+    let tid = hex(&cx.trace_id);
+    let sid = hex(&cx.span_id);
     let sampled = if cx.sampled { "1" } else { "0" };
     match cx.format {
         Format::W3c => {}
         Format::B3Single => {
             if let Ok(v) = HeaderValue::from_str(&format!("{tid}-{sid}-{sampled}")) {
-                h.insert("b3", v);
+                h.insert(B3, v);
             }
         }
         Format::B3Multi => {
@@ -165,6 +181,15 @@ fn nibble(c: u8) -> Option<u8> {
 }
 
 /// Lower-case hex of `bytes`.
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, o) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = DIGITS[(b >> 4) as usize];
+        o[1] = DIGITS[(b & 0xf) as usize];
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
