@@ -172,11 +172,11 @@ pub(super) async fn forward(
         ..Default::default()
     };
     let members = pool.members();
-    // An attempt over HTTP/2 connects first and hands the request back when that fails;
-    // only the pooled HTTP/1.1 path (an upgrade, or an unmeshed endpoint for an HTTP/1
-    // client) consumes it either way, so only then the driver keeps a copy of the head for
-    // the connect-failure retry.
-    let keep_head = upgrade || (!from_h2 && !pool.all_meshed());
+    // The driver keeps a copy of the head for every attempt. Moving it instead relies on the
+    // attempt handing an unsent request back, which a failed HTTP/2 connect does but a
+    // REFUSED_STREAM from a peer does not reliably (hyper only returns a request it has not
+    // started to send): the retry-safe refused stream then ended the call with a 503.
+    let keep_head = true;
     let result = resilience::call_reclaiming(
         &res,
         &policy,
