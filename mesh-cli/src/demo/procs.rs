@@ -262,7 +262,12 @@ impl Mesh {
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("web did not answer through the mesh within {START_LIMIT:?}");
+                let yes_no = |b: bool| if b { "yes" } else { "no" };
+                bail!(
+                    "web did not answer through the mesh within {START_LIMIT:?} (answers seen from api v1: {}, api v2: {})",
+                    yes_no(seen[0]),
+                    yes_no(seen[1])
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
