@@ -148,14 +148,18 @@ fn sigint_stops_the_workload_and_removes_its_namespace() {
             .expect("start the workload"),
     );
     let ns = format!("mesh-run-{}", run.id());
-    // Wait until the app runs inside the namespace (sidecar + sleep): 600 polls of 50 ms
+    // Wait until the app (`sleep`) runs inside the namespace: counting pids is not enough,
+    // set-up commands (`ip`, `iptables-restore`) run there briefly too. 600 polls of 50 ms
     // only bound a hang.
     let app_running = || {
         let out = Command::new("ip")
             .args(["netns", "pids", &ns])
             .output()
             .expect("ip netns pids");
-        String::from_utf8_lossy(&out.stdout).lines().count() >= 2
+        String::from_utf8_lossy(&out.stdout).lines().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{}/comm", pid.trim()))
+                .is_ok_and(|c| c.trim() == "sleep")
+        })
     };
     for _ in 0..600 {
         if app_running() {
