@@ -162,28 +162,10 @@ pub async fn serve<T: Transport>(
 ) {
     let limit = proxy::limit::ConnLimit::default();
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly (10 ms) rather than spin.
-                    tracing::warn!(error = %e, "inbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = drain.signaled() => return,
-        };
-        let max = ctx
-            .inner
-            .state
-            .load()
-            .listener
-            .as_ref()
-            .and_then(|l| l.max_connections);
-        let Some(permit) = limit.try_acquire(max) else {
-            Cause::ConnectionLimit.record(&peer);
-            continue;
+        let Some((stream, peer, permit)) =
+            proxy::limit::accept(&listener, &mut drain, &ctx.inner.state, &limit, "inbound").await
+        else {
+            return;
         };
         let (ctx, transport, drain) = (ctx.clone(), transport.clone(), drain.clone());
         tokio::spawn(async move {

@@ -106,28 +106,10 @@ impl OutboundCtx {
 pub async fn serve(listener: TcpListener, ctx: OutboundCtx, mut drain: Drain) {
     let limit = proxy::limit::ConnLimit::default();
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly (10 ms) rather than spin.
-                    tracing::warn!(error = %e, "outbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = drain.signaled() => return,
-        };
-        let max = ctx
-            .inner
-            .state
-            .load()
-            .listener
-            .as_ref()
-            .and_then(|l| l.max_connections);
-        let Some(permit) = limit.try_acquire(max) else {
-            proxy::Cause::ConnectionLimit.record(&peer);
-            continue;
+        let Some((stream, peer, permit)) =
+            proxy::limit::accept(&listener, &mut drain, &ctx.inner.state, &limit, "outbound").await
+        else {
+            return;
         };
         let (ctx, drain) = (ctx.clone(), drain.clone());
         tokio::spawn(async move {
@@ -146,24 +128,26 @@ pub async fn serve_fixed(
     port: u16,
     mut drain: Drain,
 ) {
+    // Fixed ports count against the same Listener connection limit as the proxy's own.
+    let limit = proxy::limit::ConnLimit::default();
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "fixed-port accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            () = drain.signaled() => return,
+        let Some((stream, peer, permit)) = proxy::limit::accept(
+            &listener,
+            &mut drain,
+            &ctx.inner.state,
+            &limit,
+            "fixed-port",
+        )
+        .await
+        else {
+            return;
         };
         let _ = stream.set_nodelay(true);
         let (ctx, service, drain) = (ctx.clone(), service.clone(), drain.clone());
         tokio::spawn(async move {
             let io = proxy::Prefixed::new(bytes::Bytes::new(), stream);
             tcp::to_service(&ctx, &service, port, peer, io).await;
-            drop(drain);
+            drop((drain, permit));
         });
     }
 }

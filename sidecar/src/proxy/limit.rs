@@ -38,3 +38,37 @@ impl Drop for ConnPermit {
         self.0.fetch_sub(1, AcqRel);
     }
 }
+
+/// One accepted connection of a proxy listener, within the Listener resource's connection
+/// limit; `None` once drain begins. A refused connection is counted and dropped, a failed
+/// accept (EMFILE and friends) backs off for 10 ms rather than spin.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    drain: &mut super::Drain,
+    state: &crate::state::StateHandle,
+    limit: &ConnLimit,
+    side: &'static str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, ConnPermit)> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, side, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = drain.signaled() => return None,
+        };
+        let max = state
+            .load()
+            .listener
+            .as_ref()
+            .and_then(|l| l.max_connections);
+        match limit.try_acquire(max) {
+            Some(permit) => return Some((stream, peer, permit)),
+            None => super::Cause::ConnectionLimit.record(&peer),
+        }
+    }
+}
