@@ -56,7 +56,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let mut mesh = Mesh::start(intercept).await?;
     let result = drive(&mut mesh, &args).await;
     println!("mesh demo: stopping every process");
-    mesh.stop().await;
+    mesh.stop(result.is_err()).await;
     result
 }
 

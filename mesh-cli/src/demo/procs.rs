@@ -66,7 +66,8 @@ impl Mesh {
             client_outbound: ([127, 0, 0, 1], 0).into(),
         };
         if let Err(e) = mesh.boot().await {
-            mesh.stop().await;
+            // The error names a log to look at: keep the logs.
+            mesh.stop(true).await;
             return Err(e);
         }
         Ok(mesh)
@@ -292,8 +293,9 @@ impl Mesh {
     }
 
     /// Stops sidecars (SIGTERM, then SIGKILL after the grace), apps and the control plane, and
-    /// removes the temporary data dir.
-    pub async fn stop(&mut self) {
+    /// removes the temporary data dir — all of it, or all but the `*.log` files when
+    /// `keep_logs` (after a failure, so the logs an error points at are still there).
+    pub async fn stop(&mut self, keep_logs: bool) {
         // Each `run` drains its sidecar, stops its app and removes its namespace.
         for (_, child) in &self.runs {
             sigterm(child);
@@ -330,7 +332,28 @@ impl Mesh {
                 let _ = cp.kill().await;
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if keep_logs {
+            remove_all_but_logs(&self.dir);
+            println!("demo logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes everything in `dir` except its top-level `*.log` files: keys, tokens and the
+/// control plane's store go; what the processes said stays.
+fn remove_all_but_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let _ = std::fs::remove_dir_all(&path);
+        } else if path.extension().is_none_or(|e| e != "log") {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! A one-shot HTTP/1 call to the sidecar's admin listener (`GET /ready`, `POST /drain`).
 
+use std::error::Error as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum CallError {
     #[error("connect: {0}")]
     Connect(#[source] std::io::Error),
-    #[error("{0}")]
+    /// hyper's own message ("connection error") names no cause: the io error under it does.
+    #[error("{0}{cause}", cause = .0.source().map(|s| format!(": {s}")).unwrap_or_default())]
     Http(#[from] hyper::Error),
     #[error("bad request: {0}")]
     Request(#[from] hyper::http::Error),

@@ -238,6 +238,9 @@ impl Sidecar {
         let bin = sidecar_binary()?;
         let dir = std::env::temp_dir().join(format!("mesh-run-{}", std::process::id()));
         let io = |what: String| move |source: std::io::Error| SidecarError::Io { what, source };
+        // A dir of this name is left over from an earlier process with the same pid that was
+        // killed: start clean, or its files (owned by another uid) shadow this sidecar's.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         let mut spec = spec;
         if spec.netns.is_some() {

@@ -1,4 +1,5 @@
-//! Per-endpoint live state: PeakEWMA latency with an error penalty, in-flight count, ejection.
+//! Per-endpoint live state: PeakEWMA latency, a fast-decaying error penalty, in-flight count,
+//! ejection.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -10,9 +11,17 @@ const DECAY: Duration = Duration::from_secs(10);
 /// Estimate for an endpoint with no samples yet and the value an idle estimate decays back
 /// to: 1 ms, a loopback/LAN round trip, so a new endpoint is tried soon but not flooded.
 const NEUTRAL_RTT_NS: f64 = 1_000_000.0;
-/// A 5xx or 429 counts as a response this slow: 1 s makes a failing endpoint lose nearly every
-/// P2C comparison until the penalty decays (a few DECAYs), which is what "recent" means here.
+/// A 5xx or 429 adds this much to the endpoint's cost: 1 s makes a failing endpoint lose
+/// every P2C comparison against a healthy millisecond-scale peer while the penalty is fresh, so
+/// a fast-failing endpoint cannot attract traffic by looking quick.
 const FAILURE_PENALTY_NS: f64 = 1_000_000_000.0;
+/// Decay time constant of the penalty, kept apart from the latency's DECAY: a penalised
+/// endpoint gets no traffic and so no new samples, so only time can clear it. With 1 s it
+/// falls below a 1 ms peer's cost after ~7 s (ln 1000): one failed request (an app still
+/// starting, one 503) benches an endpoint for seconds, not for a minute or more (at the 10 s
+/// DECAY that same penalty would keep it out ~70 s), while an endpoint that keeps failing is
+/// re-tried only every few seconds until outlier detection ejects it.
+const PENALTY_DECAY: Duration = Duration::from_secs(1);
 
 /// Nanoseconds since a process-wide base, so instants fit in an atomic.
 pub(crate) fn now_ns() -> u64 {
@@ -30,6 +39,10 @@ pub struct EndpointStats {
     ewma_bits: AtomicU64,
     /// When `ewma_bits` was last written (`now_ns`).
     updated_ns: AtomicU64,
+    /// f64 bits of the error penalty in ns at `penalized_ns`; 0 = none.
+    penalty_bits: AtomicU64,
+    /// When the last failure set the penalty (`now_ns`).
+    penalized_ns: AtomicU64,
     /// Ejected until this instant (`now_ns`); 0 = not ejected.
     ejected_until_ns: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -63,9 +76,20 @@ impl EndpointStats {
         ewma * w + NEUTRAL_RTT_NS * (1.0 - w)
     }
 
-    /// PeakEWMA cost: latency estimate scaled by the load the endpoint already carries.
+    /// The error penalty now: the last one, decayed for the time since.
+    fn penalty_ns_at(&self, now: u64) -> f64 {
+        let bits = self.penalty_bits.load(Relaxed);
+        if bits == 0 {
+            return 0.0;
+        }
+        let elapsed = now.saturating_sub(self.penalized_ns.load(Relaxed)) as f64;
+        f64::from_bits(bits) * (-elapsed / PENALTY_DECAY.as_nanos() as f64).exp()
+    }
+
+    /// PeakEWMA cost: latency estimate plus the recent-error penalty, scaled by the load the
+    /// endpoint already carries.
     pub fn cost(&self, now: u64) -> f64 {
-        self.ewma_ns_at(now) * f64::from(self.in_flight() + 1)
+        (self.ewma_ns_at(now) + self.penalty_ns_at(now)) * f64::from(self.in_flight() + 1)
     }
 
     /// True while outlier detection has the endpoint ejected (for `/clusters`).
@@ -118,10 +142,16 @@ impl EndpointStats {
     /// Feeds one response into the estimate. Racing writers may lose a sample; that is fine for
     /// an estimate and keeps the hot path free of locks and CAS loops.
     pub(crate) fn observe(&self, rtt: Duration, failed: bool, now: u64) {
-        let mut sample = rtt.as_nanos() as f64;
         if failed {
-            sample = sample.max(FAILURE_PENALTY_NS);
+            // A failure renews the full penalty (repeated failures do not stack: one fresh
+            // penalty already loses every comparison). Its duration is no latency sample: a
+            // fast refusal would make a broken endpoint look quick, and a slow one (a cold
+            // connection's handshake plus the error) would stick as the peak for ~30 s.
+            self.penalty_bits.store(FAILURE_PENALTY_NS.to_bits(), Relaxed);
+            self.penalized_ns.store(now, Relaxed);
+            return;
         }
+        let sample = rtt.as_nanos() as f64;
         let current = self.ewma_ns_at(now);
         // Peak: a slower sample replaces the estimate at once; faster ones pull it down slowly.
         let next = if sample > current {
@@ -148,5 +178,44 @@ impl EndpointStats {
 
     pub(crate) fn ejection_count(&self) -> u32 {
         self.ejections.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const SEC: u64 = 1_000 * MS;
+
+    /// One failed request must not bench an endpoint for long: it gets no traffic while
+    /// penalised, so nothing but time can clear the penalty. (At the latency's 10 s decay a
+    /// single 503 kept a two-endpoint cluster on one endpoint for over a minute.)
+    #[test]
+    fn one_failure_loses_comparisons_for_seconds_not_a_minute() {
+        let t0 = 100 * SEC;
+        let healthy = EndpointStats::default();
+        let failed = EndpointStats::default();
+        healthy.observe(Duration::from_millis(2), false, t0);
+        failed.observe(Duration::from_micros(300), true, t0);
+        // Fresh: the failing endpoint loses, even though it answered faster.
+        assert!(failed.cost(t0 + SEC) > healthy.cost(t0 + SEC));
+        assert!(failed.cost(t0 + 3 * SEC) > healthy.cost(t0 + 3 * SEC));
+        // Ten seconds on it competes again (the old scheme still charged it ~370 ms).
+        assert!(failed.cost(t0 + 10 * SEC) < healthy.cost(t0 + 10 * SEC));
+    }
+
+    #[test]
+    fn repeated_failures_renew_the_penalty() {
+        let t0 = 100 * SEC;
+        let healthy = EndpointStats::default();
+        let failing = EndpointStats::default();
+        healthy.observe(Duration::from_millis(2), false, t0);
+        failing.observe(Duration::from_millis(1), true, t0);
+        failing.observe(Duration::from_millis(1), true, t0 + 9 * SEC);
+        assert!(failing.cost(t0 + 10 * SEC) > healthy.cost(t0 + 10 * SEC));
+        // Successes do not clear it early: only time does.
+        failing.observe(Duration::from_millis(1), false, t0 + 9 * SEC + MS);
+        assert!(failing.cost(t0 + 10 * SEC) > healthy.cost(t0 + 10 * SEC));
     }
 }

@@ -221,9 +221,23 @@ impl RetryPolicy {
 impl Outcome {
     /// Reads status, `grpc-status` and `Retry-After` (delta-seconds form; an HTTP-date is
     /// ignored and the normal backoff applies) from a response head.
+    ///
+    /// A peer sidecar's `503` with `x-mesh-error: app-unavailable` says its app refused the
+    /// connection (not listening yet, or gone): the request never reached an application, so
+    /// it counts as a connect failure — retried on another endpoint for any method, like one
+    /// this proxy saw itself.
     pub fn from_response(status: u16, headers: &HeaderMap) -> Self {
         // Pre-parsed names: a `&str` lookup parses the name on every response.
         const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+        const MESH_ERROR: http::HeaderName =
+            http::HeaderName::from_static(crate::proxy::error::MESH_ERROR);
+        if status == 503
+            && headers
+                .get(MESH_ERROR)
+                .is_some_and(|v| v.as_bytes() == b"app-unavailable")
+        {
+            return Outcome::Failed(Cause::ConnectRefused);
+        }
         let num = |name: http::HeaderName| {
             headers
                 .get(name)

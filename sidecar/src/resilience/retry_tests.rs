@@ -181,6 +181,32 @@ fn retry_after_is_honoured_and_capped() {
 }
 
 #[test]
+fn a_peers_app_unavailable_is_retried_like_a_connect_failure() {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-mesh-error", "app-unavailable".parse().unwrap());
+    let o = Outcome::from_response(503, &headers);
+    assert_eq!(o, Outcome::Failed(Cause::ConnectRefused));
+    // Never reached an app: retried without a policy, even for POST.
+    assert!(matches!(
+        should_retry(None, &Method::POST, 1, &o, true),
+        Decision::Retry { .. }
+    ));
+    // Any other proxy error may have reached the app: not retried without a policy.
+    headers.insert("x-mesh-error", "upstream-reset".parse().unwrap());
+    let o = Outcome::from_response(503, &headers);
+    assert_eq!(
+        should_retry(None, &Method::POST, 1, &o, true),
+        Decision::Done(Stop::NotRetryable)
+    );
+    // The cause alone, on another status, is not the peer's connect failure.
+    headers.insert("x-mesh-error", "app-unavailable".parse().unwrap());
+    assert!(matches!(
+        Outcome::from_response(502, &headers),
+        Outcome::Response { status: 502, .. }
+    ));
+}
+
+#[test]
 fn failure_classes() {
     assert!(status(503).is_failure() && status(503).is_gateway_failure());
     assert!(status(500).is_failure() && !status(500).is_gateway_failure());
