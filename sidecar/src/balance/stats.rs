@@ -147,7 +147,8 @@ impl EndpointStats {
             // penalty already loses every comparison). Its duration is no latency sample: a
             // fast refusal would make a broken endpoint look quick, and a slow one (a cold
             // connection's handshake plus the error) would stick as the peak for ~30 s.
-            self.penalty_bits.store(FAILURE_PENALTY_NS.to_bits(), Relaxed);
+            self.penalty_bits
+                .store(FAILURE_PENALTY_NS.to_bits(), Relaxed);
             self.penalized_ns.store(now, Relaxed);
             return;
         }
