@@ -116,6 +116,43 @@ fn every_workload_kind_gets_init_and_native_sidecar() {
             sa["valueFrom"]["fieldRef"]["fieldPath"], "spec.serviceAccountName",
             "{name}"
         );
+        // Identity: the join token from the service account's Secret, the bundle from the
+        // namespace's ConfigMap mounted read-only into the proxy only.
+        let account = t["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        let token = env.iter().find(|e| e["name"] == "MESH_JOIN_TOKEN").unwrap();
+        let secret = &token["valueFrom"]["secretKeyRef"];
+        assert_eq!(
+            secret["name"],
+            format!("mesh-join-{account}").as_str(),
+            "{name}"
+        );
+        assert_eq!(secret["key"], "token", "{name}");
+        let bundle = env.iter().find(|e| e["name"] == "MESH_CA_BUNDLE").unwrap();
+        assert_eq!(bundle["value"], "/var/run/mesh/trust-bundle.pem", "{name}");
+        assert_eq!(
+            inits[1]["volumeMounts"][0]["name"], "mesh-trust-bundle",
+            "{name}"
+        );
+        assert_eq!(inits[1]["volumeMounts"][0]["readOnly"], true, "{name}");
+        let volumes = t["spec"]["volumes"].as_sequence().unwrap();
+        let vol = volumes
+            .iter()
+            .find(|v| v["name"] == "mesh-trust-bundle")
+            .unwrap();
+        assert_eq!(vol["configMap"]["name"], "mesh-trust-bundle", "{name}");
+        let control_plane = env
+            .iter()
+            .find(|e| e["name"] == "MESH_CONTROL_PLANE")
+            .unwrap();
+        assert!(
+            control_plane["value"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://"),
+            "{name}"
+        );
     }
 }
 
@@ -190,7 +227,8 @@ fn output_is_the_same_objects_apart_from_the_additions() {
     }
 }
 
-/// Every value of `orig` is in `out` unchanged; `initContainers` may gain our two at the front.
+/// Every value of `orig` is in `out` unchanged; `initContainers` may gain our two at the front,
+/// `volumes` the trust bundle at the end.
 fn contained(orig: &Value, out: &Value, path: &mut Vec<String>) {
     match (orig, out) {
         (Value::Mapping(a), Value::Mapping(b)) => {
@@ -207,6 +245,7 @@ fn contained(orig: &Value, out: &Value, path: &mut Vec<String>) {
                 assert!(
                     [
                         "initContainers",
+                        "volumes",
                         "annotations",
                         "metadata",
                         "mesh.io/injected"
@@ -223,6 +262,10 @@ fn contained(orig: &Value, out: &Value, path: &mut Vec<String>) {
             assert_eq!(b[0]["name"], "mesh-init");
             assert_eq!(b[1]["name"], "mesh-proxy");
             assert_eq!(&b[2..], a.as_slice(), "{}", path.join("."));
+        }
+        (Value::Sequence(a), Value::Sequence(b)) if path.last().is_some_and(|p| p == "volumes") => {
+            assert_eq!(b.last().unwrap()["name"], "mesh-trust-bundle");
+            assert_eq!(&b[..b.len() - 1], a.as_slice(), "{}", path.join("."));
         }
         (Value::Sequence(a), Value::Sequence(b)) => {
             assert_eq!(a.len(), b.len(), "{}", path.join("."));

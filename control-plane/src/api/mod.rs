@@ -308,6 +308,7 @@ impl Admin for AdminService {
             id: rec.id,
             identity: rec.identity,
             expires_unix: rec.expires_unix,
+            trust_bundle_pem: self.core.runtime().trust_bundle_pem,
         }))
     }
 

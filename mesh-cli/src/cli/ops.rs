@@ -174,6 +174,10 @@ pub enum TokenCommand {
         /// Lifetime [default: the control plane's, 24h].
         #[arg(long, value_name = "DURATION", value_parser = spec::duration)]
         ttl: Option<Duration>,
+        /// Print Kubernetes manifests instead: the Secret `mesh-join-<service-account>` with
+        /// the token and the ConfigMap `mesh-trust-bundle`, which injected pods read.
+        #[arg(long)]
+        k8s_secret: bool,
     },
     /// List tokens (never their secret).
     #[command(after_help = "Example:\n  mesh-cli token list -o json")]

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::cli::{EndpointsArgs, EndpointsCommand, Global, ServiceCommand, TokenCommand};
 use crate::client;
 use crate::error::{CliError, Result};
+use crate::inject::identity;
 use crate::output::{Table, print_structured};
 
 pub use policy::policy;
@@ -135,17 +136,39 @@ pub async fn token(global: &Global, cmd: TokenCommand) -> Result<()> {
             namespace,
             service_account,
             ttl,
+            k8s_secret,
         } => {
             let req = CreateTokenRequest {
-                namespace,
-                service_account,
+                namespace: namespace.clone(),
+                service_account: service_account.clone(),
                 ttl_secs: ttl.map_or(0, |d| d.as_secs().max(1)),
             };
             let resp = admin.client.create_token(req).await;
             let t = resp
                 .map_err(|s| admin.error("creating a token", s))?
                 .into_inner();
-            if !print_structured(global.output, &t)? {
+            if k8s_secret {
+                if t.trust_bundle_pem.is_empty() {
+                    return Err(CliError::server(
+                        "the control plane returned no trust bundle with the token (is it older than this CLI?)",
+                    ));
+                }
+                let yaml = identity::manifests(
+                    &namespace,
+                    &service_account,
+                    &t.token,
+                    &t.trust_bundle_pem,
+                )
+                .map_err(|e| CliError::server(format!("cannot write YAML: {e}")))?;
+                print!("{yaml}");
+                eprintln!(
+                    "token {} for {} (expires {}) as Secret {}; apply with kubectl apply -f -",
+                    t.id,
+                    t.identity,
+                    unix_date(t.expires_unix),
+                    identity::secret_name(&service_account)
+                );
+            } else if !print_structured(global.output, &t)? {
                 println!("{}", t.token);
                 eprintln!(
                     "token {} for {} (expires {}); shown once: store it now",

@@ -3,6 +3,7 @@
 //! Documents are parsed into `serde_norway::Value`, so every field we do not touch survives the
 //! round trip (comments do not: YAML values carry none). Non-workload documents pass through.
 
+pub mod identity;
 mod sidecar;
 
 use serde::Deserialize;
@@ -31,8 +32,9 @@ impl InjectConfig {
         Self {
             image: format!("ghcr.io/mesh/mesh-sidecar:{version}"),
             version: version.to_string(),
-            // The Service deploy/kubernetes creates for the control plane's discovery port.
-            control_plane: "http://mesh-control-plane.mesh-system.svc:15010".to_string(),
+            // The Service deploy/kubernetes creates for the control plane's discovery port; TLS,
+            // verified with the trust bundle (the control plane's certificate names the Service).
+            control_plane: "https://mesh-control-plane.mesh-system.svc:15010".to_string(),
         }
     }
 }

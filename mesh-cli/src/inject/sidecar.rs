@@ -3,6 +3,7 @@
 use serde_json::json;
 use serde_norway::{Mapping, Value};
 
+use super::identity;
 use super::{InjectConfig, InjectError, child_map, string_map};
 
 pub const ANN_INJECT: &str = "mesh.io/inject";
@@ -38,6 +39,8 @@ pub(super) struct PodContext {
     injected: bool,
     host_network: bool,
     service: String,
+    /// `spec.serviceAccountName` (Kubernetes' default: `default`): names the join-token Secret.
+    service_account: String,
     /// Pod labels as `k=v,k=v` (the `version` label selects the endpoint's subset).
     labels: String,
     app_ports: Vec<u16>,
@@ -110,6 +113,11 @@ impl PodContext {
             service: label("app")
                 .or_else(|| label("app.kubernetes.io/name"))
                 .unwrap_or_else(|| name.to_string()),
+            service_account: spec
+                .and_then(|s| s.get("serviceAccountName"))
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string(),
             labels: labels
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
@@ -139,39 +147,47 @@ impl PodContext {
     }
 }
 
-/// Adds the init container, the native sidecar and the `mesh.io/injected` annotation.
+/// Adds the init container, the native sidecar, the trust-bundle volume and the
+/// `mesh.io/injected` annotation.
 pub(super) fn add(template: &mut Mapping, ctx: &PodContext, cfg: &InjectConfig) {
     child_map(child_map(template, "metadata"), "annotations")
         .insert(ANN_INJECTED.into(), Value::from(cfg.version.clone()));
     let spec = child_map(template, "spec");
-    let slot = spec
-        .entry("initContainers".into())
-        .or_insert(Value::Sequence(Vec::new()));
-    if !slot.is_sequence() {
-        *slot = Value::Sequence(Vec::new());
-    }
-    if let Value::Sequence(inits) = slot {
+    if let Value::Sequence(inits) = sequence(spec, "initContainers") {
         // Ours go first: the app's own init containers then already run behind the proxy.
         inits.insert(0, to_value(proxy_container(ctx, cfg)));
         inits.insert(0, to_value(init_container(ctx, cfg)));
     }
+    if let Value::Sequence(volumes) = sequence(spec, "volumes") {
+        // Not optional: a pod without the namespace's bundle fails to start, naming the
+        // ConfigMap, rather than running without a way to verify the control plane.
+        volumes.push(to_value(json!({
+            "name": identity::BUNDLE_NAME,
+            "configMap": {"name": identity::BUNDLE_NAME},
+        })));
+    }
+}
+
+/// The sequence under `key`, created (or replaced, when it is not a sequence) as needed.
+fn sequence<'a>(spec: &'a mut Mapping, key: &str) -> &'a mut Value {
+    let slot = spec
+        .entry(key.into())
+        .or_insert(Value::Sequence(Vec::new()));
+    if !slot.is_sequence() {
+        *slot = Value::Sequence(Vec::new());
+    }
+    slot
 }
 
 /// Removes what `add` added; false when the template was not injected. Containers that became
 /// empty are removed only when this call emptied them (inject created them).
 pub(super) fn remove(template: &mut Mapping) -> bool {
     let mut changed = false;
-    if let Some(Value::Mapping(spec)) = template.get_mut("spec")
-        && let Some(Value::Sequence(inits)) = spec.get_mut("initContainers")
-    {
-        let before = inits.len();
-        inits.retain(|c| !is_ours(c));
-        if inits.len() != before {
-            changed = true;
-            if inits.is_empty() {
-                spec.shift_remove("initContainers");
-            }
-        }
+    if let Some(Value::Mapping(spec)) = template.get_mut("spec") {
+        changed |= remove_from(spec, "initContainers", is_ours);
+        changed |= remove_from(spec, "volumes", |v| {
+            v.get("name").and_then(Value::as_str) == Some(identity::BUNDLE_NAME)
+        });
     }
     if let Some(Value::Mapping(meta)) = template.get_mut("metadata")
         && let Some(Value::Mapping(ann)) = meta.get_mut("annotations")
@@ -186,6 +202,22 @@ pub(super) fn remove(template: &mut Mapping) -> bool {
         }
     }
     changed
+}
+
+/// Removes the entries of `spec[key]` that `ours` matches; drops the key when that emptied it.
+fn remove_from(spec: &mut Mapping, key: &str, ours: impl Fn(&Value) -> bool) -> bool {
+    let Some(Value::Sequence(items)) = spec.get_mut(key) else {
+        return false;
+    };
+    let before = items.len();
+    items.retain(|v| !ours(v));
+    if items.len() == before {
+        return false;
+    }
+    if items.is_empty() {
+        spec.shift_remove(key);
+    }
+    true
 }
 
 fn is_ours(container: &Value) -> bool {
@@ -254,6 +286,14 @@ fn proxy_container(ctx: &PodContext, cfg: &InjectConfig) -> serde_json::Value {
         // The init rules redirect the workload's DNS (UDP/TCP 53) to this port on loopback: the
         // sidecar answers mesh names with their VIPs and forwards every other name.
         json!({"name": "MESH_DNS_ADDR", "value": format!("127.0.0.1:{DNS_PORT}")}),
+        // Identity: the service account's join token (Secret, not optional: a pod whose
+        // Secret is missing fails to start naming it, instead of running unencrypted) and the
+        // namespace's trust bundle (`mesh-cli token create --k8s-secret` prints both).
+        json!({"name": "MESH_JOIN_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": identity::secret_name(&ctx.service_account),
+            "key": identity::TOKEN_KEY,
+        }}}),
+        json!({"name": "MESH_CA_BUNDLE", "value": identity::bundle_path()}),
     ];
     if !ctx.labels.is_empty() {
         env.push(json!({"name": "MESH_LABELS", "value": ctx.labels}));
@@ -286,6 +326,9 @@ fn proxy_container(ctx: &PodContext, cfg: &InjectConfig) -> serde_json::Value {
             "failureThreshold": 600,
         },
         "resources": resources,
+        "volumeMounts": [
+            {"name": identity::BUNDLE_NAME, "mountPath": identity::BUNDLE_DIR, "readOnly": true},
+        ],
         "securityContext": {
             "runAsUser": PROXY_UID,
             "runAsGroup": PROXY_UID,
