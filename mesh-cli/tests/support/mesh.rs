@@ -152,7 +152,12 @@ impl Drop for App {
 }
 
 pub async fn app(version: &'static str) -> App {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app_on(0, version).await
+}
+
+/// Like [`app`], on a given port (an app that starts after its sidecar announced it).
+pub async fn app_on(port: u16, version: &'static str) -> App {
+    let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let port = l.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
