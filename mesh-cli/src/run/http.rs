@@ -29,8 +29,19 @@ pub enum CallError {
 
 /// Sends one request without a body and returns the response status.
 pub async fn call(addr: SocketAddr, method: Method, path: &str) -> Result<u16, CallError> {
+    call_with(TcpStream::connect(addr), addr, method, path).await
+}
+
+/// Like [`call`], over the connection `connect` makes (e.g. one opened inside a namespace);
+/// `addr` names the target in the Host header.
+pub async fn call_with(
+    connect: impl Future<Output = std::io::Result<TcpStream>>,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+) -> Result<u16, CallError> {
     let once = async {
-        let tcp = TcpStream::connect(addr).await.map_err(CallError::Connect)?;
+        let tcp = connect.await.map_err(CallError::Connect)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         // The connection task ends when the response is read and the sender dropped.
         tokio::spawn(conn);

@@ -159,20 +159,46 @@ impl Isolation {
         Ok(port)
     }
 
-    /// Binds `127.0.0.1:0` inside the namespace from a short-lived thread that enters it (a
-    /// socket stays in the namespace it was created in; the rest of `run` stays on the host).
+    /// Binds `127.0.0.1:0` inside the namespace.
     fn listen_inside(&self) -> Result<std::net::TcpListener, NetnsError> {
-        let path = format!("/run/netns/{}", self.name);
-        let io_err = |what| move |source| NetnsError::Io { what, source };
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path)?;
-            enter(&ns)?;
+        inside(&self.name, || {
             std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         })
-        .join()
-        .map_err(|_| io_err("relay thread")(io::Error::other("panicked")))?
-        .map_err(io_err("relay listener in the namespace"))
+        .map_err(|source| NetnsError::Io {
+            what: "relay listener in the namespace",
+            source,
+        })
     }
+}
+
+/// Connects to `127.0.0.1:port` inside namespace `name`: `run` reaches its sidecar's admin
+/// listener without depending on the host's route to the workload address (a host whose
+/// network answers any TCP connection, or routes 10.201/16 elsewhere, would otherwise hand the
+/// call to a stranger).
+pub fn connect_inside(name: &str, port: u16) -> io::Result<std::net::TcpStream> {
+    // A loopback connect completes or fails at once; the bound only guards a wedged namespace.
+    const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let stream = inside(name, move || {
+        std::net::TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), CONNECT_LIMIT)
+    })?;
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
+/// Runs `f` on a short-lived thread that entered namespace `name` (a socket stays in the
+/// namespace it was created in; the rest of `run` stays on the host).
+fn inside<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path)?;
+        enter(&ns)?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
 impl Drop for Isolation {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper::Method;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use super::RunArgs;
@@ -307,7 +308,7 @@ impl Sidecar {
                 }
             }
             if let Some(a) = self.addrs {
-                match http::call(a.admin, Method::GET, "/ready").await {
+                match self.admin_call(a.admin, Method::GET, "/ready").await {
                     Ok(200) => return Ok(a),
                     Ok(code) => why = format!("/ready answered {code}"),
                     Err(e) => why = format!("/ready: {e}"),
@@ -336,9 +337,34 @@ impl Sidecar {
     /// `POST /drain`: inbound stops accepting; outbound keeps serving the app.
     pub async fn drain(&self) -> Result<(), http::CallError> {
         if let Some(a) = self.addrs {
-            http::call(a.admin, Method::POST, "/drain").await?;
+            self.admin_call(a.admin, Method::POST, "/drain").await?;
         }
         Ok(())
+    }
+
+    /// One call to the sidecar's admin listener: inside its namespace over the namespace's
+    /// loopback (no dependence on the host's route to the workload), else at `admin`.
+    async fn admin_call(
+        &self,
+        admin: SocketAddr,
+        method: Method,
+        path: &str,
+    ) -> Result<u16, http::CallError> {
+        match &self.spec.netns {
+            Some(ns) => {
+                let (name, port) = (ns.name.clone(), admin.port());
+                let connect = async move {
+                    let std = tokio::task::spawn_blocking(move || {
+                        super::netns::connect_inside(&name, port)
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??;
+                    TcpStream::from_std(std)
+                };
+                http::call_with(connect, admin, method, path).await
+            }
+            None => http::call(admin, method, path).await,
+        }
     }
 
     /// Stops the sidecar: SIGTERM (drain), SIGTERM again (exit now), SIGKILL if it hangs.
