@@ -196,8 +196,17 @@ async fn run() {
     let token = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("token");
     let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
         format!("Bearer {}", token.trim()).parse().expect("header");
-    let admin_ch = Channel::from_shared(format!("http://{}", addrs["admin"]))
+    // The admin API speaks TLS (the default): verified with the data dir's trust bundle and
+    // the certificate's `127.0.0.1`, as mesh-cli does.
+    let bundle =
+        std::fs::read_to_string(dir.path().join("data/ca/trust-bundle.pem")).expect("bundle");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(bundle))
+        .domain_name("127.0.0.1");
+    let admin_ch = Channel::from_shared(addrs["admin_url"].clone())
         .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
         .connect()
         .await
         .expect("admin");

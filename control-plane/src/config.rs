@@ -60,13 +60,20 @@ pub struct Args {
     /// plaintext (a test client speaking raw gRPC, or a cluster that terminates TLS elsewhere).
     #[arg(long, env = "MESH_DISCOVERY_TLS", default_value_t = true, action = clap::ArgAction::Set)]
     pub discovery_tls: bool,
+    /// Serve the admin API over TLS with the same CA-issued certificate as discovery (same
+    /// names: `localhost`, `127.0.0.1`, `::1` and every `--discovery-san`). On by default: the
+    /// bearer token must not cross a network in the clear, and `mesh-cli` must know it talks to
+    /// this control plane. `--admin-tls=false` serves plaintext (reach it with `http://`).
+    #[arg(long, env = "MESH_ADMIN_TLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub admin_tls: bool,
     /// OTLP gRPC collector for the control plane's own spans (admin calls, pushes), e.g.
     /// http://127.0.0.1:4317. Unset: no trace export.
     #[arg(long, env = "MESH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// Extra names (DNS names or IPs) on the discovery port's TLS certificate besides
-    /// `localhost` and `127.0.0.1`, for clients dialling another address (e.g. workloads in
-    /// network namespaces reaching the host side of their veth). Repeatable or comma-separated.
+    /// Extra names (DNS names or IPs) on the control plane's TLS certificate (discovery and
+    /// admin ports) besides `localhost`, `127.0.0.1` and `::1`, for clients dialling another
+    /// address (e.g. workloads in network namespaces reaching the host side of their veth, or
+    /// `mesh-cli` reaching a remote admin port by name). Repeatable or comma-separated.
     #[arg(
         long = "discovery-san",
         env = "MESH_DISCOVERY_SANS",
@@ -88,6 +95,7 @@ pub struct Config {
     pub addrs_file: Option<PathBuf>,
     pub operator_ca: crate::identity_wiring::OperatorCa,
     pub discovery_tls: bool,
+    pub admin_tls: bool,
     pub otlp_endpoint: Option<String>,
     pub discovery_sans: Vec<String>,
 }
@@ -135,13 +143,15 @@ impl Config {
                 bundle: a.ca_bundle,
             },
             discovery_tls: a.discovery_tls,
+            admin_tls: a.admin_tls,
             otlp_endpoint: a.otlp_endpoint.filter(|e| !e.is_empty()),
             discovery_sans: a.discovery_sans,
         })
     }
 
     /// Defaults with every port 0 (for tests and embedding). Discovery is plaintext here so
-    /// in-process tests can use a bare channel; the binary defaults to TLS.
+    /// in-process tests can use a bare discovery channel (the binary defaults to TLS); the
+    /// admin API keeps its TLS default, so every admin client is exercised as in production.
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         Self {
@@ -156,6 +166,7 @@ impl Config {
             addrs_file: None,
             operator_ca: Default::default(),
             discovery_tls: false,
+            admin_tls: true,
             otlp_endpoint: None,
             discovery_sans: Vec::new(),
         }

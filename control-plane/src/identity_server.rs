@@ -6,10 +6,11 @@
 //!   identity), `ResourceExhausted` (too many concurrent requests; retry with backoff).
 //!   Serve it with `IdentityService::new(ca, tokens).into_server()`.
 //! - [`ControlPlaneTls`]: a server certificate for the control plane itself, issued by the CA
-//!   for `spiffe://<td>/ns/mesh-system/sa/control-plane` + DNS `localhost` + IP `127.0.0.1`, as
-//!   a tonic [`ServerTlsConfig`] (`Server::builder().tls_config(tls.tonic_config())`). Client
-//!   certificates are optional (admin callers may present one) and verified against the bundle.
-//!   Sidecars verify it with the trust bundle and domain name `localhost` (or the CP's address).
+//!   for `spiffe://<td>/ns/mesh-system/sa/control-plane` + DNS `localhost` + IPs `127.0.0.1`
+//!   and `::1`, as a tonic [`ServerTlsConfig`] (`Server::builder().tls_config(..)`), served on
+//!   the discovery and the admin port. Client certificates are optional (admin callers may
+//!   present one) and verified against the bundle. Sidecars and `mesh-cli` verify it with the
+//!   trust bundle and the host of the URL they dial (`127.0.0.1`, `localhost`, a SAN).
 //!
 //! Wiring in the control plane's start-up:
 //! ```ignore
@@ -26,7 +27,7 @@
 //! // RevokeToken → tokens.revoke(id).
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -148,7 +149,7 @@ impl ControlPlaneTls {
     }
 
     /// Like `issue`, with `extra` names (DNS names or IP addresses, `--discovery-san`) besides
-    /// `localhost`/`127.0.0.1`: for clients that reach the control plane at another address,
+    /// `localhost`/`127.0.0.1`/`::1`: for clients that reach the control plane at another address,
     /// such as workloads in network namespaces dialling the host side of their veth.
     pub fn issue_with_sans(ca: &CertificateAuthority, extra: &[String]) -> Result<Self, CaError> {
         let identity = ca
@@ -156,7 +157,10 @@ impl ControlPlaneTls {
             .workload(CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut dns = vec!["localhost"];
-        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let mut ips = vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ];
         for san in extra {
             match san.parse::<IpAddr>() {
                 Ok(ip) => ips.push(ip),

@@ -18,7 +18,7 @@ pub mod store;
 pub mod validate;
 pub mod xds;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,12 +41,22 @@ use crate::store::{RedbStore, StoreError};
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where the control plane listens, as written to `addrs.json`.
+/// Where the control plane listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Addrs {
     pub discovery: SocketAddr,
     pub admin: SocketAddr,
     pub http: SocketAddr,
+}
+
+/// The content of `addrs.json`: the bound socket addresses (the fields older readers know)
+/// plus the URLs a local client dials, scheme included, so it knows whether to speak TLS.
+#[derive(Debug, Serialize)]
+struct AddrsFile<'a> {
+    #[serde(flatten)]
+    addrs: &'a Addrs,
+    discovery_url: &'a str,
+    admin_url: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,13 +81,20 @@ pub enum RunError {
     Identity(#[from] identity_wiring::IdentitySetupError),
     #[error(transparent)]
     Otel(#[from] otel::ExportError),
-    #[error("discovery TLS: {0}")]
-    Tls(#[from] tonic::transport::Error),
+    #[error("{what} TLS: {source}")]
+    Tls {
+        what: &'static str,
+        source: tonic::transport::Error,
+    },
 }
 
 /// A running control plane. Dropping it leaves it running; call [`Handle::shutdown`].
 pub struct Handle {
     pub addrs: Addrs,
+    /// `https://…` (or `http://…` with `admin_tls` off), as written to `addrs.json`.
+    pub admin_url: String,
+    /// `https://…` (or `http://…` with `discovery_tls` off), as written to `addrs.json`.
+    pub discovery_url: String,
     pub admin_token: String,
     pub core: Arc<Core>,
     tasks: Vec<JoinHandle<()>>,
@@ -131,7 +148,12 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
     let mut tasks = vec![tokio::spawn(core.clone().run_builder())];
     let mut builder = tonic::transport::Server::builder();
     if config.discovery_tls {
-        builder = builder.tls_config(identity.tls.tonic_config())?;
+        builder = builder
+            .tls_config(identity.tls.tonic_config())
+            .map_err(|source| RunError::Tls {
+                what: "discovery",
+                source,
+            })?;
     }
     let discovery_server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -152,7 +174,18 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         otel::install(endpoint, &addrs.admin.to_string())?;
     }
     let auth = api::auth::Auth::new(&admin_token);
-    let admin_server = tonic::transport::Server::builder().add_service(otel::AdminSpans::new(
+    // The admin port presents the same certificate as discovery: one identity for the control
+    // plane, issued at start-up, so both ports renew together (on restart).
+    let mut admin_builder = tonic::transport::Server::builder();
+    if config.admin_tls {
+        admin_builder = admin_builder
+            .tls_config(identity.tls.tonic_config())
+            .map_err(|source| RunError::Tls {
+                what: "admin",
+                source,
+            })?;
+    }
+    let admin_server = admin_builder.add_service(otel::AdminSpans::new(
         AdminServer::with_interceptor(api::AdminService::new(core.clone()), move |req| {
             auth.check(req)
         }),
@@ -167,7 +200,14 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
     }));
     tasks.push(tokio::spawn(http::serve(http, core.clone())));
 
-    let json = serde_json::to_vec(&addrs).unwrap_or_default();
+    let discovery_url = dial_url(addrs.discovery, config.discovery_tls);
+    let admin_url = dial_url(addrs.admin, config.admin_tls);
+    let json = serde_json::to_vec(&AddrsFile {
+        addrs: &addrs,
+        discovery_url: &discovery_url,
+        admin_url: &admin_url,
+    })
+    .unwrap_or_default();
     write_atomic(&dir.join("addrs.json"), &json)?;
     if let Some(f) = &config.addrs_file {
         write_atomic(f, &json)?;
@@ -175,10 +215,13 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
     tracing::info!(
         discovery = %addrs.discovery, admin = %addrs.admin, http = %addrs.http,
         data_dir = %dir.display(), discovery_tls = config.discovery_tls,
+        admin_tls = config.admin_tls,
         trust_bundle = %identity.bundle_path.display(), "control plane ready"
     );
     Ok(Handle {
         addrs,
+        admin_url,
+        discovery_url,
         admin_token,
         core,
         tasks,
@@ -194,6 +237,18 @@ impl Handle {
             t.abort();
         }
     }
+}
+
+/// The URL a client on this host dials for a listener bound at `addr`: a wildcard bind
+/// (`0.0.0.0`, `[::]`) is reached on loopback, which the control plane's certificate names.
+pub fn dial_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
@@ -225,4 +280,27 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_url_has_the_scheme_and_a_loopback_host_for_wildcard_binds() {
+        let at = |s: &str| s.parse::<SocketAddr>().expect("socket address");
+        assert_eq!(
+            dial_url(at("127.0.0.1:15011"), true),
+            "https://127.0.0.1:15011"
+        );
+        assert_eq!(
+            dial_url(at("0.0.0.0:15011"), true),
+            "https://127.0.0.1:15011"
+        );
+        assert_eq!(dial_url(at("[::]:15011"), false), "http://[::1]:15011");
+        assert_eq!(
+            dial_url(at("10.0.0.7:15010"), false),
+            "http://10.0.0.7:15010"
+        );
+    }
 }

@@ -85,11 +85,13 @@ async fn everything(a: &mut Admin) -> String {
 #[tokio::test]
 async fn calls_without_a_good_token_are_unauthenticated() {
     let cp = start().await;
-    let ch = Channel::from_shared(format!("http://{}", cp.handle.addrs.admin))
-        .unwrap()
-        .connect()
+    assert!(
+        cp.handle.admin_url.starts_with("https://"),
+        "TLS by default"
+    );
+    let ch = admin_channel(cp.handle.addrs.admin, &bundle(cp.dir.path()))
         .await
-        .unwrap();
+        .expect("TLS handshake with the data dir's bundle");
     let err = within(
         "anonymous",
         AdminClient::new(ch).list_services(apb::ListRequest {}),
@@ -97,7 +99,12 @@ async fn calls_without_a_good_token_are_unauthenticated() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let mut bad = admin_at(cp.handle.addrs.admin, "not-the-token").await;
+    let mut bad = admin_at(
+        cp.handle.addrs.admin,
+        "not-the-token",
+        &bundle(cp.dir.path()),
+    )
+    .await;
     let err = within("bad token", bad.list_services(apb::ListRequest {}))
         .await
         .unwrap_err();
@@ -108,6 +115,112 @@ async fn calls_without_a_good_token_are_unauthenticated() {
     within("health", good.health(apb::ListRequest {}))
         .await
         .expect("authenticated call works");
+}
+
+/// Creates a service with the right token over plaintext HTTP/2; the error (connect or call).
+async fn plaintext_create(addr: std::net::SocketAddr, token: &str) -> String {
+    let ch = match within(
+        "plaintext connect",
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect(),
+    )
+    .await
+    {
+        Ok(ch) => ch,
+        Err(e) => return format!("connect: {e}"),
+    };
+    let mut a = AdminClient::with_interceptor(ch, Bearer(token.to_string()));
+    match within(
+        "plaintext call",
+        a.create_service(apb::CreateServiceRequest {
+            service: "sneaky".into(),
+            namespace: "default".into(),
+            ports: vec![80],
+        }),
+    )
+    .await
+    {
+        Ok(_) => String::new(),
+        Err(status) => format!("call: {status}"),
+    }
+}
+
+#[tokio::test]
+async fn plaintext_to_the_tls_admin_port_fails_and_changes_nothing() {
+    let cp = start().await;
+    let err = plaintext_create(cp.handle.addrs.admin, &cp.handle.admin_token).await;
+    assert!(
+        !err.is_empty(),
+        "a plaintext call to the TLS admin port succeeded"
+    );
+    let mut a = admin(&cp).await;
+    let services = within("list", a.list_services(apb::ListRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        services.services.is_empty(),
+        "the plaintext call changed the store: {services:?}"
+    );
+}
+
+/// The whole error chain of a failed connection, for matching the TLS cause.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(next) = cur {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cur = next.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_client_trusting_another_ca_or_name_refuses_the_admin_certificate() {
+    let cp = start().await;
+    let other = start().await;
+    let err = admin_channel(cp.handle.addrs.admin, &bundle(other.dir.path()))
+        .await
+        .expect_err("a certificate from a foreign CA must be refused");
+    let text = chain(&err);
+    assert!(text.contains("UnknownIssuer"), "{text}");
+
+    // The right CA but a name the certificate does not carry is refused too.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(bundle(
+            cp.dir.path(),
+        )))
+        .domain_name("mesh.example");
+    let err = within(
+        "connect with a wrong name",
+        Channel::from_shared(format!("https://{}", cp.handle.addrs.admin))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .expect_err("a certificate for other names must be refused");
+    let text = chain(&err);
+    assert!(text.contains("not valid for name"), "{text}");
+}
+
+#[tokio::test]
+async fn admin_tls_off_serves_plaintext_to_http_urls() {
+    let cp = start_with(|c| c.admin_tls = false).await;
+    assert_eq!(
+        cp.handle.admin_url,
+        format!("http://{}", cp.handle.addrs.admin)
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cp.dir.path().join("addrs.json")).unwrap()).unwrap();
+    assert_eq!(written["admin_url"], cp.handle.admin_url);
+    assert_eq!(
+        plaintext_create(cp.handle.addrs.admin, &cp.handle.admin_token).await,
+        ""
+    );
 }
 
 type Call = Box<dyn FnOnce(Admin) -> futures_util::future::BoxFuture<'static, tonic::Status>>;

@@ -78,7 +78,7 @@ async fn config_survives_kill_9() {
     let addrs_file = dir.path().join("addrs.json");
     let (mut child, addrs) = spawn(&data, &addrs_file).await;
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
-    let mut a = admin_at(addrs.admin, token.trim()).await;
+    let mut a = admin_at(addrs.admin, token.trim(), &bundle(&data)).await;
 
     for s in ["web", "api"] {
         within(
@@ -203,7 +203,13 @@ async fn config_survives_kill_9() {
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("addrs.json")).unwrap()).unwrap();
     assert_eq!(written["admin"], addrs.admin.to_string());
-    let mut a = admin_at(addrs.admin, token.trim()).await;
+    // The URLs carry their scheme: admin over TLS (the default), discovery as configured.
+    assert_eq!(written["admin_url"], format!("https://{}", addrs.admin));
+    assert_eq!(
+        written["discovery_url"],
+        format!("http://{}", addrs.discovery)
+    );
+    let mut a = admin_at(addrs.admin, token.trim(), &bundle(&data)).await;
 
     let services = a
         .list_services(apb::ListRequest {})

@@ -1,40 +1,14 @@
-//! Admin API client: finds the control plane and its token, and turns gRPC failures into
-//! one-line errors with the fix.
+//! Admin API client of the commands: connects with the flags of [`Global`] through
+//! [`crate::access`], and turns gRPC failures into one-line errors with the fix.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use tonic::{Code, Status};
 
-use mesh_proto::admin::v1::admin_client::AdminClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
-
+pub use crate::access::root_cause;
+use crate::access::{AccessError, Sources};
 use crate::cli::Global;
 use crate::error::{CliError, Result};
 
-/// The control plane's default admin address (ARCHITECTURE.md).
-pub const DEFAULT_ADMIN: &str = "127.0.0.1:15011";
-
-/// A reachable control plane answers a connect within milliseconds; 3 s bounds a black-holed
-/// address without failing a busy one.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Every admin call is a small unary request; 10 s only guards against a hung server.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub type Client = AdminClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+pub type Client = crate::access::Admin;
 
 /// A connected admin client and the address it talks to (for messages).
 pub struct Admin {
@@ -42,81 +16,26 @@ pub struct Admin {
     pub addr: String,
 }
 
-/// The data dir: `--data-dir`/`MESH_DATA_DIR`, else `$HOME/.mesh/control-plane`.
-pub fn data_dir(global: &Global) -> PathBuf {
-    global.data_dir.clone().unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-        Path::new(&home).join(".mesh/control-plane")
-    })
-}
-
-/// `--control-plane`, else `admin` from `<data-dir>/addrs.json`, else the default port.
-pub fn admin_addr(global: &Global) -> String {
-    if let Some(a) = &global.control_plane {
-        return a.clone();
-    }
-    std::fs::read(data_dir(global).join("addrs.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("admin").and_then(|a| a.as_str()).map(str::to_string))
-        .unwrap_or_else(|| DEFAULT_ADMIN.to_string())
-}
-
-/// `MESH_ADMIN_TOKEN`, else `<data-dir>/admin-token`.
-fn token(global: &Global) -> Result<String> {
-    if let Ok(t) = std::env::var("MESH_ADMIN_TOKEN")
-        && !t.trim().is_empty()
-    {
-        return Ok(t.trim().to_string());
-    }
-    let path = data_dir(global).join("admin-token");
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        Ok(_) => Err(CliError::server(format!(
-            "{} is empty (set MESH_ADMIN_TOKEN, or --data-dir to the control plane's data directory)",
-            path.display()
-        ))),
-        Err(e) => Err(CliError::server(format!(
-            "no admin token: MESH_ADMIN_TOKEN is unset and {} cannot be read: {e} (set MESH_ADMIN_TOKEN, or --data-dir to the control plane's data directory)",
-            path.display()
-        ))),
+/// The settings of one command: flags (with their `MESH_*` fallbacks) and `MESH_ADMIN_TOKEN`.
+fn sources(global: &Global) -> Sources {
+    Sources {
+        data_dir: global.data_dir.clone(),
+        admin: global.control_plane.clone(),
+        ca_bundle: global.ca_bundle.clone(),
+        token: std::env::var("MESH_ADMIN_TOKEN").ok(),
     }
 }
 
-/// Connects first (an unreachable control plane is the likelier problem), then loads the token.
+/// Connects to the admin API (TLS verified with the trust bundle unless the URL is `http://`),
+/// then loads the token.
 pub async fn connect(global: &Global) -> Result<Admin> {
-    let addr = admin_addr(global);
-    let uri = if addr.contains("://") {
-        addr.clone()
-    } else {
-        format!("http://{addr}")
-    };
-    let unreachable = |detail: String| {
-        CliError::server(format!(
-            "cannot reach the control plane at {addr}: {detail} (is mesh-control-plane running? set --control-plane)"
-        ))
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| {
-            CliError::usage(format!(
-                "{addr:?} is not an address: {e} (use HOST:PORT, like 127.0.0.1:15011)"
-            ))
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| unreachable(root_cause(&e)))?;
-    let token = token(global)?;
-    let value: MetadataValue<Ascii> = format!("Bearer {token}").parse().map_err(|_| {
-        CliError::server(
-            "the admin token contains characters not allowed in a header (regenerate it)",
-        )
+    let (client, target) = sources(global).connect().await.map_err(|e| match e {
+        AccessError::BadUrl(..) => CliError::usage(e.to_string()),
+        e => CliError::server(e.to_string()),
     })?;
     Ok(Admin {
-        client: AdminClient::with_interceptor(channel, Bearer(value)),
-        addr,
+        client,
+        addr: target.shown,
     })
 }
 
@@ -129,6 +48,12 @@ impl Admin {
 
 pub fn status_error(addr: &str, what: &str, status: Status) -> CliError {
     let msg = status.message();
+    // Plaintext HTTP/2 to a TLS port connects, then every call dies as a transport error.
+    if addr.starts_with("http://") && msg.contains("transport error") {
+        return CliError::server(format!(
+            "{what} failed on the control plane at {addr}: {msg} (does it serve TLS? the admin API does by default: use https://)"
+        ));
+    }
     match status.code() {
         Code::InvalidArgument
         | Code::FailedPrecondition
@@ -156,21 +81,5 @@ pub fn status_error(addr: &str, what: &str, status: Status) -> CliError {
         code => CliError::server(format!(
             "{what} failed on the control plane at {addr}: {code:?}: {msg}"
         )),
-    }
-}
-
-/// The innermost error's text: "Connection refused (os error 111)" instead of "transport error".
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    let s = cur.to_string();
-    // "Connection refused (os error 111)" → "connection refused".
-    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => s,
     }
 }

@@ -1,5 +1,6 @@
 //! mesh-cli: the operator command line (library part, so tests can drive the pure pieces).
 
+pub mod access;
 pub mod cli;
 mod client;
 mod commands;

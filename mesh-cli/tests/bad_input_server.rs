@@ -15,6 +15,7 @@ fn cli(args: &[&str]) -> Output {
         .env("MESH_DATA_DIR", "/nonexistent/mesh-cli-test")
         .env_remove("MESH_CONTROL_PLANE_ADMIN")
         .env_remove("MESH_ADMIN_TOKEN")
+        .env_remove("MESH_CA_BUNDLE")
         .output()
         .unwrap()
 }
@@ -178,7 +179,14 @@ fn bad_or_missing_credentials_exit_3_and_change_nothing() {
         &["token", "create", "--service-account", "reviews"],
     ];
     for args in writes {
-        let mut all = vec!["--control-plane", cp.admin.as_str()];
+        // As from another machine: the address, the bundle and (below) the token given.
+        let bundle = cp.bundle();
+        let mut all = vec![
+            "--control-plane",
+            cp.admin.as_str(),
+            "--ca-bundle",
+            bundle.to_str().unwrap(),
+        ];
         all.extend_from_slice(args);
         // A wrong token …
         let out = Command::new(env!("CARGO_BIN_EXE_mesh-cli"))

@@ -242,6 +242,7 @@ fn bad_credentials_exit_3() {
             "list",
         ])
         .env("MESH_ADMIN_TOKEN", "wrong-token")
+        .env("MESH_CA_BUNDLE", cp.bundle())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -163,24 +163,17 @@ fn run_gets_a_join_token_for_the_sidecar_and_keeps_tokens_from_the_app() {
 
 async fn list_tokens(cp: &ControlPlane) -> Vec<mesh_proto::admin::v1::TokenInfo> {
     use mesh_proto::admin::v1::ListRequest;
-    use mesh_proto::admin::v1::admin_client::AdminClient;
-    let dir = cp.dir.path();
-    let addrs: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("addrs.json")).expect("addrs"))
-            .expect("addrs json");
-    let admin = addrs["admin"].as_str().expect("admin addr").to_string();
-    let token = std::fs::read_to_string(dir.join("admin-token")).expect("admin token");
+    // The admin API as mesh-cli finds it: URL (TLS), token and bundle from the data dir.
+    let sources = mesh_cli::access::Sources {
+        data_dir: Some(cp.dir.path().to_path_buf()),
+        ..Default::default()
+    };
     let limit = Duration::from_secs(30);
-    let mut client = tokio::time::timeout(limit, AdminClient::connect(format!("http://{admin}")))
+    let (mut client, _) = tokio::time::timeout(limit, sources.connect())
         .await
         .expect("connect in time")
         .expect("connect");
-    let mut req = tonic::Request::new(ListRequest {});
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", token.trim()).parse().expect("header"),
-    );
-    tokio::time::timeout(limit, client.list_tokens(req))
+    tokio::time::timeout(limit, client.list_tokens(ListRequest {}))
         .await
         .expect("answer in time")
         .expect("list tokens")

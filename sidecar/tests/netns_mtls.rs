@@ -54,14 +54,19 @@ struct ControlPlane {
     handle: mesh_control_plane::Handle,
 }
 
-/// Calls the admin API (bearer token, as mesh-cli does): declares `web` (returns its VIP) and
-/// creates one join token per workload identity, written to `dir/<sa>.token`.
+/// Calls the admin API (TLS verified with the trust bundle, bearer token, as mesh-cli does):
+/// declares `web` (returns its VIP) and creates one join token per workload identity, written
+/// to `dir/<sa>.token`.
 fn admin_setup(rt: &tokio::runtime::Runtime, cp: &ControlPlane, dir: &Path) -> Ipv4Addr {
     let auth: tonic::metadata::MetadataValue<_> =
         format!("Bearer {}", cp.handle.admin_token).parse().unwrap();
-    let admin = format!("http://{}", cp.handle.addrs.admin);
+    let pem = std::fs::read_to_string(&cp.bundle).unwrap();
+    // The admin port listens on 127.0.0.1, a name the control plane's certificate carries.
+    let tls = mesh_sidecar::identity::control_plane_tls(&[pem], "127.0.0.1");
     rt.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(admin)
+        let channel = tonic::transport::Channel::from_shared(cp.handle.admin_url.clone())
+            .unwrap()
+            .tls_config(tls)
             .unwrap()
             .connect()
             .await

@@ -1,4 +1,5 @@
-//! A real admin API client for scenarios, authenticated with the control plane's token.
+//! A real admin API client for scenarios: TLS verified with the control plane's trust bundle
+//! (as `mesh-cli` does), authenticated with its token.
 
 use mesh_proto::admin::v1::admin_client::AdminClient;
 use mesh_proto::admin::v1::{ListRequest, SetRouteRequest};
@@ -6,7 +7,7 @@ use mesh_proto::types::v1::{
     KeyValueMatch, Route, RouteMatch, RouteRule, ValueMatchKind, WeightedBackend,
 };
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::ControlPlane;
 
@@ -23,12 +24,23 @@ impl tonic::service::Interceptor for Bearer {
 
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
+/// A channel to the admin API at the URL the control plane wrote: for `https://`, trusting only
+/// its bundle and checking the certificate's `127.0.0.1` (the address dialled).
+pub async fn channel(cp: &ControlPlane) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = Channel::from_shared(cp.admin_url.clone()).expect("admin URL");
+    if cp.admin_url.starts_with("https://") {
+        let pem = std::fs::read_to_string(cp.ca_bundle()).expect("trust bundle in data dir");
+        endpoint = endpoint.tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(pem))
+                .domain_name(cp.admin.ip().to_string()),
+        )?;
+    }
+    endpoint.connect().await
+}
+
 pub async fn admin(cp: &ControlPlane) -> Admin {
-    let channel = Channel::from_shared(format!("http://{}", cp.admin))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect admin API");
+    let channel = channel(cp).await.expect("connect admin API");
     let v = format!("Bearer {}", cp.admin_token())
         .parse()
         .expect("token");

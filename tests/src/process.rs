@@ -63,6 +63,9 @@ pub struct ControlPlane {
     pub discovery: SocketAddr,
     pub admin: SocketAddr,
     pub http: SocketAddr,
+    /// The admin API's URL as the control plane wrote it: `https://` unless started with
+    /// `--admin-tls=false`.
+    pub admin_url: String,
     /// Discovery + identity serve TLS (the default; `--discovery-tls=false` in `extra` turns
     /// it off for tests that speak raw plaintext gRPC).
     pub tls: bool,
@@ -97,10 +100,16 @@ impl ControlPlane {
             .spawn()
             .expect("spawn mesh-control-plane");
         let a = wait_addrs(&mut child, &addrs_file);
+        let admin_url = std::fs::read_to_string(&addrs_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<HashMap<String, String>>(&t).ok())
+            .and_then(|m| m.get("admin_url").cloned())
+            .expect("addrs file has admin_url");
         ControlPlane {
             discovery: a["discovery"],
             admin: a["admin"],
             http: a["http"],
+            admin_url,
             child,
             data_dir: data_dir.to_path_buf(),
             tls,

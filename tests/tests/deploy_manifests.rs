@@ -292,6 +292,12 @@ fn config_map_binds_the_default_ports_on_all_interfaces() {
         Some("false"),
         "discovery TLS is set explicitly in-cluster"
     );
+    // The admin API carries the bearer token: TLS stays on, set explicitly next to it.
+    assert_eq!(
+        settings.get("MESH_ADMIN_TLS").map(String::as_str),
+        Some("true"),
+        "admin TLS is set explicitly in-cluster"
+    );
 }
 
 #[test]

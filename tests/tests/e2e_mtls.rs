@@ -1,7 +1,7 @@
 //! End to end mTLS with the real binaries: join tokens from the admin API, certificates from
 //! the control plane's CA, client sidecar → server sidecar over mutual TLS, a plaintext client
 //! refused by a strict inbound, a relay between sidecars seeing only ciphertext, and the admin
-//! API refusing unauthenticated callers.
+//! API serving TLS only, refusing unauthenticated callers.
 
 mod mtls_support;
 
@@ -55,20 +55,49 @@ async fn request_between_sidecars_over_mtls_and_plaintext_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_without_credentials_is_unauthenticated() {
+async fn admin_api_over_tls_refuses_plaintext_and_missing_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(&dir.path().join("cp"), TLS);
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", cp.admin))
-        .unwrap()
-        .connect()
+    assert!(cp.admin_url.starts_with("https://"), "{}", cp.admin_url);
+    // Over TLS (verified with the trust bundle) but without a token.
+    let channel = tokio::time::timeout(IO_LIMIT, mesh_tests::admin::channel(&cp))
         .await
-        .expect("connect admin API");
+        .expect("connect in time")
+        .expect("TLS handshake with the data dir's bundle");
     let mut bare = AdminClient::new(channel);
     let err = tokio::time::timeout(IO_LIMIT, bare.list_tokens(ListRequest::default()))
         .await
         .expect("answer in time")
         .expect_err("no credentials must be refused");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    // Plaintext HTTP/2 to the TLS port, even with the token, gets no answer at all.
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", cp.admin_token()).parse().unwrap();
+    let plaintext = async {
+        let ch = tonic::transport::Channel::from_shared(format!("http://{}", cp.admin))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req = tonic::Request::new(ListRequest::default());
+        req.metadata_mut().insert("authorization", token);
+        AdminClient::new(ch)
+            .list_tokens(req)
+            .await
+            .map_err(|s| s.to_string())
+    };
+    let result = tokio::time::timeout(IO_LIMIT, plaintext)
+        .await
+        .expect("fails in time");
+    assert!(result.is_err(), "plaintext admin call answered: {result:?}");
+
+    // With the token over TLS: OK.
+    let mut a = admin(&cp).await;
+    tokio::time::timeout(IO_LIMIT, a.list_tokens(ListRequest::default()))
+        .await
+        .expect("answer in time")
+        .expect("authenticated call over TLS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,13 @@
-//! Test helpers: an in-process control plane on 127.0.0.1:0, an authenticated admin client,
-//! and a minimal discovery client that speaks the delta protocol over a real socket.
+//! Test helpers: an in-process control plane on 127.0.0.1:0, an authenticated admin client
+//! over TLS (verified with the data dir's trust bundle), and a minimal discovery client that
+//! speaks the delta protocol over a real socket.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use mesh_control_plane::{Config, Handle};
@@ -15,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status, Streaming};
 
 /// Bounds every await that could hang; generous because the machine is shared.
@@ -62,20 +65,44 @@ impl Interceptor for Bearer {
 
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
-pub async fn admin_at(addr: std::net::SocketAddr, token: &str) -> Admin {
-    let ch = within(
+/// The trust bundle (PEM) a control plane wrote into `data_dir`.
+pub fn bundle(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("ca/trust-bundle.pem")).expect("trust bundle")
+}
+
+/// A TLS channel to the admin port at `addr`, trusting only `bundle_pem` and checking the
+/// certificate's IP name (`127.0.0.1`), as `mesh-cli` does.
+pub async fn admin_channel(
+    addr: SocketAddr,
+    bundle_pem: &str,
+) -> Result<Channel, tonic::transport::Error> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(bundle_pem))
+        .domain_name(addr.ip().to_string());
+    within(
         "admin connect",
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
+        Channel::from_shared(format!("https://{addr}"))
+            .expect("admin URL")
+            .tls_config(tls)?
             .connect(),
     )
     .await
-    .expect("admin connects");
+}
+
+pub async fn admin_at(addr: SocketAddr, token: &str, bundle_pem: &str) -> Admin {
+    let ch = admin_channel(addr, bundle_pem)
+        .await
+        .expect("admin connects over TLS");
     AdminClient::with_interceptor(ch, Bearer(token.to_string()))
 }
 
 pub async fn admin(cp: &Cp) -> Admin {
-    admin_at(cp.handle.addrs.admin, &cp.handle.admin_token).await
+    admin_at(
+        cp.handle.addrs.admin,
+        &cp.handle.admin_token,
+        &bundle(cp.dir.path()),
+    )
+    .await
 }
 
 pub fn node(id: &str, service: &str, ip: &str) -> Node {

@@ -28,7 +28,9 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// Admin address of the control plane [default: `admin` in <data-dir>/addrs.json, else 127.0.0.1:15011].
+    /// Admin URL of the control plane; HOST:PORT means https:// (use http:// for one started
+    /// with --admin-tls=false) [default: `admin_url` in <data-dir>/addrs.json, else
+    /// https://127.0.0.1:15011].
     #[arg(
         long,
         global = true,
@@ -36,9 +38,13 @@ pub struct Global {
         value_name = "ADDR"
     )]
     pub control_plane: Option<String>,
-    /// The control plane's data directory (admin token, bound addresses) [default: $HOME/.mesh/control-plane].
+    /// The control plane's data directory (admin token, bound addresses, trust bundle) [default: $HOME/.mesh/control-plane].
     #[arg(long, global = true, env = "MESH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Trust bundle (PEM) that verifies the control plane's TLS certificate [default:
+    /// <data-dir>/ca/trust-bundle.pem].
+    #[arg(long, global = true, env = "MESH_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,

@@ -8,23 +8,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mesh_proto::admin::v1::CreateTokenRequest;
-use mesh_proto::admin::v1::admin_client::AdminClient;
 use tokio::process::{Child, Command};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use super::apps;
+use crate::access::{Admin, Sources};
 
 /// A process may take this long to bind and report its ports: generous for a cold binary on a
 /// busy 2-core machine.
 const START_LIMIT: Duration = Duration::from_secs(30);
 /// SIGTERM grace before SIGKILL when stopping: longer than the sidecar's drain grace.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// Adds the bearer token to every admin call.
-type AuthFn =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Admin = AdminClient<InterceptedService<Channel, AuthFn>>;
 
 /// The demo apps' port inside their namespaces (interception mode): each namespace has its
 /// own ports, so every app uses the same conventional one.
@@ -41,7 +34,6 @@ pub struct Mesh {
     apps: Vec<tokio::task::JoinHandle<()>>,
     admin_addr: SocketAddr,
     discovery_addr: SocketAddr,
-    token: String,
     admin: Option<Admin>,
     /// The load generator's sidecar outbound listener.
     pub client_outbound: SocketAddr,
@@ -61,7 +53,6 @@ impl Mesh {
             apps: Vec::new(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             discovery_addr: ([127, 0, 0, 1], 0).into(),
-            token: String::new(),
             admin: None,
             client_outbound: ([127, 0, 0, 1], 0).into(),
         };
@@ -91,10 +82,6 @@ impl Mesh {
         let a = wait_addrs(self.cp.as_mut().expect("cp"), &addrs_file).await?;
         self.discovery_addr = a["discovery"];
         self.admin_addr = a["admin"];
-        self.token = std::fs::read_to_string(cp_dir.join("admin-token"))
-            .context("control plane admin token")?
-            .trim()
-            .to_string();
         println!(
             "control plane: discovery {} admin {}",
             self.discovery_addr, self.admin_addr
@@ -274,20 +261,19 @@ impl Mesh {
         }
     }
 
-    /// The admin client, connected on first use.
+    /// The admin client, connected on first use: URL (TLS), token and trust bundle from the
+    /// demo control plane's data dir, as `mesh-cli` finds them.
     pub async fn admin(&mut self) -> anyhow::Result<&mut Admin> {
         if self.admin.is_none() {
-            let channel = Channel::from_shared(format!("http://{}", self.admin_addr))?
+            let sources = Sources {
+                data_dir: Some(self.dir.join("control-plane")),
+                ..Sources::default()
+            };
+            let (client, _) = sources
                 .connect()
                 .await
                 .context("connect to the control plane admin API")?;
-            let value: tonic::metadata::MetadataValue<_> =
-                format!("Bearer {}", self.token).parse()?;
-            let f: AuthFn = Box::new(move |mut req: tonic::Request<()>| {
-                req.metadata_mut().insert("authorization", value.clone());
-                Ok(req)
-            });
-            self.admin = Some(AdminClient::with_interceptor(channel, f));
+            self.admin = Some(client);
         }
         Ok(self.admin.as_mut().expect("admin client"))
     }

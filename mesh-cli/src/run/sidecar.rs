@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 use super::RunArgs;
 use super::control_plane as cp;
 use super::http;
+use crate::access::Sources;
 
 /// Environment variable the sidecar reads its join token from.
 const JOIN_TOKEN_ENV: &str = "MESH_JOIN_TOKEN";
@@ -125,12 +126,13 @@ impl SidecarSpec {
         // The local control plane's CA writes its trust bundle into its data dir; with it,
         // a local control plane serving TLS is reached over `https://`.
         let bundle = dir.join("ca").join("trust-bundle.pem");
-        let local_tls = match (
-            &args.control_plane,
-            &local,
-            std::fs::read_to_string(&bundle),
-        ) {
-            (None, Some(a), Ok(pem)) => cp::serves_tls(a.discovery, &pem).await,
+        let local_tls = match (&args.control_plane, &local) {
+            // The control plane wrote its discovery URL, scheme included: no probe needed.
+            (None, Some(a)) if a.discovery_url.is_some() => false,
+            (None, Some(a)) => match std::fs::read_to_string(&bundle) {
+                Ok(pem) => cp::serves_tls(a.discovery, &pem).await,
+                Err(_) => false,
+            },
             _ => false,
         };
         let mut spec = SidecarSpec {
@@ -148,15 +150,25 @@ impl SidecarSpec {
             ca_bundle: None,
             netns: None,
         };
-        if bundle.exists() && std::env::var_os("MESH_CA_BUNDLE").is_none() {
+        let env_bundle = std::env::var_os("MESH_CA_BUNDLE").map(PathBuf::from);
+        if bundle.exists() && env_bundle.is_none() {
             spec.ca_bundle = Some(bundle);
         }
         // A token already in the environment is the operator's choice: the sidecar inherits it.
         if std::env::var_os(JOIN_TOKEN_ENV).is_some() {
             return spec;
         }
-        match spec.fetch_token(&dir, local.as_ref()).await {
-            Ok(t) if spec.ca_bundle.is_some() => spec.join_token = Some(t),
+        // The admin API as every mesh-cli command finds it: the data dir, or the environment
+        // (`MESH_CONTROL_PLANE_ADMIN`, `MESH_ADMIN_TOKEN`, `MESH_CA_BUNDLE`).
+        let sources = Sources {
+            data_dir: Some(dir.clone()),
+            admin: std::env::var("MESH_CONTROL_PLANE_ADMIN").ok(),
+            ca_bundle: env_bundle.clone(),
+            token: std::env::var("MESH_ADMIN_TOKEN").ok(),
+        };
+        let has_bundle = spec.ca_bundle.is_some() || env_bundle.is_some();
+        match cp::create_join_token(&sources, &spec.namespace, &spec.service_account).await {
+            Ok(t) if has_bundle => spec.join_token = Some(t),
             Ok(_) => eprintln!(
                 "mesh-cli run: warning: no trust bundle in {} (set MESH_CA_BUNDLE); the sidecar starts without identity",
                 dir.display()
@@ -166,21 +178,6 @@ impl SidecarSpec {
             ),
         }
         spec
-    }
-
-    async fn fetch_token(
-        &self,
-        dir: &Path,
-        local: Option<&cp::Addrs>,
-    ) -> Result<String, cp::ControlPlaneError> {
-        let admin = local
-            .and_then(|a| a.admin)
-            .ok_or_else(|| cp::ControlPlaneError::Addrs {
-                path: dir.join("addrs.json"),
-                reason: "no local control plane admin address".into(),
-            })?;
-        let bearer = cp::admin_token(std::env::var("MESH_ADMIN_TOKEN").ok(), dir)?;
-        cp::create_join_token(admin, &bearer, &self.namespace, &self.service_account).await
     }
 
     fn command(&self, bin: &Path, dir: &Path, addrs_file: &Path) -> Command {

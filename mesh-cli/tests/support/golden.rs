@@ -33,6 +33,9 @@ pub fn mask(v: &mut Value, ids: bool) {
             *s = "<hash>".into()
         }
         Value::String(s) if s.starts_with("127.0.0.1:") => *s = "127.0.0.1:<port>".into(),
+        Value::String(s) if s.starts_with("https://127.0.0.1:") => {
+            *s = "https://127.0.0.1:<port>".into()
+        }
         _ => {}
     }
 }

@@ -103,7 +103,13 @@ impl ControlPlane {
         }
     }
 
-    /// Runs `mesh-cli --data-dir <dir> ARGS…`: address and token both come from the data dir.
+    /// The trust bundle the control plane's CA wrote into its data dir.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.path().join("ca/trust-bundle.pem")
+    }
+
+    /// Runs `mesh-cli --data-dir <dir> ARGS…`: address, token and trust bundle all come from
+    /// the data dir.
     pub fn cli(&self, args: &[&str]) -> Run {
         cli_in(self.dir.path(), args, None)
     }
@@ -164,6 +170,7 @@ fn cli_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         .args(args)
         .env_remove("MESH_ADMIN_TOKEN")
         .env_remove("MESH_CONTROL_PLANE_ADMIN")
+        .env_remove("MESH_CA_BUNDLE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,0 +1,216 @@
+"""Where the CPU gap to HAProxy and nginx goes: instructions and system calls per request.
+
+    python3 tests/bench/peers.py [REQUESTS] [--write]
+
+For the one-sidecar path (static config, explicit outbound, Host `echo`), HAProxy and nginx, each
+in front of the same `mesh-bench-echo`, with the same keep-alive load (oha, 16 connections):
+- instructions per request: the proxy under `valgrind --tool=callgrind` (counters zeroed after a
+  warm-up; every process of the proxy summed), which do not depend on how busy the machine is;
+- system calls per request: `strace -c -f` attached to the proxy's processes over the same
+  number of requests (strace slows the proxy, not the count).
+Prints a markdown table; `--write` also replaces the generated block of
+docs/benchmarks/peers.md. Not a test: nothing is asserted.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import configs  # noqa: E402
+from tools import REL, ROOT, free_port, wait_port, wait_ready  # noqa: E402
+
+DOC = os.path.join(ROOT, "docs", "benchmarks", "peers.md")
+BEGIN = "<!-- peers.py results: begin (generated, do not edit) -->"
+END = "<!-- peers.py results: end -->"
+# 16 keep-alive connections, as in the data-path benchmark's latency runs.
+CONNS = 16
+# Requests sent before the counters start: first connections to the upstream, lazy state.
+WARMUP = 200
+
+
+def oha(port, n, host="echo"):
+    subprocess.run(
+        ["oha", "--no-tui", "-n", str(n), "-c", str(CONNS), "-H", f"Host: {host}",
+         f"http://127.0.0.1:{port}/"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def sidecar_cmd(tmp, echo, port):
+    conf = os.path.join(tmp, "one.json")
+    with open(conf, "w") as f:
+        json.dump(configs.resources(echo), f)
+    admin = free_port()
+    cmd = [os.path.join(REL, "mesh-sidecar"), "--service", "bench-client",
+           "--static-config", conf, "--outbound-addr", f"127.0.0.1:{port}",
+           "--admin-addr", f"127.0.0.1:{admin}", "--inbound-addr", "127.0.0.1:0",
+           "--log", "warn"]
+    return cmd, (lambda p: wait_ready(admin, 120, p))
+
+
+def haproxy_cmd(tmp, echo, port):
+    conf = os.path.join(tmp, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(configs.haproxy_conf(port, echo))
+    return ["haproxy", "-f", conf], (lambda p: wait_port(port, 120))
+
+
+def nginx_cmd(tmp, echo, port):
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(configs.nginx_conf(port, echo, tmp))
+    return ["nginx", "-c", conf], (lambda p: wait_port(port, 120))
+
+
+PROXIES = [("mesh-sidecar", sidecar_cmd), ("haproxy", haproxy_cmd), ("nginx", nginx_cmd)]
+
+
+def tree(pid):
+    """`pid` and its descendants (nginx: master + worker)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for c in glob.glob(f"/proc/{p}/task/*/children"):
+            with open(c) as f:
+                todo.extend(int(x) for x in f.read().split())
+    return out
+
+
+def stop(p):
+    try:
+        os.killpg(p.pid, signal.SIGINT)
+        p.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def instructions(name, make, echo, n, tmp):
+    port = free_port()
+    cmd, ready = make(tmp, echo, port)
+    out = os.path.join(tmp, f"cg-{name}.%p")
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--trace-children=yes",
+                          f"--callgrind-out-file={out}"] + cmd,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        ready(p)
+        oha(port, WARMUP)
+        # By pid: without one, callgrind_control would zero every callgrind run on the machine.
+        pids = [str(q) for q in tree(p.pid)]
+        for pid in pids:
+            subprocess.run(["callgrind_control", "-z", pid], check=True,
+                           stdout=subprocess.DEVNULL)
+        oha(port, n)
+        for pid in pids:
+            subprocess.run(["callgrind_control", "-d", pid], check=True,
+                           stdout=subprocess.DEVNULL)
+        time.sleep(1)
+    finally:
+        stop(p)
+    total = 0
+    # The last dump of each process (`-d` writes `<file>.<n>` next to the final one).
+    for path in glob.glob(os.path.join(tmp, f"cg-{name}.*")):
+        if re.search(r"\.\d+\.\d+$", path) is None:
+            continue
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("summary:", "totals:")):
+                    total += int(line.split()[1])
+                    break
+    return total / n
+
+
+def syscalls(name, make, echo, n, tmp):
+    port = free_port()
+    cmd, ready = make(tmp, echo, port)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    counts = {}
+    try:
+        ready(p)
+        oha(port, WARMUP)
+        log = os.path.join(tmp, f"strace-{name}.txt")
+        args = ["strace", "-c", "-f", "-o", log]
+        for pid in tree(p.pid):
+            args += ["-p", str(pid)]
+        st = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # strace attaches to every thread before the load starts
+        oha(port, n)
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=30)
+        with open(log) as f:
+            for line in f:
+                parts = line.split()
+                # "% time seconds usecs/call calls [errors] syscall"
+                if len(parts) >= 5 and parts[3].isdigit() and not parts[-1].startswith("-"):
+                    counts[parts[-1]] = int(parts[3])
+    finally:
+        stop(p)
+    counts.pop("total", None)
+    return counts
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 3000
+    for tool in ("valgrind", "strace", "oha", "haproxy", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: run deploy/scripts/setup.sh bench")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        echo = free_port()
+        e = subprocess.Popen([os.path.join(REL, "mesh-bench-echo"), f"127.0.0.1:{echo}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        try:
+            wait_port(echo)
+            for name, make in PROXIES:
+                ir = instructions(name, make, echo, n, tmp)
+                sc = syscalls(name, make, echo, n, tmp)
+                rows.append((name, ir, sc))
+                print(f"{name}: {ir:,.0f} instructions/request, "
+                      f"{sum(sc.values()) / n:.2f} syscalls/request", flush=True)
+        finally:
+            stop(e)
+    table = render(rows, n)
+    print(table)
+    if "--write" in sys.argv:
+        write(table)
+
+
+def render(rows, n):
+    names = sorted({s for _, _, sc in rows for s in sc},
+                   key=lambda s: -max(sc.get(s, 0) for _, _, sc in rows))[:8]
+    base = rows[1][1]  # HAProxy
+    head = "| proxy | instructions / request | vs HAProxy | syscalls / request | " + \
+        " | ".join(names) + " |"
+    sep = "|---" * (4 + len(names)) + "|"
+    lines = [f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {n:,} keep-alive "
+             f"requests over {CONNS} connections per proxy (after {WARMUP} warm-up requests); "
+             "per-syscall columns are calls per request.", "", head, sep]
+    for name, ir, sc in rows:
+        cells = [f"{sc.get(s, 0) / n:.2f}" for s in names]
+        lines.append(f"| {name} | {ir:,.0f} | {ir / base:.2f} | {sum(sc.values()) / n:.2f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(table):
+    with open(DOC) as f:
+        text = f.read()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    with open(DOC, "w") as f:
+        f.write(text[:start] + "\n\n" + table + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    main()
