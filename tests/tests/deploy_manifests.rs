@@ -285,12 +285,26 @@ fn config_map_binds_the_default_ports_on_all_interfaces() {
         settings.keys().all(|k| k.starts_with("MESH_")),
         "the ConfigMap holds MESH_* settings only"
     );
-    // Injected sidecars speak plaintext discovery (no https URL, no bundle), so the pod must
-    // not inherit the binary's TLS default.
+    // Injected sidecars dial discovery over https by the Service's name: TLS on, and the
+    // certificate names what `mesh-cli inject` puts in MESH_CONTROL_PLANE.
     assert_eq!(
         settings.get("MESH_DISCOVERY_TLS").map(String::as_str),
-        Some("false"),
+        Some("true"),
         "discovery TLS is set explicitly in-cluster"
+    );
+    let sans: Vec<&str> = settings
+        .get("MESH_DISCOVERY_SANS")
+        .map(|s| s.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let injected_url = injected_control_plane_url();
+    let host = injected_url
+        .strip_prefix("https://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(host, _)| host)
+        .unwrap_or_else(|| panic!("inject's control plane is https://host:port: {injected_url}"));
+    assert!(
+        sans.contains(&host),
+        "the discovery certificate names {host} (MESH_DISCOVERY_SANS: {sans:?})"
     );
     // The admin API carries the bearer token: TLS stays on, set explicitly next to it.
     assert_eq!(
@@ -377,4 +391,37 @@ fn rbac_is_minimal_and_bound_to_the_control_plane_account() {
             "rules are pinned to named objects"
         );
     }
+}
+
+/// The `MESH_CONTROL_PLANE` the real `mesh-cli inject` gives a proxy.
+fn injected_control_plane_url() -> String {
+    use std::io::Write;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: a}]}\n";
+    let mut child = std::process::Command::new(mesh_tests::bin_path("mesh-cli"))
+        .args(["inject", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mesh-cli inject");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pod.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "mesh-cli inject failed");
+    let doc: Value = serde_norway::from_slice(&out.stdout).unwrap();
+    let proxy = seq_at(&doc["spec"], "initContainers")
+        .iter()
+        .find(|c| c["name"] == "mesh-proxy")
+        .expect("the injected proxy");
+    proxy["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MESH_CONTROL_PLANE")
+        .and_then(|e| e["value"].as_str())
+        .expect("MESH_CONTROL_PLANE")
+        .to_string()
 }

@@ -146,13 +146,10 @@ pub struct InjectArgs {
     /// Sidecar image [default: ghcr.io/mesh/mesh-sidecar:<mesh-cli version>].
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
-    /// Discovery URL of the control plane as seen from the pods (deploy/kubernetes's Service).
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "http://mesh-control-plane.mesh-system.svc:15010"
-    )]
-    pub discovery: String,
+    /// Discovery URL of the control plane as seen from the pods [default:
+    /// https://mesh-control-plane.mesh-system.svc:15010, deploy/kubernetes's Service].
+    #[arg(long, value_name = "URL")]
+    pub discovery: Option<String>,
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ pub fn inject(args: &InjectArgs) -> Result<()> {
     if let Some(image) = &args.image {
         cfg.image = image.clone();
     }
-    cfg.control_plane = args.discovery.clone();
+    if let Some(url) = &args.discovery {
+        cfg.control_plane = url.clone();
+    }
     emit(inject::inject(&input, &cfg), &args.file)
 }
 
