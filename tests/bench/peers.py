@@ -14,6 +14,7 @@ docs/benchmarks/peers.md. Not a test: nothing is asserted.
 """
 
 import glob
+import re
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cgself  # noqa: E402
 import configs  # noqa: E402
 from tools import REL, ROOT, free_port, wait_port, wait_ready  # noqa: E402
 
@@ -99,8 +101,37 @@ def instructions(name, make, echo, n, tmp):
     serving `n // 4`, over the difference in requests. Start-up, warm-up and shutdown cancel
     out, and no process needs to answer callgrind_control (an idle nginx worker asleep in
     epoll_wait never would)."""
-    totals = [callgrind_total(f"{name}-{k}", make, echo, k, tmp) for k in (n // 4, n)]
-    return (totals[1] - totals[0]) / (n - n // 4)
+    runs = [callgrind_total(f"{name}-{k}", make, echo, k, tmp) for k in (n // 4, n)]
+    per_request = (runs[1][0] - runs[0][0]) / (n - n // 4)
+    return per_request, by_crate(runs[0][1], runs[1][1], n - n // 4)
+
+
+def by_crate(small, large, requests):
+    """Self instructions per request by crate (Rust path prefix) or libc group: the difference
+    of the two runs' profiles, so start-up and shutdown cancel out."""
+    groups = {}
+    for dumps, sign in ((large, 1), (small, -1)):
+        for path in dumps:
+            for fn, cost in cgself.self_costs(path).items():
+                g = crate_of(fn)
+                groups[g] = groups.get(g, 0) + sign * cost
+    return {g: c / requests for g, c in groups.items()}
+
+
+RUST_PATH = re.compile(r"^(?:<|&|mut |dyn |\()*([a-z_][a-z0-9_]*)::")
+LIBC = {"malloc": ("malloc", "free", "_int_", "realloc", "calloc", "tcache", "arena"),
+        "memcpy/memmove": ("memcpy", "memmove", "__memcpy", "__memmove", "memset", "__memset")}
+
+
+def crate_of(fn):
+    m = RUST_PATH.match(fn)
+    if m:
+        crate = m.group(1)
+        return "std (core/alloc/std)" if crate in ("core", "alloc", "std") else crate
+    for group, prefixes in LIBC.items():
+        if fn.lstrip("_").startswith(tuple(p.lstrip("_") for p in prefixes)):
+            return f"libc {group}"
+    return "other (libc, vdso, unresolved)"
 
 
 def callgrind_total(tag, make, echo, n, tmp):
@@ -119,14 +150,14 @@ def callgrind_total(tag, make, echo, n, tmp):
         oha(port, n)
     finally:
         stop(p)
-    total = 0
-    for path in glob.glob(os.path.join(tmp, f"cg-{tag}.*")):
+    total, dumps = 0, glob.glob(os.path.join(tmp, f"cg-{tag}.*"))
+    for path in dumps:
         with open(path) as f:
             for line in f:
                 if line.startswith(("summary:", "totals:")):
                     total += int(line.split()[1])
                     break
-    return total
+    return total, dumps
 
 
 def syscalls(name, make, echo, n, tmp):
@@ -174,33 +205,47 @@ def main():
         try:
             wait_port(echo)
             for name, make in PROXIES:
-                ir = instructions(name, make, echo, n, tmp)
+                ir, crates = instructions(name, make, echo, n, tmp)
                 sc = syscalls(name, make, echo, n, tmp)
-                rows.append((name, ir, sc))
+                rows.append((name, ir, sc, crates.get("libc memcpy/memmove", 0)))
+                if name == "mesh-sidecar":
+                    sidecar_crates = crates
                 print(f"{name}: {ir:,.0f} instructions/request, "
                       f"{sum(sc.values()) / n:.2f} syscalls/request", flush=True)
         finally:
             stop(e)
-    table = render(rows, n)
+    table = render(rows, n) + "\n" + render_crates(sidecar_crates)
     print(table)
     if "--write" in sys.argv:
         write(table)
 
 
 def render(rows, n):
-    names = sorted({s for _, _, sc in rows for s in sc},
-                   key=lambda s: -max(sc.get(s, 0) for _, _, sc in rows))[:8]
+    names = sorted({s for _, _, sc, _ in rows for s in sc},
+                   key=lambda s: -max(sc.get(s, 0) for _, _, sc, _ in rows))[:8]
     base = rows[1][1]  # HAProxy
-    head = "| proxy | instructions / request | vs HAProxy | syscalls / request | " + \
-        " | ".join(names) + " |"
-    sep = "|---" * (4 + len(names)) + "|"
+    base_rest = rows[1][1] - rows[1][3]
+    head = "| proxy | instructions / request | vs HAProxy | of which memcpy/memmove | " + \
+        "the rest vs HAProxy's | syscalls / request | " + " | ".join(names) + " |"
+    sep = "|---" * (6 + len(names)) + "|"
     lines = [f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {n:,} keep-alive "
              f"requests over {CONNS} connections per proxy (after {WARMUP} warm-up requests); "
              "per-syscall columns are calls per request.", "", head, sep]
-    for name, ir, sc in rows:
+    for name, ir, sc, mem in rows:
         cells = [f"{sc.get(s, 0) / n:.2f}" for s in names]
-        lines.append(f"| {name} | {ir:,.0f} | {ir / base:.2f} | {sum(sc.values()) / n:.2f} | "
+        lines.append(f"| {name} | {ir:,.0f} | {ir / base:.2f} | {mem:,.0f} | "
+                     f"{(ir - mem) / base_rest:.2f} | {sum(sc.values()) / n:.2f} | "
                      + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_crates(crates):
+    total = sum(crates.values())
+    lines = ["Where the sidecar's instructions go (self cost per request, by crate):", "",
+             "| crate | instructions / request | share |", "|---|---|---|"]
+    for g, c in sorted(crates.items(), key=lambda kv: -kv[1]):
+        if c >= 0.005 * total:
+            lines.append(f"| {g} | {c:,.0f} | {100 * c / total:.1f} % |")
     return "\n".join(lines) + "\n"
 
 

@@ -207,19 +207,8 @@ async fn connection<T: Transport>(
         .as_ref()
         .and_then(|l| l.detect_timeout)
         .unwrap_or(ctx.inner.cfg.detect_timeout);
-    let (proto, io) = if skip {
-        (
-            Detected::Opaque,
-            proxy::Prefixed::new(bytes::Bytes::new(), io),
-        )
-    } else {
-        match proxy::detect(io, timeout).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::debug!(error = %e, "inbound detection failed");
-                return;
-            }
-        }
+    let Some((proto, io)) = proxy::detect_unless_skipped(io, skip, timeout, "inbound").await else {
+        return;
     };
     if let Some(alpn) = accepted.alpn
         && !alpn_agrees(alpn, proto)

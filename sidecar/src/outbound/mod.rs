@@ -167,19 +167,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: OutboundCtx, drain
         .as_ref()
         .and_then(|l| l.detect_timeout)
         .unwrap_or(ctx.inner.cfg.detect_timeout);
-    let (proto, io) = if skip {
-        (
-            Detected::Opaque,
-            proxy::Prefixed::new(bytes::Bytes::new(), stream),
-        )
-    } else {
-        match proxy::detect(stream, timeout).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::debug!(error = %e, "outbound detection failed");
-                return;
-            }
-        }
+    let Some((proto, io)) = proxy::detect_unless_skipped(stream, skip, timeout, "outbound").await
+    else {
+        return;
     };
     match proto {
         Detected::Http1 | Detected::Http2 => {

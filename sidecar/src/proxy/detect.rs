@@ -141,6 +141,27 @@ fn http1(buf: &[u8]) -> Verdict {
     })
 }
 
+/// Detection as the listener decided it: a server-first port (`skip`) is opaque at once (its
+/// app speaks first; waiting would only add the timeout), anything else goes through
+/// [`detect`]. `None` when the connection failed while being read (logged for `side`).
+pub async fn detect_unless_skipped<T: AsyncRead + Unpin>(
+    io: T,
+    skip: bool,
+    timeout: Duration,
+    side: &'static str,
+) -> Option<(Detected, Prefixed<T>)> {
+    if skip {
+        return Some((Detected::Opaque, Prefixed::new(bytes::Bytes::new(), io)));
+    }
+    match detect(io, timeout).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::debug!(error = %e, side, "detection failed");
+            None
+        }
+    }
+}
+
 /// Reads until the protocol is known or `timeout` passes (then: opaque). Returns the
 /// protocol and the IO with every unconsumed byte replayed first.
 pub async fn detect<T: AsyncRead + Unpin>(

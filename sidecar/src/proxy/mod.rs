@@ -15,7 +15,7 @@ pub mod upgrade;
 
 pub use body::ProxyBody;
 pub use client::Clients;
-pub use detect::{DEFAULT_DETECT_TIMEOUT, Detected, detect};
+pub use detect::{DEFAULT_DETECT_TIMEOUT, Detected, detect, detect_unless_skipped};
 pub use drain::{Drain, DrainTrigger};
 pub use error::{Cause, MESH_ERROR};
 pub use guard::DEFAULT_MAX_HEADER_BYTES;
