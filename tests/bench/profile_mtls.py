@@ -12,6 +12,7 @@ request are printed per sidecar and together, with each one's top self costs (cg
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,6 +96,7 @@ def main():
             ir = total_ir(dump)
             total += ir
             print(f"{role} sidecar: {ir / n:,.0f} instructions per request")
+            shutil.copy(dump, os.path.join(out_dir, f"mtls-{role}.cg.out"))
             costs = cgself.self_costs(dump)
             all_self = sum(costs.values())
             with open(os.path.join(out_dir, f"mtls-{role}-self.txt"), "w") as f:
@@ -102,7 +104,7 @@ def main():
                 for name, c in sorted(costs.items(), key=lambda kv: -kv[1])[:60]:
                     f.write(f"{c / n:>9,.0f}  {100 * c / all_self:5.1f} %  {name[:150]}\n")
         print(f"both sidecars: {total / n:,.0f} instructions per request")
-        print(f"annotations: {out_dir}/mtls-{{client,server}}-self.txt")
+        print(f"annotations: {out_dir}/mtls-{{client,server}}-self.txt (dumps: mtls-*.cg.out)")
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGINT)

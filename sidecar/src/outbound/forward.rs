@@ -75,7 +75,13 @@ pub(super) async fn forward(
     };
     let resolved;
     let snap = if snap.lb(target).is_none() && target != service {
-        resolved = super::known(&ctx.inner.state, target, ctx.inner.cfg.discovery_wait).await;
+        // Boxed: rarely taken, and inline its state would grow every request's future.
+        resolved = Box::pin(super::known(
+            &ctx.inner.state,
+            target,
+            ctx.inner.cfg.discovery_wait,
+        ))
+        .await;
         &resolved
     } else {
         snap

@@ -153,7 +153,7 @@ impl Clients {
                 reused: true,
             });
         }
-        let tx = self.dial_h1(addr).await?;
+        let tx = Box::pin(self.dial_h1(addr)).await?;
         Ok(H1Conn {
             tx,
             slot,
@@ -206,7 +206,7 @@ impl Clients {
                     // request never left, so a fresh connection takes it.
                     req = again;
                     reused = false;
-                    tx = match self.dial_h1(addr).await {
+                    tx = match Box::pin(self.dial_h1(addr)).await {
                         Ok(tx) => tx,
                         Err(e) => return Err((e, Some(req))),
                     };
@@ -221,7 +221,7 @@ impl Clients {
 
     /// A new HTTP/1.1 connection to `addr` (plaintext: HTTP/1.1 goes to unmeshed endpoints
     /// and the local app only), its connection task spawned with upgrade support so a 101 or
-    /// a CONNECT hands its IO to `hyper::upgrade::on`.
+    /// a CONNECT hands its IO to `hyper::upgrade::on`. Boxed by callers, as [`Self::dial_h2`].
     async fn dial_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<ProxyBody>, SendError> {
         let tcp = self.dial(addr).await?;
         let (tx, conn) = http1::Builder::new()
@@ -263,6 +263,18 @@ impl Clients {
         {
             return Ok(H2Conn(tx));
         }
+        Box::pin(self.dial_h2(addr, identity)).await
+    }
+
+    /// A new HTTP/2 connection to `addr` (mTLS when the endpoint has an identity), pooled.
+    /// Callers box it: connecting (TCP, TLS, HTTP/2 handshake) is a large state machine that
+    /// only a new connection needs, and inline it would grow every request's future, which
+    /// is moved (copied) several times per request.
+    async fn dial_h2(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&crate::state::Name>,
+    ) -> Result<H2Conn, SendError> {
         let tcp = self.dial(addr).await?;
         let io = crate::outbound::tls::secure(
             self.tls.as_ref(),
