@@ -103,7 +103,10 @@ where
     let hop = begin(&obs.sampler, incoming.as_ref());
     inject(&hop, incoming, req.headers_mut());
     let head = Head::of(&req);
-    let (rsp, upstream) = upstream::scoped(inner(req)).await;
+    // Boxed: the forwarding future is several KiB, and the task-local scope and its pin would
+    // otherwise copy it whole several times per request (~18k instructions of memcpy in the
+    // callgrind profile); one allocation moves a pointer instead.
+    let (rsp, upstream) = upstream::scoped(Box::pin(inner(req))).await;
     let pending = Pending {
         direction,
         start,

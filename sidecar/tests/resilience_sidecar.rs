@@ -117,6 +117,35 @@ async fn connect_refused_endpoint_is_retried_even_for_post() {
 }
 
 #[tokio::test]
+async fn connect_refused_unmeshed_endpoint_is_retried_even_for_post() {
+    // Unmeshed endpoints (plain HTTP/1.1 to the app, no retry policy): the request head is
+    // moved into each attempt, not copied, and a refused connect hands it back for the retry.
+    let apps = backends(1).await;
+    let mesh = Mesh::new().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let direct = |inbound| Pod {
+        app: apps[0].addr,
+        inbound,
+        version: "v1",
+        trigger: None,
+    };
+    let (ghost, good) = (direct(dead), direct(apps[0].addr));
+    mesh.set_endpoints_with("svc", &[&ghost, &good], |_, e| {
+        e.identity = None;
+        e.source = "static".into();
+    });
+    let mut tx = mesh.h1().await;
+    for _ in 0..20 {
+        let got = send_h1(&mut tx, request(http::Method::POST)).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+    }
+    assert_eq!(apps[0].hits(), 20);
+}
+
+#[tokio::test]
 async fn per_try_timeout_answers_504_with_its_cause() {
     let apps = backends(1).await;
     apps[0].set(Mode::Delay); // 200 ms

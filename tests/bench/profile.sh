@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Instructions per request of the one-sidecar path (not a test):
 #   bash tests/bench/profile.sh [REQUESTS]
+# or of the two-sidecar mTLS path (scenario 3: a control plane, both sidecars under callgrind):
+#   bash tests/bench/profile.sh --mtls [REQUESTS]
 # Runs the release sidecar under callgrind, zeroes the counters once it is ready, sends a fixed
 # number of keep-alive requests through it to mesh-bench-echo, dumps, and prints Ir/request plus
 # the top functions. Instruction counts do not depend on how busy the machine is.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [ "${1:-}" = "--mtls" ]; then
+  shift
+  exec python3 tests/bench/profile_mtls.py "${1:-3000}"
+fi
 # 5,000 requests: callgrind runs the proxy ~50x slower; this keeps a run under a minute while
 # making start-up noise (zeroed anyway) and per-connection setup (16 conns) negligible.
 N=${1:-5000}

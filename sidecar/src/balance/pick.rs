@@ -22,6 +22,8 @@ pub struct Subset {
     /// Every member is a peer sidecar (reached over HTTP/2), decided once per update so
     /// the request path need not scan the members.
     all_meshed: bool,
+    /// Some member is a peer sidecar (the request head is then kept for a refused stream).
+    any_meshed: bool,
 }
 
 #[derive(Debug)]
@@ -75,6 +77,7 @@ impl Subset {
         };
         Self {
             all_meshed: members.iter().all(|m| m.endpoint.is_meshed()),
+            any_meshed: members.iter().any(|m| m.endpoint.is_meshed()),
             members,
             pool,
             policy,
@@ -84,6 +87,11 @@ impl Subset {
     /// True when every member is a peer sidecar.
     pub fn all_meshed(&self) -> bool {
         self.all_meshed
+    }
+
+    /// True when some member is a peer sidecar.
+    pub fn any_meshed(&self) -> bool {
+        self.any_meshed
     }
 
     /// Every endpoint, whatever its state.

@@ -1,5 +1,6 @@
 //! Request counter and latency histogram (bounded labels) and the trace/access-log drop counters, registered into the sidecar's registry.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -118,7 +119,42 @@ impl RequestMetrics {
 
     pub fn observe(&self, r: &Request, elapsed: Duration) {
         let status_class = status_class(r.status);
-        self.requests
+        let found = HANDLES.with_borrow(|cached| {
+            cached
+                .iter()
+                .find(|c| c.matches(r, status_class))
+                .map(|c| (c.counter.clone(), c.hist.clone()))
+        });
+        let (counter, hist) = match found {
+            Some(handles) => handles,
+            None => {
+                let handles = self.handles(r, status_class);
+                HANDLES.with_borrow_mut(|cached| {
+                    if cached.len() < CACHED {
+                        cached.push(Cached {
+                            direction: r.direction,
+                            service: r.service.clone(),
+                            route: r.route.clone(),
+                            version: r.version.clone(),
+                            status_class,
+                            cause: r.cause,
+                            grpc_status: r.grpc_status,
+                            counter: handles.0.clone(),
+                            hist: handles.1.clone(),
+                        });
+                    }
+                });
+                handles
+            }
+        };
+        counter.inc();
+        hist.observe(elapsed.as_secs_f64());
+    }
+
+    /// The families' counter and histogram for `r`'s label sets (hashed, under each family's lock).
+    fn handles(&self, r: &Request, status_class: &'static str) -> (Counter, Histogram) {
+        let counter = self
+            .requests
             .get_or_create(&RequestLabels {
                 direction: r.direction,
                 service: Label(r.service.clone()),
@@ -128,8 +164,9 @@ impl RequestMetrics {
                 cause: r.cause,
                 grpc_status: r.grpc_status,
             })
-            .inc();
-        self.duration
+            .clone();
+        let hist = self
+            .duration
             .get_or_create(&DurationLabels {
                 direction: r.direction,
                 service: Label(r.service.clone()),
@@ -137,7 +174,50 @@ impl RequestMetrics {
                 version: Label(r.version.clone()),
                 status_class,
             })
-            .observe(elapsed.as_secs_f64());
+            .clone();
+        (counter, hist)
+    }
+}
+
+/// A thread keeps at most this many label sets' handles; label sets are bounded (see
+/// [`RequestLabels`]), and 64 covers a sidecar's usual services × routes × versions × status
+/// classes. Beyond it a request asks the families, as without the cache.
+const CACHED: usize = 64;
+
+thread_local! {
+    /// Handles of the label sets this thread has used: a request finds its counter and
+    /// histogram by comparing borrowed labels (interned names compare by pointer first)
+    /// instead of building two label sets, SipHashing them and taking each family's lock.
+    /// The handles share their values with the families (`Arc`s), so `/metrics` sees every
+    /// increment.
+    static HANDLES: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One cached label set of [`RequestLabels`] (the duration labels are a subset of it).
+struct Cached {
+    direction: Direction,
+    service: Name,
+    route: Name,
+    version: Name,
+    status_class: &'static str,
+    cause: &'static str,
+    grpc_status: &'static str,
+    counter: Counter,
+    hist: Histogram,
+}
+
+impl Cached {
+    fn matches(&self, r: &Request, status_class: &'static str) -> bool {
+        fn same(a: &Name, b: &Name) -> bool {
+            std::sync::Arc::ptr_eq(a, b) || a == b
+        }
+        self.direction == r.direction
+            && self.status_class == status_class
+            && self.cause == r.cause
+            && self.grpc_status == r.grpc_status
+            && same(&self.service, &r.service)
+            && same(&self.route, &r.route)
+            && same(&self.version, &r.version)
     }
 }
 

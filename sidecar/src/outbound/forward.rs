@@ -75,7 +75,13 @@ pub(super) async fn forward(
     };
     let resolved;
     let snap = if snap.lb(target).is_none() && target != service {
-        resolved = super::known(&ctx.inner.state, target, ctx.inner.cfg.discovery_wait).await;
+        // Boxed: rarely taken, and inline its state would grow every request's future.
+        resolved = Box::pin(super::known(
+            &ctx.inner.state,
+            target,
+            ctx.inner.cfg.discovery_wait,
+        ))
+        .await;
         &resolved
     } else {
         snap
@@ -172,11 +178,13 @@ pub(super) async fn forward(
         ..Default::default()
     };
     let members = pool.members();
-    // The driver keeps a copy of the head for every attempt. Moving it instead relies on the
-    // attempt handing an unsent request back, which a failed HTTP/2 connect does but a
-    // REFUSED_STREAM from a peer does not reliably (hyper only returns a request it has not
-    // started to send): the retry-safe refused stream then ended the call with a 503.
-    let keep_head = true;
+    // The head is moved into the attempt, not copied, when every path an attempt can take
+    // hands an unsent request back: HTTP/1.1 (connect failure, or a pooled connection closed
+    // before the request was written) and a failed HTTP/2 connect do. A REFUSED_STREAM from
+    // a peer does not reliably (hyper only returns a request it has not started to send), so
+    // a pool with peer sidecars, or an HTTP/2 client, keeps a copy for that retry-safe case.
+    // (A retry policy always keeps one: `call_reclaiming`.)
+    let keep_head = !upgrade && (from_h2 || pool.any_meshed());
     let result = resilience::call_reclaiming(
         &res,
         &policy,
@@ -225,8 +233,9 @@ pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_
 
 /// One attempt at one endpoint: its mesh headers, the connection (multiplexed HTTP/2 to a
 /// peer sidecar, except upgrades; the app's own protocol for an unmeshed endpoint), and the
-/// balancer's in-flight guard (latency, failure penalty, outlier detection). A failed HTTP/2
-/// connect hands the request back untouched, for a retry elsewhere.
+/// balancer's in-flight guard (latency, failure penalty, outlier detection). A failed connect
+/// (either protocol) or an HTTP/1.1 request hyper did not write hands the request back, for a
+/// retry elsewhere.
 async fn attempt(
     ctx: &OutboundCtx,
     ep: &Arc<LbEndpoint>,
@@ -254,13 +263,14 @@ async fn attempt(
             Err(e) => (Err(e), Some(req)),
         }
     } else {
-        (
-            ctx.inner
-                .clients
-                .send_h1(upstream(req), &ep.authority)
-                .await,
-            None,
-        )
+        let clients = &ctx.inner.clients;
+        match clients.connect_h1(ep.endpoint.addr).await {
+            Ok(conn) => match clients.send_h1(conn, upstream(req), &ep.authority).await {
+                Ok(rsp) => (Ok(rsp), None),
+                Err((e, unsent)) => (Err(e), unsent.and_then(reclaim)),
+            },
+            Err(e) => (Err(e), Some(req)),
+        }
     };
     guard.finish(match &result {
         Ok(rsp) => Outcome::Status(rsp.status().as_u16()),
@@ -273,6 +283,16 @@ async fn attempt(
             unsent,
         }
     })
+}
+
+/// The attempt's own request again, from one an HTTP/1.1 send handed back unsent. Its head
+/// is as the attempt left it (origin-form URI, `Host` set), which every later attempt accepts.
+fn reclaim(req: Request<ProxyBody>) -> Option<Request<ReplayBody<Incoming>>> {
+    let (parts, body) = req.into_parts();
+    match body {
+        ProxyBody::Replay(body) => Some(Request::from_parts(parts, body)),
+        _ => None,
+    }
 }
 
 /// Applies a rule's fault: a delay and/or an abort, each for its per-mille share of requests.

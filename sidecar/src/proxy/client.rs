@@ -1,28 +1,24 @@
 //! Upstream HTTP clients: pooled keep-alive HTTP/1.1 connections and one multiplexed HTTP/2
-//! connection per endpoint.
+//! connection per endpoint, both connected separately from sending so that a failed connect
+//! leaves the request unsent and retryable.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dashmap::DashMap;
-use http::header::HOST;
+use http::header::{CONNECTION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
 use super::error::Cause;
+use super::pool::{FastMap, H1Pool, IDLE_TICK, IDLE_TICKS, Slot};
 
-/// Idle pooled connections close after 90 s, matching the cluster default idle
-/// timeout and staying under common server keep-alive limits.
-const POOL_IDLE: Duration = Duration::from_secs(90);
 /// HTTP/2 PING every 20 s on idle links detects a dead peer before a request does; a 10 s
 /// ack timeout tolerates GC pauses and busy peers.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -40,17 +36,24 @@ const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 /// The connection pools. Cheap to clone (the pools are shared).
 #[derive(Debug, Clone)]
 pub struct Clients {
-    /// HTTP/1.1, keyed by the URI authority, which is set to the endpoint: one pool per endpoint.
-    h1: Client<HttpConnector, ProxyBody>,
-    /// HTTP/2: one multiplexed connection per endpoint address. A DashMap read is an
-    /// uncontended shard read lock; the connection itself is shared by every request.
-    h2: Arc<DashMap<SocketAddr, PooledH2>>,
+    pools: Arc<Pools>,
     connect_timeout: Duration,
     /// mTLS to peers whose endpoint has an identity; `None` = this sidecar has no identity.
     tls: Option<crate::tls::MeshConnector>,
 }
 
-/// A pooled HTTP/2 connection and when a request last used it.
+#[derive(Debug, Default)]
+struct Pools {
+    /// HTTP/1.1: parked keep-alive connections per endpoint address (`super::pool`).
+    h1: H1Pool,
+    /// HTTP/2: one multiplexed connection per endpoint address. A DashMap read is an
+    /// uncontended shard read lock; the connection itself is shared by every request.
+    h2: FastMap<SocketAddr, PooledH2>,
+    /// Sweeps so far: the clock both pools age idle connections by.
+    tick: AtomicU64,
+}
+
+/// A pooled HTTP/2 connection and the sweep count when a request last used it.
 #[derive(Debug)]
 struct PooledH2 {
     tx: http2::SendRequest<ProxyBody>,
@@ -61,6 +64,17 @@ struct PooledH2 {
 #[derive(Debug)]
 pub struct H2Conn(http2::SendRequest<ProxyBody>);
 
+/// An HTTP/1.1 connection to one endpoint, ready for one request: parked again in its slot
+/// once the response head arrives, unless the connection cannot be reused.
+#[derive(Debug)]
+pub struct H1Conn {
+    tx: http1::SendRequest<ProxyBody>,
+    slot: Arc<Slot>,
+    addr: SocketAddr,
+    /// Taken from the pool (it may have been closed by the server since).
+    reused: bool,
+}
+
 /// A send failure: its cause and a human-readable chain.
 pub type SendError = (Cause, String);
 
@@ -69,17 +83,8 @@ pub type SendError = (Cause, String);
 impl Clients {
     /// Call on the data-path runtime: the idle-connection sweeper is spawned there.
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(connect_timeout));
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(conn);
         Self {
-            h1,
-            h2: sweep(Arc::default()),
+            pools: sweep(Arc::default()),
             connect_timeout,
             tls: None,
         }
@@ -109,7 +114,10 @@ impl Clients {
             let conn = self.connect_h2(addr, None).await?;
             return Self::send_h2(conn, req, endpoint).await;
         }
-        self.send_h1(req, endpoint).await
+        let conn = self.connect_h1(addr).await?;
+        self.send_h1(conn, req, endpoint)
+            .await
+            .map_err(|(e, _unsent)| e)
     }
 
     /// Sends over an HTTP/2 connection from [`Self::connect_h2`].
@@ -133,19 +141,111 @@ impl Clients {
             .map_err(|e| (h2_cause(&e), error_chain(&e)))
     }
 
-    /// Sends over a pooled HTTP/1.1 connection to `endpoint` (the `Host` header is kept).
+    /// A pooled HTTP/1.1 connection to `addr` ready for a request, connecting when none is.
+    /// Separate from sending so a connect failure leaves the request unsent and retryable.
+    pub async fn connect_h1(&self, addr: SocketAddr) -> Result<H1Conn, SendError> {
+        let slot = self.pools.h1.slot(addr);
+        if let Some(tx) = slot.checkout() {
+            return Ok(H1Conn {
+                tx,
+                slot,
+                addr,
+                reused: true,
+            });
+        }
+        let tx = Box::pin(self.dial_h1(addr)).await?;
+        Ok(H1Conn {
+            tx,
+            slot,
+            addr,
+            reused: false,
+        })
+    }
+
+    /// Sends over a connection from [`Self::connect_h1`] in origin form (the `Host` header is
+    /// kept; `endpoint` when there is none). A pooled connection the server closed before
+    /// the request was written is replaced by a fresh one, once. On failure the request comes
+    /// back when it provably was not sent.
     pub async fn send_h1(
         &self,
+        conn: H1Conn,
         mut req: Request<ProxyBody>,
         endpoint: &Authority,
-    ) -> Result<Response<Incoming>, SendError> {
-        let pq = path_and_query(&req);
-        *req.uri_mut() = uri(endpoint.clone(), pq)?;
+    ) -> Result<Response<Incoming>, (SendError, Option<Request<ProxyBody>>)> {
+        let connect = req.method() == Method::CONNECT;
+        let target = if connect {
+            Uri::from(req.uri().authority().unwrap_or(endpoint).clone())
+        } else {
+            Uri::from(path_and_query(&req))
+        };
+        *req.uri_mut() = target;
         *req.version_mut() = Version::HTTP_11;
-        self.h1
-            .request(req)
+        if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, host_header(endpoint));
+        }
+        let H1Conn {
+            mut tx,
+            slot,
+            addr,
+            mut reused,
+        } = conn;
+        loop {
+            let mut err = match tx.try_send_request(req).await {
+                Ok(rsp) => {
+                    if !connect && keeps_alive(&rsp) {
+                        slot.park(tx, self.pools.tick.load(Ordering::Relaxed));
+                    }
+                    return Ok(rsp);
+                }
+                Err(e) => e,
+            };
+            let unsent = err.take_message();
+            match unsent {
+                Some(again) if reused => {
+                    // Closed as it was checked out (the server's keep-alive ended): the
+                    // request never left, so a fresh connection takes it.
+                    req = again;
+                    reused = false;
+                    tx = match Box::pin(self.dial_h1(addr)).await {
+                        Ok(tx) => tx,
+                        Err(e) => return Err((e, Some(req))),
+                    };
+                }
+                unsent => {
+                    let e = err.into_error();
+                    return Err(((Cause::UpstreamReset, error_chain(&e)), unsent));
+                }
+            }
+        }
+    }
+
+    /// A new HTTP/1.1 connection to `addr` (plaintext: HTTP/1.1 goes to unmeshed endpoints
+    /// and the local app only), its connection task spawned with upgrade support so a 101 or
+    /// a CONNECT hands its IO to `hyper::upgrade::on`. Boxed by callers, as [`Self::dial_h2`].
+    async fn dial_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<ProxyBody>, SendError> {
+        let tcp = self.dial(addr).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| (classify(&e), error_chain(&e)))
+            .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, %addr, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// A TCP connection to `addr` (no Nagle: requests and responses are written whole),
+    /// bounded by the connect timeout.
+    async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err((Cause::ConnectTimeout, format!("connect to {addr}"))),
+            Ok(Err(e)) => return Err((Cause::ConnectRefused, format!("connect to {addr}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
     }
 
     /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed).
@@ -155,19 +255,27 @@ impl Clients {
         addr: SocketAddr,
         identity: Option<&crate::state::Name>,
     ) -> Result<H2Conn, SendError> {
-        if let Some(tx) = self.h2.get(&addr).map(|c| {
-            c.last_used.store(now_secs(), Ordering::Relaxed);
+        if let Some(tx) = self.pools.h2.get(&addr).map(|c| {
+            c.last_used
+                .store(self.pools.tick.load(Ordering::Relaxed), Ordering::Relaxed);
             c.tx.clone()
         }) && !tx.is_closed()
         {
             return Ok(H2Conn(tx));
         }
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err((Cause::ConnectTimeout, format!("connect to {addr}"))),
-            Ok(Err(e)) => return Err((Cause::ConnectRefused, format!("connect to {addr}: {e}"))),
-            Ok(Ok(s)) => s,
-        };
-        let _ = tcp.set_nodelay(true);
+        Box::pin(self.dial_h2(addr, identity)).await
+    }
+
+    /// A new HTTP/2 connection to `addr` (mTLS when the endpoint has an identity), pooled.
+    /// Callers box it: connecting (TCP, TLS, HTTP/2 handshake) is a large state machine that
+    /// only a new connection needs, and inline it would grow every request's future, which
+    /// is moved (copied) several times per request.
+    async fn dial_h2(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&crate::state::Name>,
+    ) -> Result<H2Conn, SendError> {
+        let tcp = self.dial(addr).await?;
         let io = crate::outbound::tls::secure(
             self.tls.as_ref(),
             tcp,
@@ -192,43 +300,65 @@ impl Clients {
         });
         // Concurrent first requests may each connect; the last one stays pooled and the others
         // serve their own request and close when idle.
-        self.h2.insert(
+        self.pools.h2.insert(
             addr,
             PooledH2 {
                 tx: tx.clone(),
-                last_used: AtomicU64::new(now_secs()),
+                last_used: AtomicU64::new(self.pools.tick.load(Ordering::Relaxed)),
             },
         );
         Ok(H2Conn(tx))
     }
+
+    /// HTTP/1.1 connections parked across all endpoints (tests, diagnostics).
+    pub fn parked_h1(&self) -> usize {
+        self.pools.h1.parked()
+    }
 }
 
-/// Seconds since a process-wide base (coarse is enough for idling out connections).
-fn now_secs() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_secs()
-}
-
-/// Drops pooled HTTP/2 connections idle for `POOL_IDLE` (endpoints that left, or quiet ones)
-/// every `POOL_IDLE / 3`; hyper closes a connection once its last handle is gone and its
-/// streams are done. The sweeper ends with the pool.
-fn sweep(pool: Arc<DashMap<SocketAddr, PooledH2>>) -> Arc<DashMap<SocketAddr, PooledH2>> {
+/// Every `IDLE_TICK`: advances the pools' sweep count, closes HTTP/1.1 connections idle for
+/// `IDLE_TICKS` sweeps and drops HTTP/2 connections unused as long (endpoints that left, or
+/// quiet ones; hyper closes a connection once its last handle is gone and its streams are
+/// done). The sweeper ends with the pools.
+fn sweep(pools: Arc<Pools>) -> Arc<Pools> {
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        let weak = Arc::downgrade(&pool);
+        let weak = Arc::downgrade(&pools);
         rt.spawn(async move {
             loop {
-                tokio::time::sleep(POOL_IDLE / 3).await;
-                let Some(pool) = weak.upgrade() else { return };
-                let now = now_secs();
-                pool.retain(|_, c| {
+                tokio::time::sleep(IDLE_TICK).await;
+                let Some(pools) = weak.upgrade() else { return };
+                let now = pools.tick.fetch_add(1, Ordering::Relaxed) + 1;
+                pools.h1.sweep(now);
+                pools.h2.retain(|_, c| {
                     !c.tx.is_closed()
-                        && now.saturating_sub(c.last_used.load(Ordering::Relaxed))
-                            < POOL_IDLE.as_secs()
+                        && now.saturating_sub(c.last_used.load(Ordering::Relaxed)) < IDLE_TICKS
                 });
             }
         });
     }
-    pool
+    pools
+}
+
+/// Whether the connection that carried `rsp` may take another request: not switched to
+/// another protocol, HTTP/1.1 (an HTTP/1.0 server closes by default) and no `Connection:
+/// close`.
+fn keeps_alive(rsp: &Response<Incoming>) -> bool {
+    rsp.status() != StatusCode::SWITCHING_PROTOCOLS
+        && rsp.version() == Version::HTTP_11
+        && !rsp.headers().get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
+}
+
+/// The `Host` for a request that has none: the endpoint, without the default port.
+fn host_header(endpoint: &Authority) -> HeaderValue {
+    let host = match endpoint.port_u16() {
+        Some(80) => endpoint.host(),
+        _ => endpoint.as_str(),
+    };
+    HeaderValue::from_str(host).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
 fn path_and_query<B>(req: &Request<B>) -> PathAndQuery {
@@ -245,23 +375,6 @@ fn uri(authority: Authority, pq: PathAndQuery) -> Result<Uri, SendError> {
         .path_and_query(pq)
         .build()
         .map_err(|e| (Cause::BadRequest, e.to_string()))
-}
-
-fn classify(e: &hyper_util::client::legacy::Error) -> Cause {
-    if e.is_connect() {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-        while let Some(s) = src {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                return match io.kind() {
-                    std::io::ErrorKind::TimedOut => Cause::ConnectTimeout,
-                    _ => Cause::ConnectRefused,
-                };
-            }
-            src = s.source();
-        }
-        return Cause::ConnectRefused;
-    }
-    Cause::UpstreamReset
 }
 
 /// A refused stream (REFUSED_STREAM, or a graceful GOAWAY for it) provably never reached the
@@ -283,3 +396,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

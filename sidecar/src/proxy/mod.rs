@@ -9,6 +9,7 @@ pub mod guard;
 pub mod headers;
 pub mod io;
 pub mod limit;
+pub mod pool;
 pub mod server;
 pub mod tcp;
 pub mod upgrade;

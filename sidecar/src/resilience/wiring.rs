@@ -15,12 +15,15 @@ use super::retry::{RetryOn, RetryPolicy, grpc_code};
 use crate::balance::LbEndpoint;
 use crate::proxy::{Cause as ProxyCause, ProxyBody};
 use crate::state;
+use crate::state::FastHasher;
 
 /// Per-cluster resilience state (budget, circuit breaker) kept across requests and config
 /// updates, replaced only when the cluster's resilience settings change.
 #[derive(Debug, Default)]
 pub struct ClusterRegistry {
-    clusters: DashMap<state::Name, (ClusterConfig, Arc<ClusterResilience>)>,
+    /// Looked up per request by cluster name (from the control plane, never from request
+    /// bytes): foldhash, not SipHash.
+    clusters: DashMap<state::Name, (ClusterConfig, Arc<ClusterResilience>), FastHasher>,
 }
 
 /// The 429 for a rate-limited request: `x-mesh-error: rate-limited` and `Retry-After`.

@@ -26,7 +26,7 @@ pub use route::{
     Fault, HeaderMatch, HeaderOp, Mirror, PathMatch, QueryMatch, RateLimit, Redirect, RetryOn,
     RetryPolicy, Route, RouteMatch, RouteRule, ValueMatch, WeightedBackend,
 };
-pub use snapshot::{ResourceKind, Snapshot};
+pub use snapshot::{FastHasher, NameMap, ResourceKind, Snapshot};
 
 /// Names (services, labels, subsets) are shared, never copied: cloning is one atomic increment.
 pub type Name = Arc<str>;

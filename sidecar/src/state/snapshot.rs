@@ -18,26 +18,32 @@ pub enum ResourceKind {
     Runtime,
 }
 
+/// The snapshot's maps hash with foldhash, not SipHash: their keys (service names, VIPs) come
+/// from the control plane, never from request bytes, so hash flooding is not a concern, and
+/// the data path looks names up several times per request.
+pub type FastHasher = foldhash::fast::RandomState;
+pub type NameMap<V> = HashMap<Name, V, FastHasher>;
+
 /// Everything applied at one moment. Immutable once published; the discovery client edits a
 /// copy through [`super::StateHandle::update`] and the data path reads it without locks.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub listener: Option<Arc<Listener>>,
-    pub routes: HashMap<Name, Arc<Route>>,
-    pub clusters: HashMap<Name, Arc<Cluster>>,
-    pub endpoints: HashMap<Name, Arc<Endpoints>>,
-    pub authz: HashMap<Name, Arc<AuthorizationPolicy>>,
+    pub routes: NameMap<Arc<Route>>,
+    pub clusters: NameMap<Arc<Cluster>>,
+    pub endpoints: NameMap<Arc<Endpoints>>,
+    pub authz: NameMap<Arc<AuthorizationPolicy>>,
     pub runtime: Option<Arc<Runtime>>,
     /// Services the control plane answered as not existing: answer `no-route` at once.
-    pub absent: HashSet<Name>,
+    pub absent: HashSet<Name, FastHasher>,
     /// Version of each applied resource, for ACKs, `/config_dump` and reconnects.
     pub versions: HashMap<(ResourceKind, Name), Name>,
     /// Bumped on every published update.
     pub generation: u64,
     /// Derived: balancers per service, rebuilt only for services whose inputs changed.
-    lbs: HashMap<Name, Arc<ServiceLb>>,
+    lbs: NameMap<Arc<ServiceLb>>,
     /// Derived: `vip:port` → service, for transparent mode.
-    vips: HashMap<SocketAddr, Name>,
+    vips: HashMap<SocketAddr, Name, FastHasher>,
 }
 
 // === impl Snapshot ===
@@ -79,7 +85,7 @@ impl Snapshot {
     /// rebuilt ones carry over the per-endpoint stats of endpoints that remain.
     pub(crate) fn rebuild_derived(&mut self, prev: &Snapshot) {
         let names: HashSet<&Name> = self.clusters.keys().chain(self.endpoints.keys()).collect();
-        let mut lbs = HashMap::with_capacity(names.len());
+        let mut lbs = HashMap::with_capacity_and_hasher(names.len(), FastHasher::default());
         for name in names {
             let cluster = self.clusters.get(name);
             let endpoints = self.endpoints.get(name);
