@@ -48,8 +48,11 @@ impl Admin {
 
 pub fn status_error(addr: &str, what: &str, status: Status) -> CliError {
     let msg = status.message();
-    // Plaintext HTTP/2 to a TLS port connects, then every call dies as a transport error.
-    if addr.starts_with("http://") && msg.contains("transport error") {
+    // Plaintext HTTP/2 to a TLS port connects, then every call dies as a transport error —
+    // or, when the server's TLS alert arrives first, as an HTTP/2 protocol error.
+    if addr.starts_with("http://")
+        && (msg.contains("transport error") || msg.contains("protocol error"))
+    {
         return CliError::server(format!(
             "{what} failed on the control plane at {addr}: {msg} (does it serve TLS? the admin API does by default: use https://)"
         ));

@@ -361,3 +361,46 @@ fn dry_run_and_unknown_services() {
         assert_eq!(out.stderr.trim().lines().count(), 1);
     }
 }
+
+#[test]
+fn runtime_sampling_get_set_and_bad_input() {
+    let cp = ControlPlane::start();
+    let got = cp.cli(&["runtime", "get", "-o", "json"]).ok().json();
+    // A fresh mesh traces and logs everything (ARCHITECTURE.md); the CA's root is counted.
+    assert_eq!(got["trace_sampling_ratio"], 1.0, "{got}");
+    assert_eq!(got["access_log_ratio"], 1.0, "{got}");
+    assert_eq!(got["trust_bundle_roots"], 1, "{got}");
+
+    let set = cp
+        .cli(&["runtime", "set", "--access-log", "0.1%", "-o", "json"])
+        .ok();
+    assert!(
+        set.stderr.contains("pushed to every proxy"),
+        "{}",
+        set.stderr
+    );
+    let got = cp.cli(&["runtime", "get", "-o", "json"]).ok().json();
+    assert_eq!(got["access_log_ratio"], 0.001, "{got}");
+    assert_eq!(
+        got["trace_sampling_ratio"], 1.0,
+        "left out: unchanged; {got}"
+    );
+    assert_eq!(
+        got["trust_bundle_roots"], 1,
+        "the bundle is the CA's: {got}"
+    );
+
+    cp.cli(&["runtime", "set", "--trace-sampling", "5%"]).ok();
+    let got = cp.cli(&["runtime", "get", "-o", "json"]).ok().json();
+    assert_eq!(got["trace_sampling_ratio"], 0.05, "{got}");
+    assert_eq!(got["access_log_ratio"], 0.001, "{got}");
+
+    let bad = cp.cli(&["runtime", "set", "--trace-sampling", "150%"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("is not a percentage"), "{}", bad.stderr);
+    let after = cp.cli(&["runtime", "get", "-o", "json"]).ok().json();
+    assert_eq!(
+        after, got,
+        "a refused change leaves the settings as they were"
+    );
+}

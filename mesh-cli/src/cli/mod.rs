@@ -93,6 +93,12 @@ pub enum Command {
         after_help = "Example:\n  mesh-cli token create --namespace default --service-account reviews --ttl 24h"
     )]
     Token(TokenCommand),
+    /// Mesh-wide sampling: the share of requests traced and access-logged (errors always are).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mesh-cli runtime set --trace-sampling 1% --access-log 0.1%\n  mesh-cli runtime get -o json"
+    )]
+    Runtime(RuntimeCommand),
     /// Pre-flight: control plane reachable, CA not near expiry, every proxy in sync, and the
     /// certificates of the sidecars given with --proxy-admin valid and renewed in time.
     #[command(

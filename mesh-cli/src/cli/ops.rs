@@ -187,6 +187,25 @@ pub enum TokenCommand {
     Revoke { id: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// The sampling ratios in force and the trust bundle's root count.
+    #[command(after_help = "Example:\n  mesh-cli runtime get -o json")]
+    Get,
+    /// Change the sampling ratios; an option left out keeps its current value.
+    #[command(
+        after_help = "Example:\n  mesh-cli runtime set --trace-sampling 1% --access-log 0.1%"
+    )]
+    Set {
+        /// Share of requests without a sampled parent that start a trace, e.g. 1% or 100%.
+        #[arg(long, value_name = "PERCENT", value_parser = spec::percent)]
+        trace_sampling: Option<u32>,
+        /// Share of successful requests written to the access log, e.g. 0.1%.
+        #[arg(long, value_name = "PERCENT", value_parser = spec::percent)]
+        access_log: Option<u32>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ConfigSection {
     Routes,

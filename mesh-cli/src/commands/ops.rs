@@ -1,6 +1,7 @@
 //! Admin commands other than routes: policy, status, endpoints, tokens, check.
 
 mod policy;
+mod runtime;
 mod status;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use crate::inject::identity;
 use crate::output::{Table, print_structured};
 
 pub use policy::policy;
+pub use runtime::runtime;
 pub use status::{check, status};
 
 /// The JSON shape of one endpoint (stable: scripts and tests rely on these names).
