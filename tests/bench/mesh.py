@@ -33,6 +33,12 @@ class ControlPlane:
             if time.time() > end:
                 raise RuntimeError("control plane wrote no trust bundle")
             time.sleep(0.01)
+        # The same sampling as the static-config scenarios (the sidecar's own defaults: every
+        # trace, 1 % of access-log lines) instead of a fresh mesh's log-everything default, so
+        # the meshed rows measure the path and not a larger observability load.
+        out = self.cli("runtime", "set", "--trace-sampling", "100%", "--access-log", "1%")
+        if out.returncode != 0:
+            raise RuntimeError(f"runtime set failed: {out.stderr.strip()}")
 
     def cli(self, *args, timeout=60):
         """Runs `mesh-cli` against this control plane (admin address and token from its data dir)."""
