@@ -7,10 +7,12 @@ use criterion::{BenchmarkId, Criterion};
 use mesh_sidecar::balance::{Outcome, ServiceLb};
 use mesh_sidecar::state::{Cluster, Endpoint, EndpointState, Endpoints, LbPolicy, Name};
 
+use crate::cpu::CpuTime;
+
 /// A small service and the largest one the 1,000-endpoint configuration can hold.
 const SIZES: [u16; 2] = [10, 1000];
 
-pub fn bench(c: &mut Criterion) {
+pub fn bench(c: &mut Criterion<CpuTime>) {
     let mut g = c.benchmark_group("balance");
     for n in SIZES {
         for (name, policy) in [

@@ -11,7 +11,9 @@ use mesh_sidecar::proxy::headers::{
 };
 use mesh_sidecar::trace::{extract, inject};
 
-pub fn bench(c: &mut Criterion) {
+use crate::cpu::CpuTime;
+
+pub fn bench(c: &mut Criterion<CpuTime>) {
     let client: IpAddr = [127, 0, 0, 1].into();
     let h1 = request_head(true);
     let h2 = request_head(false);

@@ -4,10 +4,12 @@
 //! e.g. `cargo bench -p mesh-sidecar --bench micro -- balance/`. Every group is measured in
 //! the same run as `baseline/hashmap_get` (one `HashMap<Arc<str>, _>` lookup by `&str`, the
 //! cheapest thing the data path does per request), and the run ends with a table of every
-//! figure as a multiple of it, so results compare across machines. Nothing is asserted:
+//! figure as a multiple of it, so results compare across machines. Figures are the benchmark
+//! thread's CPU time ([`cpu::CpuTime`]), not wall-clock time: the machine is shared. Nothing is asserted:
 //! `cargo test --benches` runs each benchmark once (criterion's test mode) to check it works.
 
 mod balance;
+mod cpu;
 mod headers;
 mod routes;
 mod summary;
@@ -17,6 +19,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use cpu::CpuTime;
 use criterion::Criterion;
 use mesh_sidecar::state::Name;
 
@@ -32,6 +35,7 @@ fn main() {
     // nanosecond-scale loop whose confidence interval is already within ~1 % after 2 s.
     // Command-line flags (`--measurement-time`, `--warm-up-time`) override both.
     let mut c = Criterion::default()
+        .with_measurement(CpuTime)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .output_directory(&out)
@@ -47,7 +51,7 @@ fn main() {
 }
 
 /// The yardstick: one lookup in a 100-entry map keyed like the snapshot's maps.
-fn baseline(c: &mut Criterion) {
+fn baseline(c: &mut Criterion<CpuTime>) {
     let map: HashMap<Name, u32> = (0..100)
         .map(|i| (Name::from(format!("svc-{i}")), i))
         .collect();

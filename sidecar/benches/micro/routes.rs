@@ -10,10 +10,12 @@ use mesh_sidecar::outbound::service_name;
 use mesh_sidecar::routing::{RequestInfo, pick_backend, select};
 use mesh_sidecar::state::{Name, Route, Snapshot};
 
+use crate::cpu::CpuTime;
+
 /// Services in the table: the size the idle-RSS goal is stated for (100 routes).
 const SERVICES: usize = 100;
 
-pub fn bench(c: &mut Criterion) {
+pub fn bench(c: &mut Criterion<CpuTime>) {
     let snap = table();
     let mut g = c.benchmark_group("route");
     // What `outbound::forward` does per request before picking an endpoint: the service from
