@@ -5,8 +5,9 @@
 //! the same run as `baseline/hashmap_get` (one `HashMap<Arc<str>, _>` lookup by `&str`, the
 //! cheapest thing the data path does per request), and the run ends with a table of every
 //! figure as a multiple of it, so results compare across machines. Figures are the benchmark
-//! thread's CPU time ([`cpu::CpuTime`]), not wall-clock time: the machine is shared. Nothing is asserted:
-//! `cargo test --benches` runs each benchmark once (criterion's test mode) to check it works.
+//! thread's CPU time ([`cpu::CpuTime`]), not wall-clock time: the machine is shared. Nothing
+//! is timed against a limit: `cargo test --benches` runs each benchmark once (criterion's test
+//! mode) to check it works.
 
 mod balance;
 mod cpu;
@@ -32,7 +33,7 @@ fn main() {
         .collect();
     // 1 s warm-up + 2 s of samples per benchmark (criterion's defaults are 3 s + 5 s): the
     // whole set (~30 benchmarks) then takes about two minutes, and every figure here is a
-    // nanosecond-scale loop whose confidence interval is already within ~1 % after 2 s.
+    // nanosecond-scale loop whose 95 % confidence interval is within ~2 % after 2 s.
     // Command-line flags (`--measurement-time`, `--warm-up-time`) override both.
     let mut c = Criterion::default()
         .with_measurement(CpuTime)
