@@ -185,11 +185,11 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
                 source,
             })?;
     }
-    let admin_server = admin_builder.add_service(otel::AdminSpans::new(
-        AdminServer::with_interceptor(api::AdminService::new(core.clone()), move |req| {
-            auth.check(req)
-        }),
-    ));
+    let admin_server =
+        admin_builder.add_service(otel::AdminSpans::new(AdminServer::with_interceptor(
+            api::AdminService::new(core.clone(), identity.ca.clone()),
+            move |req| auth.check(req),
+        )));
     tasks.push(tokio::spawn(async move {
         if let Err(e) = admin_server
             .serve_with_incoming(TcpListenerStream::new(admin))

@@ -267,6 +267,12 @@ async fn certs_show_the_workload_certificate_and_trust_bundle() {
     let out = cp.cli_async(&["check", "--proxy-admin", &admin]).await.ok();
     let vouched = format!("ok   proxy {admin}: certificate for {identity} valid for");
     assert!(out.stdout.contains(&vouched), "{}", out.stdout);
+    // And for the control plane's CA (its signing certificate's expiry, from Health).
+    assert!(
+        out.stdout.contains("ok   CA certificate") && out.stdout.contains("days left"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("trust-bundle root(s)"),
         "{}",

@@ -12,6 +12,7 @@ use mesh_proto::admin::v1::admin_server::Admin;
 use mesh_proto::types::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::ca::CertificateAuthority;
 use crate::core::{Core, CoreError, TokenRecord};
 use crate::encode;
 use crate::model::{AuthzPolicy, ClusterPolicy, Endpoint, Route, Runtime};
@@ -20,6 +21,8 @@ use crate::validate::{ValidationError, service_decl, service_name};
 
 pub struct AdminService {
     core: Arc<Core>,
+    /// The CA whose signing certificate's expiry `Health` reports.
+    ca: Arc<CertificateAuthority>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -49,8 +52,8 @@ fn address(s: &str) -> Result<SocketAddr, Status> {
 // === impl AdminService ===
 
 impl AdminService {
-    pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub fn new(core: Arc<Core>, ca: Arc<CertificateAuthority>) -> Self {
+        Self { core, ca }
     }
 
     /// Runs a core call that may write (and fsync) off the async workers.
@@ -348,8 +351,11 @@ impl Admin for AdminService {
             version: env!("CARGO_PKG_VERSION").to_string(),
             connected_proxies: self.core.proxies.len() as u32,
             trust_domain: self.core.config.trust_domain.clone(),
-            // No CA yet (identity service not implemented).
-            ca_not_after_unix: 0,
+            ca_not_after_unix: self
+                .ca
+                .signer_not_after()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
         }))
     }
 }

@@ -84,6 +84,12 @@ impl Default for CaConfig {
 // === impl CertificateAuthority ===
 
 impl CertificateAuthority {
+    /// When the certificate that signs leaves expires (the root, or the operator's
+    /// intermediate): leaves never outlive it, so this is when the mesh needs a new CA.
+    pub fn signer_not_after(&self) -> SystemTime {
+        self.state.load().signer.not_after
+    }
+
     /// Loads the CA from `storage`, or creates (and saves) a new root on first start.
     pub fn load_or_create(config: CaConfig, storage: Arc<dyn CaStorage>) -> Result<Self, CaError> {
         let material = match storage.load()? {

@@ -6,7 +6,8 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Keys whose values vary run to run (timestamps, ages, per-run secrets and ids).
-const VOLATILE: [&str; 6] = [
+const VOLATILE: [&str; 7] = [
+    "ca_not_after_unix",
     "connected_since_unix_ms",
     "config_age_ms",
     "last_nack_unix_ms",
