@@ -59,10 +59,9 @@ class ControlPlane:
         self.proc.wait()
 
 
-def meshed_sidecar(cp, tmp, name, service, app_port=None):
-    """A sidecar of `service` with a join token: it gets its certificate from the control plane
-    before `/ready`, announces itself (so clients find it as an endpoint with its SPIFFE
-    identity) and speaks mTLS to and from peers. Returns (process, addresses)."""
+def meshed_command(cp, tmp, name, service, app_port=None):
+    """The command line of a meshed sidecar of `service` (join token, bundle, https discovery,
+    ports 0) in its own dir under `tmp`: (argv, dir, addresses file)."""
     d = os.path.join(tmp, name)
     os.makedirs(d, exist_ok=True)
     addrs = os.path.join(d, "addrs.json")
@@ -74,6 +73,14 @@ def meshed_sidecar(cp, tmp, name, service, app_port=None):
            "--data-dir", os.path.join(d, "data"), "--log", "warn"]
     if app_port:
         cmd += ["--app-ports", str(app_port)]
+    return cmd, d, addrs
+
+
+def meshed_sidecar(cp, tmp, name, service, app_port=None):
+    """A sidecar of `service` with a join token: it gets its certificate from the control plane
+    before `/ready`, announces itself (so clients find it as an endpoint with its SPIFFE
+    identity) and speaks mTLS to and from peers. Returns (process, addresses)."""
+    cmd, _, addrs = meshed_command(cp, tmp, name, service, app_port)
     t0 = time.perf_counter()
     p = spawn(cmd, PROXY_CPU)
     a = wait_json(addrs)

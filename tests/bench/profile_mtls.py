@@ -21,6 +21,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cgself  # noqa: E402
+import mesh  # noqa: E402
 from mesh import ControlPlane, wait_routable  # noqa: E402
 from tools import REL, ROOT, free_port, wait_json, wait_ready  # noqa: E402
 
@@ -31,18 +32,8 @@ SLOW = 60.0
 
 def sidecar(cp, tmp, name, service, app_port=None):
     """A meshed sidecar (as in mesh.meshed_sidecar) under callgrind; returns (process, addrs, dir)."""
-    d = os.path.join(tmp, name)
-    os.makedirs(d, exist_ok=True)
-    addrs = os.path.join(d, "addrs.json")
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out",
-           os.path.join(REL, "mesh-sidecar"), "--service", service,
-           "--control-plane", cp.url, "--ca-bundle", cp.bundle,
-           "--join-token-file", cp.token(service, os.path.join(d, "token")),
-           "--inbound-addr", "127.0.0.1:0", "--outbound-addr", "127.0.0.1:0",
-           "--admin-addr", "127.0.0.1:0", "--addrs-file", addrs,
-           "--data-dir", os.path.join(d, "data"), "--log", "warn"]
-    if app_port:
-        cmd += ["--app-ports", str(app_port)]
+    argv, d, addrs = mesh.meshed_command(cp, tmp, name, service, app_port)
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out"] + argv
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                          stderr=open(os.path.join(d, "vg.log"), "w"))
     a = wait_json(addrs, SLOW)
