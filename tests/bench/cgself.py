@@ -39,6 +39,15 @@ def self_costs(path):
     return {names.get(k, k): v for k, v in costs.items()}
 
 
+def total(path):
+    """The dump's total instructions (its `summary:`/`totals:` line)."""
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    return 0
+
+
 def main():
     path, n = sys.argv[1], int(sys.argv[2])
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 40

@@ -27,22 +27,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cgself  # noqa: E402
 import configs  # noqa: E402
-from tools import REL, ROOT, free_port, wait_port, wait_ready  # noqa: E402
+from tools import CONNS, REL, ROOT, free_port, oha_count, wait_port, wait_ready, with_children  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "benchmarks", "peers.md")
 BEGIN = "<!-- peers.py results: begin (generated, do not edit) -->"
 END = "<!-- peers.py results: end -->"
-# 16 keep-alive connections, as in the data-path benchmark's latency runs.
-CONNS = 16
 # Requests sent before the counters start: first connections to the upstream, lazy state.
 WARMUP = 200
-
-
-def oha(port, n, host="echo"):
-    subprocess.run(
-        ["oha", "--no-tui", "-n", str(n), "-c", str(CONNS), "-H", f"Host: {host}",
-         f"http://127.0.0.1:{port}/"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def sidecar_cmd(tmp, echo, port):
@@ -72,18 +63,6 @@ def nginx_cmd(tmp, echo, port):
 
 
 PROXIES = [("mesh-sidecar", sidecar_cmd), ("haproxy", haproxy_cmd), ("nginx", nginx_cmd)]
-
-
-def tree(pid):
-    """`pid` and its descendants (nginx: master + worker)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for c in glob.glob(f"/proc/{p}/task/*/children"):
-            with open(c) as f:
-                todo.extend(int(x) for x in f.read().split())
-    return out
 
 
 def stop(p):
@@ -146,18 +125,12 @@ def callgrind_total(tag, make, echo, n, tmp):
                          start_new_session=True)
     try:
         ready(p)
-        oha(port, WARMUP)
-        oha(port, n)
+        oha_count(f"127.0.0.1:{port}", WARMUP)
+        oha_count(f"127.0.0.1:{port}", n)
     finally:
         stop(p)
-    total, dumps = 0, glob.glob(os.path.join(tmp, f"cg-{tag}.*"))
-    for path in dumps:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(("summary:", "totals:")):
-                    total += int(line.split()[1])
-                    break
-    return total, dumps
+    dumps = glob.glob(os.path.join(tmp, f"cg-{tag}.*"))
+    return sum(cgself.total(path) for path in dumps), dumps
 
 
 def syscalls(name, make, echo, n, tmp):
@@ -168,14 +141,14 @@ def syscalls(name, make, echo, n, tmp):
     counts = {}
     try:
         ready(p)
-        oha(port, WARMUP)
+        oha_count(f"127.0.0.1:{port}", WARMUP)
         log = os.path.join(tmp, f"strace-{name}.txt")
         args = ["strace", "-c", "-f", "-o", log]
-        for pid in tree(p.pid):
+        for pid in with_children([p.pid]):
             args += ["-p", str(pid)]
         st = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)  # strace attaches to every thread before the load starts
-        oha(port, n)
+        oha_count(f"127.0.0.1:{port}", n)
         st.send_signal(signal.SIGINT)
         st.wait(timeout=30)
         with open(log) as f:

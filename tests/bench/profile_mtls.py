@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cgself  # noqa: E402
 import mesh  # noqa: E402
 from mesh import ControlPlane, wait_routable  # noqa: E402
-from tools import REL, ROOT, free_port, wait_json, wait_ready  # noqa: E402
+from tools import REL, ROOT, free_port, oha_count, wait_json, wait_ready  # noqa: E402
 
 # Start-up under callgrind (certificate request, discovery, the first TLS handshakes) runs
 # ~50x slower than native: a minute bounds it generously.
@@ -39,21 +39,6 @@ def sidecar(cp, tmp, name, service, app_port=None):
     a = wait_json(addrs, SLOW)
     wait_ready(int(a["admin"].rsplit(":", 1)[1]), SLOW, proc=p)
     return p, a, d
-
-
-def oha(outbound, n, out=None):
-    cmd = ["oha", "--no-tui", "-n", str(n), "-c", "16", "-H", "Host: echo",
-           f"http://{outbound}/"]
-    if out:
-        cmd[2:2] = ["--output-format", "json"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
-
-
-def total_ir(dump):
-    for line in open(dump, errors="replace"):
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    return 0
 
 
 def main():
@@ -72,10 +57,10 @@ def main():
         procs.append(cli)
         wait_routable(cli_a["outbound"], "echo", limit=SLOW)
         # Warm-up: the mTLS connection, lazily built state, first-use allocations.
-        oha(cli_a["outbound"], 200)
+        oha_count(cli_a["outbound"], 200)
         for p in (cli, srv):
             subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True, check=True)
-        codes = json.loads(oha(cli_a["outbound"], n, out=True)).get("statusCodeDistribution")
+        codes = json.loads(oha_count(cli_a["outbound"], n, json_out=True)).get("statusCodeDistribution")
         for p in (cli, srv):
             subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True, check=True)
         print(f"requests: {n} status: {codes}")
@@ -84,7 +69,7 @@ def main():
         total = 0
         for role, d in (("client", cli_d), ("server", srv_d)):
             dump = sorted(glob.glob(f"{d}/cg.out.*"))[-1]
-            ir = total_ir(dump)
+            ir = cgself.total(dump)
             total += ir
             print(f"{role} sidecar: {ir / n:,.0f} instructions per request")
             shutil.copy(dump, os.path.join(out_dir, f"mtls-{role}.cg.out"))

@@ -123,6 +123,16 @@ def h2_target(url, host):
             url.replace(f"127.0.0.1:{port}", f"{host}:{port}"))
 
 
+def oha_count(addr, n, host="echo", json_out=False):
+    """`n` keep-alive GETs over 16 connections to `http://ADDR/` with `Host: HOST` (profiles
+    count work per request, so a fixed count, not a duration); oha's JSON when `json_out`."""
+    cmd = ["oha", "--no-tui", "-n", str(n), "-c", str(CONNS), "-H", f"Host: {host}",
+           f"http://{addr}/"]
+    if json_out:
+        cmd[2:2] = ["--output-format", "json"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+
+
 def run_oha(url, seconds, host=None, http2=False, grpc_body=None):
     if not shutil.which("oha"):
         return None, "oha not installed (bash deploy/scripts/setup.sh bench)"
