@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::ControlPlane;
 use support::mesh::{Sidecar, app, app_on};
+use support::{ControlPlane, poll_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -61,21 +61,23 @@ async fn an_app_that_starts_late_costs_no_request_and_then_gets_traffic() {
     // v1's app comes up: within the bound (far above the ~7 s a penalty lasts) v1 answers,
     // and no request fails on the way.
     let _v1 = app_on(late_port, "v1").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut sent = 0;
-    loop {
-        let got = post(client.outbound).await;
+    // ~10 requests a second, a trickle like a readiness poll, bounded by the 30 s.
+    let reached = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
         sent += 1;
-        match got {
-            Some((200, b)) if b == "v1" => break,
-            Some((200, b)) if b == "v2" => {}
-            other => panic!("request {sent} after v1 started: {other:?}"),
+        let n = sent;
+        let outbound = client.outbound;
+        async move {
+            match post(outbound).await {
+                Some((200, b)) if b == "v1" => Some(()),
+                Some((200, b)) if b == "v2" => None,
+                other => panic!("request {n} after v1 started: {other:?}"),
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "v1 got no request in {sent} requests after its app started"
-        );
-        // ~10 requests a second: a trickle like a readiness poll, bounded by the deadline.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "v1 got no request in {sent} requests after its app started"
+    );
 }

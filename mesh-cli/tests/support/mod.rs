@@ -20,6 +20,25 @@ pub mod routed;
 /// Bounds every wait for a process to come up or a command to finish; only guards a hang.
 pub const HANG: Duration = Duration::from_secs(60);
 
+/// Waits for a condition: runs `check` every `every` until it yields `Some`, or gives up with
+/// `None` once `limit` has passed (the caller decides whether that fails the test).
+pub async fn poll_until<T, F, Fut>(limit: Duration, every: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The workspace's `mesh-control-plane`, built on demand next to this test's binaries.
 fn control_plane_bin() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_mesh-cli"))

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use super::ControlPlane;
 use super::echo::{Answer, Echo, Reply, echo, send};
 use super::mesh::Sidecar;
+use super::{ControlPlane, poll_until};
 
 /// Bounds one test's whole traffic phase; only guards a hang.
 const PHASE: Duration = Duration::from_secs(120);
@@ -39,13 +39,14 @@ impl Mesh {
             client,
         };
         // The first call makes the client subscribe to `api` on demand; retry until a reply
-        // comes from an app (not the proxy), bounded (each attempt is bounded by `send`).
-        for _ in 0..40 {
-            if m.get("/", &[]).await.is_some_and(|r| r.cause().is_none()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // comes from an app (not the proxy). 2 s as before (40 tries 50 ms apart): the tests
+        // that follow assert on the replies themselves.
+        let _ = poll_until(
+            Duration::from_secs(2),
+            Duration::from_millis(50),
+            || async { m.get("/", &[]).await.filter(|r| r.cause().is_none()) },
+        )
+        .await;
         m
     }
 
