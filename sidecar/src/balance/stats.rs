@@ -82,8 +82,13 @@ impl EndpointStats {
         if bits == 0 {
             return 0.0;
         }
-        let elapsed = now.saturating_sub(self.penalized_ns.load(Relaxed)) as f64;
-        f64::from_bits(bits) * (-elapsed / PENALTY_DECAY.as_nanos() as f64).exp()
+        let elapsed = now.saturating_sub(self.penalized_ns.load(Relaxed));
+        // Past 30 time constants the penalty is below a femtosecond: skip the `exp` that every
+        // P2C comparison would otherwise pay forever after an endpoint's first failure.
+        if elapsed > 30 * PENALTY_DECAY.as_nanos() as u64 {
+            return 0.0;
+        }
+        f64::from_bits(bits) * (-(elapsed as f64) / PENALTY_DECAY.as_nanos() as f64).exp()
     }
 
     /// PeakEWMA cost: latency estimate plus the recent-error penalty, scaled by the load the
