@@ -176,6 +176,7 @@ async fn run() {
         .args(["--http-addr", "127.0.0.1:0"])
         // The bench's proxies speak plaintext gRPC: it measures fan-out, not TLS.
         .arg("--discovery-tls=false")
+        .arg("--allow-anonymous-proxies")
         .arg("--addrs-file")
         .arg(&addrs_file)
         .env("RUST_LOG", "warn")
@@ -219,6 +220,7 @@ async fn run() {
                 service: svc(s),
                 namespace: "bench".into(),
                 ports: vec![8080],
+                identities: Vec::new(),
             })
             .await
             .expect("create service");

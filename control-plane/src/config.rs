@@ -80,6 +80,48 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub discovery_sans: Vec<String>,
+    /// Accept discovery streams from proxies without a mesh certificate (development only:
+    /// such a proxy registers endpoints with no identity, marked anonymous, and strict callers
+    /// refuse them). Off by default: the control plane takes a proxy's identity from its
+    /// verified workload certificate and nothing else. Required with `--discovery-tls=false`.
+    #[arg(long, env = "MESH_ALLOW_ANONYMOUS_PROXIES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous_proxies: bool,
+    /// Lifetime of the workload certificates the CA issues (e.g. `24h`, `90m`, `1m`), when the
+    /// proxy asks for none. Proxies renew at 50–70 % of it. At least 1m, at most 7d.
+    #[arg(long, env = "MESH_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub workload_cert_ttl: Duration,
+    /// Lifetime of the control plane's own serving certificate (discovery and admin ports);
+    /// it is re-issued at half its life without a restart. At least 1m, at most 7d.
+    #[arg(long, env = "MESH_SERVING_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub serving_cert_ttl: Duration,
+}
+
+/// Shortest certificate lifetime the flags accept: rotation can be watched in a test within
+/// minutes, and a renewal at half-life (30 s) still leaves time for retries.
+pub const MIN_CERT_TTL: Duration = Duration::from_secs(60);
+/// Longest: the CA's cap on leaves (a week); a longer-lived leaf outlives a compromise.
+pub const MAX_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `90s`, `1m`, `24h`, `7d` (a number and one unit), within [`MIN_CERT_TTL`]..=[`MAX_CERT_TTL`].
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (s, m, h, d), e.g. 24h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d (e.g. 24h)")),
+    };
+    let d = Duration::from_secs(secs);
+    if d < MIN_CERT_TTL || d > MAX_CERT_TTL {
+        return Err(format!("{s:?}: must be between 1m and 7d"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +140,9 @@ pub struct Config {
     pub admin_tls: bool,
     pub otlp_endpoint: Option<String>,
     pub discovery_sans: Vec<String>,
+    pub allow_anonymous_proxies: bool,
+    pub workload_cert_ttl: Duration,
+    pub serving_cert_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +151,10 @@ pub enum ConfigError {
     NoDataDir,
     #[error("--trust-domain {0:?}: must be non-empty [a-z0-9.-_]")]
     TrustDomain(String),
+    #[error(
+        "--discovery-tls=false cannot authenticate proxies: add --allow-anonymous-proxies to run a plaintext (development) mesh"
+    )]
+    PlaintextNeedsAnonymous,
 }
 
 // === impl Config ===
@@ -127,6 +176,9 @@ impl Config {
         {
             return Err(ConfigError::TrustDomain(td.clone()));
         }
+        if !a.discovery_tls && !a.allow_anonymous_proxies {
+            return Err(ConfigError::PlaintextNeedsAnonymous);
+        }
         Ok(Self {
             data_dir,
             discovery_addr: a.discovery_addr,
@@ -146,6 +198,9 @@ impl Config {
             admin_tls: a.admin_tls,
             otlp_endpoint: a.otlp_endpoint.filter(|e| !e.is_empty()),
             discovery_sans: a.discovery_sans,
+            allow_anonymous_proxies: a.allow_anonymous_proxies,
+            workload_cert_ttl: a.workload_cert_ttl,
+            serving_cert_ttl: a.serving_cert_ttl,
         })
     }
 
@@ -169,6 +224,11 @@ impl Config {
             admin_tls: true,
             otlp_endpoint: None,
             discovery_sans: Vec::new(),
+            // Plaintext discovery cannot see a certificate: in-process tests that use it run
+            // an anonymous (development) mesh; TLS tests turn both back.
+            allow_anonymous_proxies: true,
+            workload_cert_ttl: crate::ca::DEFAULT_LEAF_TTL,
+            serving_cert_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

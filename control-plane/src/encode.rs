@@ -124,7 +124,7 @@ pub fn tls_mode(t: TlsMode) -> i32 {
     }) as i32
 }
 
-/// The policy part of a Cluster; the caller fills `vip`, `ports`, `namespace`.
+/// The policy part of a Cluster; the caller fills `vip`, `ports`, `namespace`, `identities`.
 pub fn cluster_policy(c: &ClusterPolicy) -> pb::Cluster {
     let lb = match c.lb_policy {
         LbPolicy::P2cEwma => pb::LbPolicy::P2cEwma,
@@ -189,6 +189,7 @@ pub fn cluster_policy(c: &ClusterPolicy) -> pb::Cluster {
         vip: String::new(),
         ports: Vec::new(),
         namespace: String::new(),
+        identities: Vec::new(),
     }
 }
 

@@ -39,6 +39,7 @@ use tonic::transport::{Certificate, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::ca::{CaError, CertificateAuthority, JoinTokens, SpiffeId, TokenError};
+use crate::serving::Peer;
 
 /// Signing costs ~0.1 ms of CPU; 64 in flight absorbs a whole node of sidecars starting at
 /// once while bounding what a flood of requests can take from discovery on the same runtime.
@@ -46,9 +47,12 @@ const MAX_CONCURRENT_CERTIFY: usize = 64;
 /// Namespace and service account of the control plane's own identity.
 pub const CONTROL_PLANE_NAMESPACE: &str = "mesh-system";
 pub const CONTROL_PLANE_SERVICE_ACCOUNT: &str = "control-plane";
-/// The control plane's server cert lives a week (the CA's cap): tonic cannot swap a server
-/// certificate in place, so the process re-issues it at start-up and must restart within a week.
-pub const CONTROL_PLANE_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Lifetime of a serving certificate issued with [`ControlPlaneTls::issue`] (in-process test
+/// servers); the control plane's own listeners renew theirs (`serving::ServingTls`).
+const TEST_SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether an identity was revoked (`mesh-cli identity revoke`).
+pub type Revocations = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
 
 /// Serves `Identity.Certify` from a CA and a token registry.
 #[derive(Clone)]
@@ -56,6 +60,7 @@ pub struct IdentityService {
     ca: Arc<CertificateAuthority>,
     tokens: JoinTokens,
     inflight: Arc<Semaphore>,
+    revoked: Revocations,
 }
 
 /// The control plane's own TLS identity, PEM.
@@ -77,7 +82,14 @@ impl IdentityService {
             ca,
             tokens,
             inflight: Arc::new(Semaphore::new(MAX_CONCURRENT_CERTIFY)),
+            revoked: Arc::new(|_| false),
         }
+    }
+
+    /// Refuses certificates (first ones and renewals) for identities `revoked` names.
+    pub fn with_revocations(mut self, revoked: Revocations) -> Self {
+        self.revoked = revoked;
+        self
     }
 
     pub fn into_server(self) -> IdentityServer<Self> {
@@ -96,8 +108,28 @@ impl Identity for IdentityService {
                 "too many concurrent certificate requests; retry with backoff",
             )
         })?;
+        // A renewal proves the current certificate (mTLS) instead of a token, so a workload
+        // keeps its identity for as long as it runs, however short its join token's life.
+        let peer = request
+            .extensions()
+            .get::<Peer>()
+            .and_then(|p| p.identity.clone());
         let req = request.into_inner();
-        let authorised = self.tokens.verify(&req.token).map_err(token_status)?;
+        let authorised = match (req.token.is_empty(), peer) {
+            (false, _) => self.tokens.verify(&req.token).map_err(token_status)?,
+            (true, Some(id)) => id,
+            (true, None) => {
+                return Err(Status::unauthenticated(
+                    "no join token and no mesh client certificate: a first certificate needs a join token, a renewal the current certificate",
+                ));
+            }
+        };
+        if (self.revoked)(&authorised) {
+            tracing::warn!(identity = %authorised, "certificate request for a revoked identity");
+            return Err(Status::permission_denied(format!(
+                "identity {authorised} was revoked"
+            )));
+        }
         let ttl = (req.requested_ttl_secs > 0).then(|| Duration::from_secs(req.requested_ttl_secs));
         let issued = self
             .ca
@@ -145,13 +177,17 @@ fn ca_status(authorised: &SpiffeId, e: CaError) -> Status {
 impl ControlPlaneTls {
     /// Generates a fresh key and has `ca` issue the control plane's server certificate.
     pub fn issue(ca: &CertificateAuthority) -> Result<Self, CaError> {
-        Self::issue_with_sans(ca, &[])
+        Self::issue_with_sans(ca, &[], TEST_SERVER_CERT_TTL)
     }
 
     /// Like `issue`, with `extra` names (DNS names or IP addresses, `--discovery-san`) besides
     /// `localhost`/`127.0.0.1`/`::1`: for clients that reach the control plane at another address,
     /// such as workloads in network namespaces dialling the host side of their veth.
-    pub fn issue_with_sans(ca: &CertificateAuthority, extra: &[String]) -> Result<Self, CaError> {
+    pub fn issue_with_sans(
+        ca: &CertificateAuthority,
+        extra: &[String],
+        ttl: Duration,
+    ) -> Result<Self, CaError> {
         let identity = ca
             .trust_domain()
             .workload(CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT)?;
@@ -167,8 +203,7 @@ impl ControlPlaneTls {
                 Err(_) => dns.push(san),
             }
         }
-        let issued =
-            ca.issue_server_cert(&key, &identity, &dns, &ips, Some(CONTROL_PLANE_CERT_TTL))?;
+        let issued = ca.issue_server_cert(&key, &identity, &dns, &ips, Some(ttl))?;
         let mut cert_chain_pem = issued.leaf_pem;
         for c in &issued.chain_pem {
             cert_chain_pem.push_str(c);

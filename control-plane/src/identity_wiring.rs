@@ -3,13 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::ca::{
     CaConfig, CaError, CertificateAuthority, FileCaStorage, JoinTokens, SpiffeId, TokenError,
     TokenRecord, TokenStore, TrustDomain,
 };
 use crate::core::{Core, CoreError};
-use crate::identity_server::{ControlPlaneTls, IdentityService};
+use crate::identity_server::IdentityService;
+use crate::serving::{ServingError, ServingTls};
 
 /// File in `DATA_DIR/ca/` holding the trust bundle (PEM roots), written by the CA's storage;
 /// local clients (sidecars, `mesh-cli`) verify the control plane's TLS certificate with it.
@@ -31,13 +33,15 @@ pub enum IdentitySetupError {
     HalfOperatorCa,
     #[error("publishing the trust bundle: {0}")]
     Core(#[from] CoreError),
+    #[error(transparent)]
+    Serving(#[from] ServingError),
 }
 
 /// What the servers need: the Identity service and the discovery port's TLS identity.
 pub struct IdentityParts {
     pub ca: Arc<CertificateAuthority>,
     pub service: IdentityService,
-    pub tls: ControlPlaneTls,
+    pub tls: Arc<ServingTls>,
     pub bundle_path: PathBuf,
 }
 
@@ -53,11 +57,14 @@ pub fn setup(
     operator: &OperatorCa,
     core: &Arc<Core>,
     discovery_sans: &[String],
+    workload_cert_ttl: Duration,
+    serving_cert_ttl: Duration,
 ) -> Result<IdentityParts, IdentitySetupError> {
     let ca_dir = data_dir.join("ca");
     let storage = Arc::new(FileCaStorage::new(ca_dir.clone()));
     let config = CaConfig {
         trust_domain: TrustDomain::new(trust_domain).map_err(CaError::from)?,
+        default_leaf_ttl: workload_cert_ttl,
         ..CaConfig::default()
     };
     let ca = match (&operator.cert, &operator.key) {
@@ -75,10 +82,13 @@ pub fn setup(
     let bundle = ca.trust_bundle();
     core.set_trust_bundle(bundle.clone())?;
     let bundle_path = ca_dir.join(BUNDLE_FILE);
-    let tls = ControlPlaneTls::issue_with_sans(&ca, discovery_sans)?;
+    let tls = ServingTls::new(ca.clone(), discovery_sans.to_vec(), serving_cert_ttl)?;
     let tokens = JoinTokens::new(Arc::new(CoreTokenStore(core.clone())));
+    let revocations = core.clone();
     Ok(IdentityParts {
-        service: IdentityService::new(ca.clone(), tokens),
+        service: IdentityService::new(ca.clone(), tokens).with_revocations(Arc::new(
+            move |id: &SpiffeId| revocations.is_revoked(id.as_str()),
+        )),
         ca,
         tls,
         bundle_path,

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod otel;
 pub mod registry;
+pub mod serving;
 pub mod snapshot;
 pub mod store;
 pub mod validate;
@@ -81,11 +82,6 @@ pub enum RunError {
     Identity(#[from] identity_wiring::IdentitySetupError),
     #[error(transparent)]
     Otel(#[from] otel::ExportError),
-    #[error("{what} TLS: {source}")]
-    Tls {
-        what: &'static str,
-        source: tonic::transport::Error,
-    },
 }
 
 /// A running control plane. Dropping it leaves it running; call [`Handle::shutdown`].
@@ -119,6 +115,7 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         vip_range: config.vip_range,
         lease_grace: config.lease_grace,
         coalesce: config.coalesce,
+        allow_anonymous_proxies: config.allow_anonymous_proxies,
     };
     let core = Core::load(core_config, Arc::new(store), metrics::Metrics::new())?;
     let identity = identity_wiring::setup(
@@ -127,6 +124,8 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         &config.operator_ca,
         &core,
         &config.discovery_sans,
+        config.workload_cert_ttl,
+        config.serving_cert_ttl,
     )?;
 
     let discovery = bind("discovery", config.discovery_addr).await?;
@@ -146,58 +145,56 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
     };
 
     let mut tasks = vec![tokio::spawn(core.clone().run_builder())];
-    let mut builder = tonic::transport::Server::builder();
-    if config.discovery_tls {
-        builder = builder
-            .tls_config(identity.tls.tonic_config())
-            .map_err(|source| RunError::Tls {
-                what: "discovery",
-                source,
-            })?;
+    if config.discovery_tls || config.admin_tls {
+        tasks.push(tokio::spawn(identity.tls.clone().run_renewal()));
     }
-    let discovery_server = builder
+    let discovery_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(DiscoveryServer::new(xds::DiscoveryService::new(
             core.clone(),
         )))
         .add_service(identity.service.into_server());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = discovery_server
-            .serve_with_incoming(TcpListenerStream::new(discovery))
-            .await
-        {
-            tracing::error!(error = %e, "discovery server failed");
-        }
-    }));
+    tasks.push(if config.discovery_tls {
+        let incoming = identity.tls.incoming(discovery);
+        tokio::spawn(async move {
+            report(
+                "discovery",
+                discovery_router.serve_with_incoming(incoming).await,
+            )
+        })
+    } else {
+        let incoming = TcpListenerStream::new(discovery);
+        tokio::spawn(async move {
+            report(
+                "discovery",
+                discovery_router.serve_with_incoming(incoming).await,
+            )
+        })
+    });
     if let Some(endpoint) = &config.otlp_endpoint {
         otel::install(endpoint, &addrs.admin.to_string())?;
     }
     let auth = api::auth::Auth::new(&admin_token);
     // The admin port presents the same certificate as discovery: one identity for the control
-    // plane, issued at start-up, so both ports renew together (on restart).
-    let mut admin_builder = tonic::transport::Server::builder();
-    if config.admin_tls {
-        admin_builder = admin_builder
-            .tls_config(identity.tls.tonic_config())
-            .map_err(|source| RunError::Tls {
-                what: "admin",
-                source,
-            })?;
-    }
-    let admin_server =
-        admin_builder.add_service(otel::AdminSpans::new(AdminServer::with_interceptor(
+    // plane, renewed for both ports at once.
+    let admin_router = tonic::transport::Server::builder().add_service(otel::AdminSpans::new(
+        AdminServer::with_interceptor(
             api::AdminService::new(core.clone(), identity.ca.clone()),
             move |req| auth.check(req),
-        )));
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin_server
-            .serve_with_incoming(TcpListenerStream::new(admin))
-            .await
-        {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    }));
+        ),
+    ));
+    tasks.push(if config.admin_tls {
+        let incoming = identity.tls.incoming(admin);
+        tokio::spawn(
+            async move { report("admin", admin_router.serve_with_incoming(incoming).await) },
+        )
+    } else {
+        let incoming = TcpListenerStream::new(admin);
+        tokio::spawn(
+            async move { report("admin", admin_router.serve_with_incoming(incoming).await) },
+        )
+    });
     tasks.push(tokio::spawn(http::serve(http, core.clone())));
 
     let discovery_url = dial_url(addrs.discovery, config.discovery_tls);
@@ -249,6 +246,12 @@ pub fn dial_url(addr: SocketAddr, tls: bool) -> String {
         ip => ip,
     };
     format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn report(what: &'static str, res: Result<(), tonic::transport::Error>) {
+    if let Err(e) = res {
+        tracing::error!(error = %e, "{what} server failed");
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {

@@ -17,6 +17,14 @@ pub struct TypeLabels {
     pub type_url: &'static str,
 }
 
+/// Why a discovery stream was refused: `unauthenticated` (no mesh certificate),
+/// `not_bound` (the identity may not serve the service), `address_owned` (another proxy's
+/// endpoint address), `revoked` (the identity was revoked).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DeniedLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct StoreLabels {
     pub op: &'static str,
@@ -31,6 +39,7 @@ pub struct Metrics {
     pub nacks: Family<TypeLabels, Counter>,
     pub push_latency: Histogram,
     pub store_ops: Family<StoreLabels, Counter>,
+    pub announces_denied: Family<DeniedLabels, Counter>,
 }
 
 // === impl Metrics ===
@@ -71,6 +80,15 @@ impl Metrics {
         );
         let store_ops = Family::<StoreLabels, Counter>::default();
         registry.register("store_ops", "Durable store transactions", store_ops.clone());
+        let announces_denied = Family::<DeniedLabels, Counter>::default();
+        registry.register(
+            "announces_denied",
+            "Discovery streams refused before registering anything, by reason",
+            announces_denied.clone(),
+        );
+        for reason in ["unauthenticated", "not_bound", "address_owned", "revoked"] {
+            let _ = announces_denied.get_or_create(&DeniedLabels { reason });
+        }
         registry.register_collector(Box::new(SpanDrops));
         Self {
             registry,
@@ -80,7 +98,14 @@ impl Metrics {
             nacks,
             push_latency,
             store_ops,
+            announces_denied,
         }
+    }
+
+    pub fn denied(&self, reason: &'static str) {
+        self.announces_denied
+            .get_or_create(&DeniedLabels { reason })
+            .inc();
     }
 
     pub fn store_op(&self, op: &'static str, ok: bool) {

@@ -137,6 +137,7 @@ async fn plaintext_create(addr: std::net::SocketAddr, token: &str) -> String {
             service: "sneaky".into(),
             namespace: "default".into(),
             ports: vec![80],
+            identities: Vec::new(),
         }),
     )
     .await
@@ -526,6 +527,7 @@ async fn every_validation_rule_names_the_field_and_stores_nothing() {
             service: s.into(),
             namespace: "default".into(),
             ports: vec![80],
+            identities: Vec::new(),
         })
         .await
         .unwrap();

@@ -6,7 +6,8 @@ use std::time::Duration;
 use mesh_control_plane::ca::{
     CaConfig, CertificateAuthority, JoinToken, JoinTokens, MemoryCaStorage, SpiffeId,
 };
-use mesh_control_plane::identity_server::{ControlPlaneTls, IdentityService};
+use mesh_control_plane::identity_server::IdentityService;
+use mesh_control_plane::serving::ServingTls;
 use mesh_proto::identity::v1::CertifyRequest;
 use mesh_proto::identity::v1::identity_client::IdentityClient;
 use rcgen::{CertificateParams, KeyPair, SanType};
@@ -32,21 +33,14 @@ async fn start() -> Cp {
         .unwrap(),
     );
     let tokens = JoinTokens::in_memory();
-    let tls = ControlPlaneTls::issue(&ca).unwrap();
-    assert_eq!(
-        tls.identity.as_str(),
-        "spiffe://cluster.local/ns/mesh-system/sa/control-plane"
-    );
+    // The control plane's own listener TLS (renewing serving certificate, client certs
+    // verified against the bundle), as the binary serves it.
+    let tls = ServingTls::new(ca.clone(), Vec::new(), Duration::from_secs(3600)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = IdentityService::new(ca.clone(), tokens.clone()).into_server();
-    let server = Server::builder()
-        .tls_config(tls.tonic_config())
-        .unwrap()
-        .add_service(svc);
-    tokio::spawn(
-        server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let server = Server::builder().add_service(svc);
+    tokio::spawn(server.serve_with_incoming(tls.incoming(listener)));
 
     // The client trusts only the mesh bundle and checks the CP's DNS SAN `localhost`.
     let client_tls = ClientTlsConfig::new()

@@ -493,7 +493,7 @@ proptest! {
 
     #[test]
     fn node_and_service_conversions_never_panic(n in node(), ns in s(), ports in vec(n32(), 0..4)) {
-        let _ = service_decl(&n.service, &ns, &ports);
+        let _ = service_decl(&n.service, &ns, &ports, &n.labels.values().cloned().collect::<Vec<_>>(), "cluster.local");
         let _ = node_from_proto(n);
     }
 

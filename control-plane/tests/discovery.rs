@@ -49,6 +49,7 @@ async fn create_service(a: &mut Admin, name: &str) {
             service: name.into(),
             namespace: "default".into(),
             ports: vec![80],
+            identities: Vec::new(),
         }),
     )
     .await

@@ -32,6 +32,7 @@ async fn spawn(data: &Path, addrs_file: &Path) -> (Child, Addrs) {
         .arg(addrs_file)
         // The raw discovery client below speaks plaintext gRPC; TLS is covered by e2e_mtls.
         .arg("--discovery-tls=false")
+        .arg("--allow-anonymous-proxies")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -87,6 +88,7 @@ async fn config_survives_kill_9() {
                 service: s.into(),
                 namespace: "shop".into(),
                 ports: vec![8080],
+                identities: Vec::new(),
             }),
         )
         .await

@@ -106,13 +106,18 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
     let health = Arc::new(Health::default());
     crate::observe::start(&cfg, &state, control_rt.handle())?;
     let metrics = Metrics::global().clone();
-    let cp_tls = crate::identity_wiring::control_plane_channel_tls(&cfg)?;
     // The identity channel is created inside the control runtime, where it will run.
     let workload = {
         let _rt = control_rt.enter();
-        crate::identity_wiring::prepare(&cfg, cp_tls.clone(), &health)?
+        crate::identity_wiring::prepare(&cfg, &health)?
     };
     let identity = workload.as_ref().map(|w| w.store.clone());
+    // Discovery presents the workload certificate: the control plane takes the proxy's
+    // identity from it.
+    let cp_tls = crate::identity_wiring::control_plane_tls(&cfg, identity.clone())?;
+    // With an identity the proxy never downgrades to plaintext towards strict services.
+    let mtls = identity.is_some();
+    state.update(|s| s.mtls_peers = mtls);
     if let Some(store) = &identity {
         crate::observe::watch_certificates(store.clone());
     }
@@ -134,6 +139,7 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         None => {
             let mut client_cfg = client_config(&cfg, addrs.inbound.port(), local);
             client_cfg.tls = cp_tls;
+            client_cfg.workload = identity.clone();
             // Announce an identity only with a certificate to prove it: peers use mTLS to
             // endpoints that have one.
             if identity.is_none() {
@@ -291,6 +297,7 @@ fn client_config(cfg: &Config, inbound_port: u16, local: LocalListener) -> Clien
         local_listener: local,
         snapshot_fallback_after: SNAPSHOT_FALLBACK_AFTER,
         tls: None,
+        workload: None,
     }
 }
 

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mesh_proto::identity::v1::identity_client::IdentityClient;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::admin::Health;
 use crate::config::Config;
 use crate::identity::{
-    CertStore, IdentityError, JoinToken, Rotation, SpiffeError, SpiffeId, TOKEN_ENV,
-    control_plane_tls,
+    CertStore, ControlTls, ControlTlsError, IdentityError, JoinToken, Rotation, SpiffeError,
+    SpiffeId, TOKEN_ENV,
 };
 use crate::state::{Name, StateHandle};
 use crate::tls::{BundleError, TrustBundle};
@@ -39,6 +39,8 @@ pub enum IdentityWiringError {
     Spiffe(#[from] SpiffeError),
     #[error(transparent)]
     Token(#[from] IdentityError),
+    #[error("control plane TLS: {0}")]
+    ControlTls(#[from] ControlTlsError),
 }
 
 /// The workload identity once wired: hand `store` to the inbound acceptor and outbound
@@ -49,10 +51,11 @@ pub struct Workload {
 }
 
 /// TLS for the discovery/identity channel: `Some` for an `https://` control plane, verified
-/// against `--ca-bundle` and the URL's host name.
-pub fn control_plane_channel_tls(
+/// against `--ca-bundle` and the URL's host name, presenting `workload`'s certificate.
+pub fn control_plane_tls(
     cfg: &Config,
-) -> Result<Option<ClientTlsConfig>, IdentityWiringError> {
+    workload: Option<Arc<CertStore>>,
+) -> Result<Option<ControlTls>, IdentityWiringError> {
     // A sidecar serving `--static-config` never dials the control plane: its default https URL
     // needs no bundle then.
     if !cfg.control_plane.starts_with("https://") || cfg.static_config.is_some() {
@@ -70,7 +73,7 @@ pub fn control_plane_channel_tls(
             IdentityWiringError::Url(cfg.control_plane.clone(), e.to_string())
         })?;
     let host = uri.host().unwrap_or("localhost");
-    Ok(Some(control_plane_tls(&pems, host)))
+    Ok(Some(ControlTls::new(&pems, host, workload)?))
 }
 
 /// With a join token (`MESH_JOIN_TOKEN`, read once here at start-up, or `--join-token-file`):
@@ -78,7 +81,6 @@ pub fn control_plane_channel_tls(
 /// first certificate. Without one: `None`, and the sidecar speaks plaintext.
 pub fn prepare(
     cfg: &Config,
-    cp_tls: Option<ClientTlsConfig>,
     health: &Arc<Health>,
 ) -> Result<Option<Workload>, IdentityWiringError> {
     let token = match JoinToken::resolve(
@@ -100,15 +102,15 @@ pub fn prepare(
     })?;
     let identity = SpiffeId::parse(&cfg.identity())?;
     let store = CertStore::new(identity, bundle);
-    let mut endpoint = Endpoint::from_shared(cfg.control_plane.clone())
-        .map_err(|e| IdentityWiringError::Url(cfg.control_plane.clone(), e.to_string()))?;
-    if let Some(tls) = cp_tls {
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|e| IdentityWiringError::Url(cfg.control_plane.clone(), e.to_string()))?;
-    }
+    let url_err = |e: String| IdentityWiringError::Url(cfg.control_plane.clone(), e);
     // Lazy: the rotation task retries with backoff while the control plane is away.
-    let client = IdentityClient::new(endpoint.connect_lazy());
+    let channel = match control_plane_tls(cfg, Some(store.clone()))? {
+        Some(tls) => tls.connect_lazy(tls.endpoint(&cfg.control_plane)?),
+        None => Endpoint::from_shared(cfg.control_plane.clone())
+            .map_err(|e| url_err(e.to_string()))?
+            .connect_lazy(),
+    };
+    let client = IdentityClient::new(channel);
     health.add_gate(CERT_GATE);
     Ok(Some(Workload {
         rotation: Rotation {

@@ -53,6 +53,7 @@ fn start(endpoint: String, eager: &[&str], data_dir: Option<&std::path::Path>) -
         local_listener: Default::default(),
         snapshot_fallback_after: Duration::from_millis(300),
         tls: None,
+        workload: None,
     };
     let state = StateHandle::default();
     let health = Arc::new(Health::default());

@@ -62,15 +62,10 @@ fn admin_setup(rt: &tokio::runtime::Runtime, cp: &ControlPlane, dir: &Path) -> I
         format!("Bearer {}", cp.handle.admin_token).parse().unwrap();
     let pem = std::fs::read_to_string(&cp.bundle).unwrap();
     // The admin port listens on 127.0.0.1, a name the control plane's certificate carries.
-    let tls = mesh_sidecar::identity::control_plane_tls(&[pem], "127.0.0.1");
+    let tls = mesh_sidecar::identity::ControlTls::new(&[pem], "127.0.0.1", None).unwrap();
     rt.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(cp.handle.admin_url.clone())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .expect("admin API");
+        let endpoint = tls.endpoint(&cp.handle.admin_url).unwrap();
+        let channel = tls.connect(endpoint).await.expect("admin API");
         let mut client =
             AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
                 req.metadata_mut().insert("authorization", auth.clone());
@@ -82,6 +77,7 @@ fn admin_setup(rt: &tokio::runtime::Runtime, cp: &ControlPlane, dir: &Path) -> I
                 service: "web".into(),
                 namespace: NAMESPACE.into(),
                 ports: vec![u32::from(APP_PORT)],
+                identities: Vec::new(),
             }),
         )
         .await

@@ -5,20 +5,17 @@ mod tls_common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_proto::identity::v1::identity_client::IdentityClient;
-use mesh_sidecar::identity::{
-    CertStore, IdentityError, JoinToken, Rotation, certify, control_plane_tls,
-};
+use mesh_sidecar::identity::{CertStore, ControlTls, IdentityError, JoinToken, Rotation, certify};
 use mesh_sidecar::tls::TrustBundle;
 use tls_common::{Cp, STEP, id};
 use tokio::time::timeout;
-use tonic::transport::Channel;
 
 #[tokio::test]
 async fn token_for_a_cannot_get_b_and_revoked_token_is_refused() {
     let cp = Cp::start().await;
     let mut client = cp.client().await;
     let token_a = cp.token("a");
-    let err = certify(&mut client, &token_a, &id("b"), None)
+    let err = certify(&mut client, Some(&token_a), &id("b"), None)
         .await
         .unwrap_err();
     match &err {
@@ -26,13 +23,17 @@ async fn token_for_a_cannot_get_b_and_revoked_token_is_refused() {
         other => panic!("expected a refusal, got {other}"),
     }
     assert!(err.is_permanent());
-    assert!(certify(&mut client, &token_a, &id("a"), None).await.is_ok());
+    assert!(
+        certify(&mut client, Some(&token_a), &id("a"), None)
+            .await
+            .is_ok()
+    );
 
     let cp_id = cp.ca.trust_domain().workload("default", "c").unwrap();
     let (secret, record) = cp.tokens.create(cp_id, None).unwrap();
     cp.tokens.revoke(&record.id).unwrap();
     let token_c = JoinToken::new(secret.into_string()).unwrap();
-    let err = certify(&mut client, &token_c, &id("c"), None)
+    let err = certify(&mut client, Some(&token_c), &id("c"), None)
         .await
         .unwrap_err();
     match &err {
@@ -101,16 +102,14 @@ async fn rotation_task_fills_the_store_and_exposes_expiry() {
 async fn sidecar_refuses_a_control_plane_outside_its_bundle() {
     let cp = Cp::start().await;
     let foreign = Cp::start().await;
-    let channel = Channel::from_shared(format!("https://{}", cp.addr))
-        .unwrap()
-        .tls_config(control_plane_tls(&foreign.bundle(), "localhost"))
-        .unwrap();
-    let result = timeout(STEP, channel.connect()).await.unwrap();
+    let tls = ControlTls::new(&foreign.bundle(), "localhost", None).unwrap();
+    let endpoint = tls.endpoint(&format!("https://{}", cp.addr)).unwrap();
+    let result = timeout(STEP, tls.connect(endpoint)).await.unwrap();
     let err = match result {
         // Channel may connect lazily; the first call then fails.
         Ok(ch) => {
             let mut c = IdentityClient::new(ch);
-            certify(&mut c, &cp.token("a"), &id("a"), None)
+            certify(&mut c, Some(&cp.token("a")), &id("a"), None)
                 .await
                 .unwrap_err()
                 .to_string()
@@ -118,4 +117,34 @@ async fn sidecar_refuses_a_control_plane_outside_its_bundle() {
         Err(e) => format!("{e:?}"),
     };
     assert!(err.contains("UnknownIssuer"), "{err}");
+}
+
+#[tokio::test]
+async fn a_renewal_proves_the_current_certificate_without_a_token() {
+    let cp = Cp::start().await;
+    let store = cp.workload("renewer").await;
+    let first = store.credentials().unwrap().not_after;
+    // No token at all: the channel presents the current certificate and that is the proof.
+    let mut client = cp.client_as(Some(store.clone())).await;
+    let (creds, _) = certify(&mut client, None, &id("renewer"), None)
+        .await
+        .expect("renewal by certificate");
+    assert!(creds.not_after >= first);
+    // The certificate proves one identity only: it cannot obtain another.
+    let err = certify(&mut client, None, &id("other"), None)
+        .await
+        .unwrap_err();
+    match &err {
+        IdentityError::Refused(s) => assert_eq!(s.code(), tonic::Code::PermissionDenied),
+        other => panic!("expected a refusal, got {other}"),
+    }
+    // Without a certificate and without a token nothing is issued.
+    let mut anonymous = cp.client().await;
+    let err = certify(&mut anonymous, None, &id("renewer"), None)
+        .await
+        .unwrap_err();
+    match &err {
+        IdentityError::Refused(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated),
+        other => panic!("expected a refusal, got {other}"),
+    }
 }

@@ -95,6 +95,8 @@ impl ControlPlane {
             .arg("--addrs-file")
             .arg(&addrs_file)
             .args(tls_flag.is_none().then_some("--discovery-tls=true"))
+            // Plaintext discovery cannot authenticate: such a test runs an anonymous mesh.
+            .args((!tls).then_some("--allow-anonymous-proxies"))
             .args(extra)
             .stdin(Stdio::null())
             .spawn()

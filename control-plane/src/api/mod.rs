@@ -33,6 +33,7 @@ fn status(e: CoreError) -> Status {
         CoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
         CoreError::Store(s) => Status::unavailable(s.to_string()),
         CoreError::Exhausted(x) => Status::resource_exhausted(x.to_string()),
+        CoreError::Denied(d) => Status::permission_denied(d.to_string()),
     }
 }
 
@@ -77,6 +78,7 @@ fn service_info(v: ServiceView) -> apb::ServiceInfo {
         vip: v.vip.map(|ip| ip.to_string()).unwrap_or_default(),
         endpoint_count: v.endpoint_count as u32,
         declared: v.declared,
+        identities: v.identities,
     }
 }
 
@@ -228,7 +230,14 @@ impl Admin for AdminService {
 
     async fn create_service(&self, req: Request<apb::CreateServiceRequest>) -> R<apb::ServiceInfo> {
         let req = req.into_inner();
-        let decl = service_decl(&req.service, &req.namespace, &req.ports).map_err(invalid)?;
+        let decl = service_decl(
+            &req.service,
+            &req.namespace,
+            &req.ports,
+            &req.identities,
+            &self.core.config.trust_domain,
+        )
+        .map_err(invalid)?;
         let view = self.blocking(move |c| c.create_service(decl)).await?;
         Ok(Response::new(service_info(view)))
     }

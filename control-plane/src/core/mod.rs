@@ -2,12 +2,13 @@
 //! the store, and turned into published snapshot resources (immediately for admin writes,
 //! coalesced for registry churn).
 
+mod admission;
 mod config_ops;
 mod resources;
 mod service_ops;
 mod tokens;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use admission::Denied;
 pub use tokens::TokenRecord;
 
 use crate::metrics::Metrics;
@@ -34,6 +36,8 @@ pub struct CoreConfig {
     pub vip_range: VipRange,
     pub lease_grace: Duration,
     pub coalesce: Duration,
+    /// Proxies without a mesh certificate may register (development only).
+    pub allow_anonymous_proxies: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,8 @@ pub enum CoreError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Exhausted(#[from] Exhausted),
+    #[error(transparent)]
+    Denied(#[from] Denied),
 }
 
 pub struct Core {
@@ -71,6 +77,8 @@ pub(crate) struct State {
     pub authz: BTreeMap<String, AuthzPolicy>,
     pub runtime: Runtime,
     pub tokens: BTreeMap<String, TokenRecord>,
+    /// Revoked workload identities (SPIFFE IDs).
+    pub revoked: BTreeSet<String>,
 }
 
 /// The key under which the runtime singleton is stored and published.
@@ -90,7 +98,7 @@ impl Core {
         store: Arc<dyn Store>,
         metrics: Metrics,
     ) -> Result<Arc<Self>, CoreError> {
-        let mut registry = Registry::new(config.vip_range);
+        let mut registry = Registry::new(config.vip_range, &config.trust_domain);
         for (service, ip) in list_typed::<Ipv4Addr>(&*store, Table::Vips)? {
             if !registry.vips.restore(&service, ip) {
                 tracing::warn!(%service, %ip, "stored VIP outside --vip-range; reallocating");
@@ -118,6 +126,10 @@ impl Core {
                 .map(|(_, r)| r)
                 .unwrap_or_default(),
             tokens: list_typed(&*store, Table::Tokens)?.into_iter().collect(),
+            revoked: list_typed::<i64>(&*store, Table::Revoked)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
         };
         let core = Arc::new(Self {
             config,

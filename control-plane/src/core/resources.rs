@@ -17,6 +17,7 @@ struct ClusterContent<'a> {
     vip: Option<std::net::Ipv4Addr>,
     ports: &'a [u16],
     namespace: &'a str,
+    identities: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -45,12 +46,14 @@ pub(super) fn build(st: &State, key: &Key, changed_at: Instant) -> Option<Versio
                     vip: view.vip,
                     ports: &view.ports,
                     namespace: &view.namespace,
+                    identities: &view.identities,
                 },
             );
             let mut c = encode::cluster_policy(policy);
             c.vip = view.vip.map(|ip| ip.to_string()).unwrap_or_default();
             c.ports = view.ports.iter().copied().map(u32::from).collect();
             c.namespace = view.namespace;
+            c.identities = view.identities;
             (version, resource(name, pb::resource::Kind::Cluster(c)))
         }
         Kind::Endpoints => {

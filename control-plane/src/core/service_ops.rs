@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Core, CoreError, service_keys, static_key};
+use super::{Core, CoreError, Denied, service_keys, static_key};
 use crate::model::{Endpoint, EndpointSource, EndpointState, ProxyNode, ServiceDecl};
 use crate::registry::{LeaseKey, ServiceView};
 use crate::snapshot::Kind;
@@ -140,7 +140,7 @@ impl Core {
         let mut st = self.state.lock();
         self.ensure_vip(&mut st, &node.service)?;
         let was_known = st.registry.is_known(&node.service);
-        let key = st.registry.announce(node);
+        let key = st.registry.announce(node).map_err(Denied::from)?;
         drop(st);
         if was_known {
             self.mark_dirty(service_keys(&node.service));

@@ -42,6 +42,10 @@ pub struct ServiceDecl {
     pub service: String,
     pub namespace: String,
     pub ports: Vec<u16>,
+    /// SPIFFE IDs allowed to serve this service (secure naming). Empty = the default binding,
+    /// the service account named like the service in its namespace.
+    #[serde(default)]
+    pub identities: Vec<String>,
 }
 
 /// Who a proxy is, from the first request of its discovery stream.

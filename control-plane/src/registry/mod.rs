@@ -16,6 +16,20 @@ use crate::validate::DEFAULT_NAMESPACE;
 pub struct Registry {
     services: BTreeMap<String, ServiceEntry>,
     pub vips: VipAllocator,
+    /// For the default binding's SPIFFE ID.
+    trust_domain: String,
+}
+
+/// An announce for an address another workload's endpoint holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "endpoint {address} of {service:?} belongs to {owner}; a proxy with identity {claimant} cannot take it over"
+)]
+pub struct AddressOwned {
+    pub service: String,
+    pub address: SocketAddr,
+    pub owner: String,
+    pub claimant: String,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +67,8 @@ pub struct ServiceView {
     pub vip: Option<Ipv4Addr>,
     pub endpoint_count: usize,
     pub declared: bool,
+    /// SPIFFE IDs allowed to serve it: the declared binding, else the default one.
+    pub identities: Vec<String>,
 }
 
 /// A proxy's hold on its endpoint; give it back with [`Registry::release`].
@@ -65,10 +81,30 @@ pub struct LeaseKey {
 // === impl Registry ===
 
 impl Registry {
-    pub fn new(range: VipRange) -> Self {
+    pub fn new(range: VipRange, trust_domain: &str) -> Self {
         Self {
             services: BTreeMap::new(),
             vips: VipAllocator::new(range),
+            trust_domain: trust_domain.to_string(),
+        }
+    }
+
+    /// The identities allowed to serve `service` (secure naming): its declared binding, else
+    /// the service account named like the service in the service's namespace (a declared
+    /// service's, else `default`), as a Kubernetes Deployment runs under its own account.
+    /// The namespace is never taken from an announcing proxy: the first to announce must not
+    /// choose who may serve a name.
+    pub fn bound_identities(&self, service: &str) -> Vec<String> {
+        let decl = self.services.get(service).and_then(|e| e.decl.as_ref());
+        match decl {
+            Some(d) if !d.identities.is_empty() => d.identities.clone(),
+            _ => {
+                let ns = decl.map_or(DEFAULT_NAMESPACE, |d| d.namespace.as_str());
+                vec![format!(
+                    "spiffe://{}/ns/{ns}/sa/{service}",
+                    self.trust_domain
+                )]
+            }
         }
     }
 
@@ -103,15 +139,35 @@ impl Registry {
         (existed, statics)
     }
 
-    /// Registers (or renews) a proxy's workload endpoint.
-    pub fn announce(&mut self, node: &ProxyNode) -> LeaseKey {
+    /// Registers (or renews) a proxy's workload endpoint. An address held by a live or
+    /// lingering endpoint of another identity (or of an identified workload, for an anonymous
+    /// proxy) stays with its owner: the announce is refused.
+    pub fn announce(&mut self, node: &ProxyNode) -> Result<LeaseKey, AddressOwned> {
+        let address = node.endpoint().address;
+        if let Some(slot) = self
+            .services
+            .get(&node.service)
+            .and_then(|e| e.endpoints.get(&address))
+            && matches!(slot.lease, Lease::Proxy { .. })
+            && slot.endpoint.identity != node.identity
+        {
+            return Err(AddressOwned {
+                service: node.service.clone(),
+                address,
+                owner: slot
+                    .endpoint
+                    .identity
+                    .clone()
+                    .unwrap_or_else(|| "an anonymous proxy".into()),
+                claimant: node.identity.clone().unwrap_or_else(|| "(none)".into()),
+            });
+        }
         let entry = self.services.entry(node.service.clone()).or_default();
         entry
             .announced_namespace
             .get_or_insert_with(|| node.namespace.clone());
         entry.announced_ports.extend(node.app_ports.iter().copied());
         let mut endpoint = node.endpoint();
-        let address = endpoint.address;
         match entry.endpoints.get_mut(&address) {
             Some(slot) => match &mut slot.lease {
                 Lease::Proxy {
@@ -140,10 +196,10 @@ impl Registry {
                 );
             }
         }
-        LeaseKey {
+        Ok(LeaseKey {
             service: node.service.clone(),
             address,
-        }
+        })
     }
 
     /// A stream holding the lease ended. Returns the generation to pass to [`Self::expire`]
@@ -262,6 +318,7 @@ impl Registry {
             vip: self.vips.get(service),
             endpoint_count: e.endpoints.len(),
             declared: e.decl.is_some(),
+            identities: self.bound_identities(service),
         })
     }
 

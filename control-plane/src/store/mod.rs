@@ -26,6 +26,8 @@ pub enum Table {
     Vips,
     /// CA material (root/intermediate keys and certificates), written by the identity service.
     Ca,
+    /// Revoked workload identities (SPIFFE ID → revocation time): no renewal, no discovery.
+    Revoked,
 }
 
 /// One write inside a transaction.
@@ -58,7 +60,7 @@ pub trait Store: Send + Sync + 'static {
 // === impl Table ===
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Routes,
         Table::ClusterPolicies,
         Table::AuthzPolicies,
@@ -68,6 +70,7 @@ impl Table {
         Table::Runtime,
         Table::Vips,
         Table::Ca,
+        Table::Revoked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Table {
             Table::Runtime => "runtime",
             Table::Vips => "vips",
             Table::Ca => "ca",
+            Table::Revoked => "revoked_identities",
         }
     }
 }

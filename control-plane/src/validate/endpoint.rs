@@ -104,11 +104,41 @@ pub fn node_from_proto(n: dpb::Node) -> Result<ProxyNode> {
 }
 
 /// A service created through the admin API.
-pub fn service_decl(service: &str, ns: &str, service_ports: &[u32]) -> Result<ServiceDecl> {
+/// A service created through the admin API. `identities` are SPIFFE IDs, or `sa/NAME` /
+/// `ns/NS/sa/NAME` short forms resolved in `trust_domain` and the service's namespace.
+pub fn service_decl(
+    service: &str,
+    ns: &str,
+    service_ports: &[u32],
+    identities: &[String],
+    trust_domain: &str,
+) -> Result<ServiceDecl> {
+    let namespace = namespace("namespace", ns)?;
+    bounded("identities", identities.len())?;
+    let mut ids = Vec::with_capacity(identities.len());
+    for (i, raw) in identities.iter().enumerate() {
+        let field = format!("identities[{i}]");
+        let full = if raw.starts_with("spiffe://") {
+            raw.clone()
+        } else if let Some(sa) = raw.strip_prefix("sa/") {
+            format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
+        } else if raw.starts_with("ns/") {
+            format!("spiffe://{trust_domain}/{raw}")
+        } else {
+            return Err(err(
+                &field,
+                format!("{raw:?}: expected a SPIFFE ID, sa/NAME or ns/NS/sa/NAME"),
+            ));
+        };
+        ids.push(identity(&field, &full)?);
+    }
+    ids.sort();
+    ids.dedup();
     Ok(ServiceDecl {
         service: service_name("service", service)?,
-        namespace: namespace("namespace", ns)?,
+        namespace,
         ports: ports("ports", service_ports)?,
+        identities: ids,
     })
 }
 

@@ -18,7 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use state::{ProxyHandle, TypeState};
 
-use crate::core::Core;
+use crate::core::{Core, CoreError, Denied};
+use crate::serving::Peer;
 use crate::validate::node_from_proto;
 
 /// How long a new stream may take to send its first request (the node). Proxies send it
@@ -56,6 +57,11 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaStreamStream>, Status> {
+        // The proxy's identity is what its verified certificate says, nothing else.
+        let peer = request
+            .extensions()
+            .get::<Peer>()
+            .and_then(|p| p.identity.clone());
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(first))) => first,
@@ -70,14 +76,28 @@ impl Discovery for DiscoveryService {
                 "the first request of a stream must carry the node",
             ));
         };
-        let node = node_from_proto(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut node =
+            node_from_proto(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.core
+            .admit(&mut node, peer.as_ref().map(|p| p.as_str()))
+            .map_err(|e| match e {
+                Denied::Unauthenticated => Status::unauthenticated(e.to_string()),
+                e => Status::permission_denied(e.to_string()),
+            })?;
         let core = self.core.clone();
         let announce_node = node.clone();
         // Announcing may allocate and persist a VIP (an fsync): off the async workers.
         let lease = tokio::task::spawn_blocking(move || core.announce(&announce_node))
             .await
             .map_err(|_| Status::internal("announce task failed"))?
-            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            .map_err(|e| match e {
+                CoreError::Denied(d) => {
+                    self.core.metrics.denied(d.reason());
+                    tracing::warn!(proxy = %node.id, error = %d, "discovery stream refused");
+                    Status::permission_denied(d.to_string())
+                }
+                e => Status::resource_exhausted(e.to_string()),
+            })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         tracing::info!(stream = id, proxy = %node.id, service = %node.service, "proxy connected");
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);

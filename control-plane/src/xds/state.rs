@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::model::ProxyNode;
@@ -40,6 +41,8 @@ pub struct ProxyHandle {
     pub connected_since_unix_ms: i64,
     pub connected_at: Instant,
     pub types: Mutex<[TypeState; 6]>,
+    /// Notified to end the stream (its identity was revoked).
+    pub close: Notify,
 }
 
 // === impl TypeState ===

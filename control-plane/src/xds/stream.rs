@@ -41,6 +41,7 @@ impl ProxyStream {
             connected_since_unix_ms: crate::core::now_unix_ms(),
             connected_at: Instant::now(),
             types: Default::default(),
+            close: Notify::new(),
         });
         let notify = core.snapshot.register_stream(id);
         core.proxies.insert(id, handle.clone());
@@ -72,6 +73,10 @@ impl ProxyStream {
                     }
                 },
                 () = self.notify.notified() => self.push_all().await,
+                () = self.handle.close.notified() => Err(Some(Status::permission_denied(format!(
+                    "identity {} was revoked",
+                    self.handle.node.identity.as_deref().unwrap_or("(none)")
+                )))),
                 () = self.tx.closed() => Err(None),
             };
         }

@@ -264,7 +264,7 @@ pub struct ExplainArgs {
 pub enum ServiceCommand {
     /// Declare a service before any proxy announces it (kept across restarts; gets a VIP).
     #[command(
-        after_help = "Example:\n  mesh-cli service create reviews --namespace bookinfo --port 9080"
+        after_help = "Examples:\n  mesh-cli service create reviews --namespace bookinfo --port 9080\n  mesh-cli service create api --identity sa/api --identity sa/api-canary"
     )]
     Create {
         #[arg(value_parser = service_name)]
@@ -274,6 +274,11 @@ pub enum ServiceCommand {
         /// Service port (repeatable).
         #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u32).range(1..=65535))]
         ports: Vec<u32>,
+        /// An identity allowed to serve the service (repeatable): `sa/NAME` (in the service's
+        /// namespace), `ns/NS/sa/NAME` or a full SPIFFE ID. Default: the service account
+        /// named like the service.
+        #[arg(long = "identity", value_name = "IDENTITY")]
+        identities: Vec<String>,
     },
     /// Every service: declared or announced by proxies, with VIP and endpoint count.
     #[command(after_help = "Example:\n  mesh-cli service list -o json")]

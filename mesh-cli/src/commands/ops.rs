@@ -227,11 +227,13 @@ pub async fn service(global: &Global, cmd: ServiceCommand) -> Result<()> {
             service,
             namespace,
             ports,
+            identities,
         } => {
             let req = CreateServiceRequest {
                 service: service.clone(),
                 namespace,
                 ports,
+                identities,
             };
             let resp = admin.client.create_service(req).await;
             let info = resp
@@ -259,6 +261,7 @@ pub async fn service(global: &Global, cmd: ServiceCommand) -> Result<()> {
                     "PORTS",
                     "ENDPOINTS",
                     "DECLARED",
+                    "IDENTITIES",
                 ]);
                 for s in services {
                     let ports = s
@@ -274,6 +277,7 @@ pub async fn service(global: &Global, cmd: ServiceCommand) -> Result<()> {
                         ports,
                         s.endpoint_count.to_string(),
                         s.declared.to_string(),
+                        s.identities.join(","),
                     ]);
                 }
                 t.print();

@@ -85,11 +85,13 @@ impl ControlPlane {
                 "127.0.0.1:0",
             ])
             .args(["--http-addr", "127.0.0.1:0"])
-            // This harness's discovery clients and sidecars speak plaintext unless a test asks
-            // for TLS (the control plane's default).
+            // This harness's raw discovery clients and sidecars speak plaintext, as anonymous
+            // (development) proxies, unless a test asks for TLS (the control plane's default).
             .args(
                 (!extra.iter().any(|a| a.starts_with("--discovery-tls")))
-                    .then_some("--discovery-tls=false"),
+                    .then_some(["--discovery-tls=false", "--allow-anonymous-proxies"])
+                    .into_iter()
+                    .flatten(),
             )
             .args(extra)
             .env("RUST_LOG", "warn")

@@ -22,7 +22,7 @@ pub use health::watch as watch_health;
 pub use pick::Subset;
 pub use stats::EndpointStats;
 
-use crate::state::{Cluster, Endpoint, Endpoints, Name};
+use crate::state::{Cluster, Endpoint, Endpoints, Name, TlsMode};
 
 /// Everything the data path needs to pick an endpoint of one service, built once per update.
 #[derive(Debug)]
@@ -40,6 +40,20 @@ pub struct ServiceLb {
     in_flight: Arc<AtomicU32>,
 }
 
+/// Whether a proxy with an identity may dial `e`: never in plaintext when the cluster is
+/// strict (the default), and only when its identity is one the control plane binds to the
+/// service (a cluster without bindings, from a static config, trusts the endpoint's own).
+/// Permissive clusters admit identity-less (plaintext) endpoints; disabled ones everything.
+pub fn admissible(e: &Endpoint, cluster: &Cluster) -> bool {
+    let bound = |id: &Name| cluster.identities.is_empty() || cluster.identities.contains(id);
+    match (cluster.tls_mode, &e.identity) {
+        (TlsMode::Disabled, _) => true,
+        (TlsMode::Permissive, None) => true,
+        (TlsMode::Strict, None) => false,
+        (_, Some(id)) => bound(id),
+    }
+}
+
 // === impl ServiceLb ===
 
 impl ServiceLb {
@@ -49,6 +63,18 @@ impl ServiceLb {
         cluster_in: Option<Arc<Cluster>>,
         endpoints_in: Option<Arc<Endpoints>>,
         prev: Option<&ServiceLb>,
+    ) -> Self {
+        Self::build_admitting(service, cluster_in, endpoints_in, prev, false)
+    }
+
+    /// Like [`Self::build`]; with `mtls` (this proxy has an identity) only the endpoints a
+    /// meshed caller may dial take part ([`admissible`]).
+    pub fn build_admitting(
+        service: Name,
+        cluster_in: Option<Arc<Cluster>>,
+        endpoints_in: Option<Arc<Endpoints>>,
+        prev: Option<&ServiceLb>,
+        mtls: bool,
     ) -> Self {
         let cluster = cluster_in
             .clone()
@@ -62,7 +88,22 @@ impl ServiceLb {
                     .collect()
             })
             .unwrap_or_default();
-        let eps: &[Endpoint] = endpoints_in.as_deref().map_or(&[], |e| &e.endpoints);
+        let all: &[Endpoint] = endpoints_in.as_deref().map_or(&[], |e| &e.endpoints);
+        let admitted: Vec<Endpoint> = all
+            .iter()
+            .filter(|e| {
+                let ok = !mtls || admissible(e, &cluster);
+                if !ok {
+                    tracing::warn!(
+                        %service, endpoint = %e.addr, identity = e.identity.as_deref().unwrap_or(""),
+                        "endpoint not dialled: it proves no identity bound to the service (strict mTLS)"
+                    );
+                }
+                ok
+            })
+            .cloned()
+            .collect();
+        let eps: &[Endpoint] = &admitted;
         let stats: Vec<Arc<EndpointStats>> = eps
             .iter()
             .map(|e| old.get(&e.addr).map(|s| (*s).clone()).unwrap_or_default())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mesh_proto::identity::v1::CertifyRequest;
 use mesh_proto::identity::v1::identity_client::IdentityClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 use super::credentials::{Credentials, CredentialsError, WorkloadKey};
 use super::spiffe::SpiffeId;
@@ -95,25 +95,18 @@ impl std::fmt::Debug for JoinToken {
     }
 }
 
-/// TLS for the channel to the control plane: trust only the mesh bundle (the operator's root
-/// file at bootstrap) and check the CP's DNS SAN `domain` (`localhost` on one machine).
-pub fn control_plane_tls(bundle_pem: &[String], domain: &str) -> ClientTlsConfig {
-    ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(bundle_pem.concat()))
-        .domain_name(domain)
-}
-
-/// Generates a fresh key, sends a CSR with the token, and returns the credentials and the
-/// trust bundle from the answer. A new key per certificate: a renewal never reuses a key.
+/// Generates a fresh key, sends a CSR with the token (`None`: a renewal, proven by the
+/// current certificate the channel presents), and returns the credentials and the trust
+/// bundle from the answer. A new key per certificate: a renewal never reuses a key.
 pub async fn certify(
     client: &mut IdentityClient<Channel>,
-    token: &JoinToken,
+    token: Option<&JoinToken>,
     identity: &SpiffeId,
     ttl: Option<Duration>,
 ) -> Result<(Credentials, TrustBundle), IdentityError> {
     let key = WorkloadKey::generate()?;
     let req = CertifyRequest {
-        token: token.as_str().to_owned(),
+        token: token.map(|t| t.as_str().to_owned()).unwrap_or_default(),
         identity: identity.to_string(),
         csr_der: key.csr_der(identity)?,
         requested_ttl_secs: ttl.map_or(0, |t| t.as_secs()),

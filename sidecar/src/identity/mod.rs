@@ -4,7 +4,8 @@
 //! 1. `let token = JoinToken::resolve(std::env::var(TOKEN_ENV).ok(), token_file)?;`
 //! 2. `let store = CertStore::new(identity, TrustBundle::from_pem(&bootstrap_roots)?);` — the
 //!    bootstrap roots (operator's root file) also verify the control plane's TLS certificate
-//!    (`control_plane_tls(&roots, "localhost")` for the tonic channel).
+//!    ([`ControlTls::new`]`(&roots, host, Some(store))` for the tonic channels, which present
+//!    the store's current certificate).
 //! 3. `tokio::spawn(Rotation { client, token, store: store.clone(), ttl: None }.run());` then
 //!    `store.ready().await` before serving mTLS. The key is generated in-process
 //!    ([`WorkloadKey`]) and never leaves it; each renewal uses a fresh key.
@@ -15,12 +16,14 @@
 //! 5. Inbound authorization: `AuthzPolicy::try_from(&resource)?` (a NACK on error), then
 //!    `policy.check(&AuthzRequest { peer, port, path })` with the peer from `tls::PeerIdentity`.
 //!
-//! Renewal presents the join token again. Revoking a token therefore cuts its workload off
-//! within one leaf lifetime, and the token's TTL bounds how long a workload can keep renewing:
-//! create tokens with a TTL that covers the workload's life (`--ttl`, up to a year).
+//! The join token is used for the first certificate (and again only if the current one has
+//! expired); a renewal proves the current certificate over mTLS, so a workload keeps its
+//! identity for as long as it runs, however short its token's life. Revoking the identity
+//! (`mesh-cli identity revoke`) stops its renewals and its discovery streams.
 
 mod authz;
 mod authz_proto;
+mod channel;
 mod client;
 mod credentials;
 mod rotate;
@@ -28,7 +31,8 @@ mod spiffe;
 mod store;
 
 pub use authz::{Action, AuthzError, AuthzPolicy, AuthzRequest, Rule, Source};
-pub use client::{IdentityError, JoinToken, TOKEN_ENV, certify, control_plane_tls};
+pub use channel::{ControlTls, ControlTlsError};
+pub use client::{IdentityError, JoinToken, TOKEN_ENV, certify};
 pub use credentials::{Credentials, CredentialsError, WorkloadKey};
 pub use rotate::{Rotation, renew_delay};
 pub use spiffe::{SpiffeError, SpiffeId, TrustDomain};

@@ -10,12 +10,12 @@ use tonic::transport::Channel;
 use super::client::{JoinToken, certify};
 use super::store::CertStore;
 
-/// Renew at 70 % of the lifetime: the remaining 30 % (7 h of a 24 h cert, 6 s of a 20 s one)
-/// leaves room for several retries if the control plane is briefly away.
-const RENEW_FRACTION: f64 = 0.70;
+/// Renew at 60 % of the lifetime: the remaining 40 % (9.6 h of a 24 h cert, 24 s of a 1 min
+/// one) leaves room for several retries if the control plane is briefly away.
+const RENEW_FRACTION: f64 = 0.60;
 /// ±10 % of the lifetime of jitter, so sidecars that started together (a rollout, a CP restart)
-/// do not renew in lock-step forever; the earliest renewal still happens at 60 %, the latest
-/// at 80 %, always leaving a fifth of the lifetime for retries.
+/// do not renew in lock-step forever; the earliest renewal happens at 50 %, the latest at
+/// 70 %, always leaving 30 % of the lifetime for retries.
 const JITTER_FRACTION: f64 = 0.10;
 /// First retry after 1 s (a control-plane restart takes about that), doubling up to 30 s so a
 /// long outage costs the control plane little when it comes back.
@@ -37,7 +37,14 @@ impl Rotation {
         let mut backoff = BACKOFF_START;
         loop {
             let identity = self.store.identity().clone();
-            match certify(&mut self.client, &self.token, &identity, self.ttl).await {
+            // While the current certificate is valid it is the proof (the channel presents
+            // it); the join token only bootstraps, or recovers after an expiry.
+            let valid = self
+                .store
+                .credentials()
+                .is_some_and(|c| c.not_after > SystemTime::now());
+            let token = (!valid).then_some(&self.token);
+            match certify(&mut self.client, token, &identity, self.ttl).await {
                 Ok((creds, bundle)) => {
                     let jitter = rand::rng().random_range(-1.0..=1.0);
                     let wait = renew_delay(creds.received_at, creds.not_after, jitter);
@@ -69,7 +76,7 @@ impl Rotation {
     }
 }
 
-/// When to renew a certificate received at `received_at`: after 70 % ± `jitter`×10 % of the
+/// When to renew a certificate received at `received_at`: after 60 % ± `jitter`×10 % of the
 /// time from receipt to `not_after`. `jitter` is in −1..=1.
 pub fn renew_delay(received_at: SystemTime, not_after: SystemTime, jitter: f64) -> Duration {
     let lifetime = not_after.duration_since(received_at).unwrap_or_default();
@@ -96,17 +103,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renews_between_60_and_80_percent() {
+    fn renews_between_50_and_70_percent() {
         let now = SystemTime::now();
         let end = now + Duration::from_secs(100);
-        assert_eq!(renew_delay(now, end, 0.0), Duration::from_secs(70));
-        assert_eq!(renew_delay(now, end, -1.0), Duration::from_secs(60));
-        assert_eq!(renew_delay(now, end, 1.0), Duration::from_secs(80));
-        assert_eq!(
-            renew_delay(now, end, 7.0),
-            Duration::from_secs(80),
-            "clamped"
-        );
+        // Whole seconds: the fractions are floating point.
+        let secs = |d: Duration| d.as_secs_f64().round() as u64;
+        assert_eq!(secs(renew_delay(now, end, 0.0)), 60);
+        assert_eq!(secs(renew_delay(now, end, -1.0)), 50);
+        assert_eq!(secs(renew_delay(now, end, 1.0)), 70);
+        assert_eq!(secs(renew_delay(now, end, 7.0)), 70, "clamped");
         assert_eq!(
             renew_delay(end, now, 0.0),
             Duration::ZERO,

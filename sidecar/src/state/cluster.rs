@@ -25,6 +25,10 @@ pub struct Cluster {
     pub request_timeout: Option<Duration>,
     pub vip: Option<IpAddr>,
     pub ports: Vec<u16>,
+    /// SPIFFE IDs the control plane binds to the service (secure naming): a proxy with an
+    /// identity dials only endpoints that claim one of these, and verifies the peer presents
+    /// it. Empty = no binding known (a static config): the endpoint's own identity is used.
+    pub identities: Vec<Name>,
 }
 
 impl Cluster {
@@ -54,6 +58,7 @@ impl Cluster {
             request_timeout: None,
             vip: None,
             ports: Vec::new(),
+            identities: Vec::new(),
         }
     }
 }

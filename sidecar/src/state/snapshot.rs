@@ -40,6 +40,10 @@ pub struct Snapshot {
     pub versions: HashMap<(ResourceKind, Name), Name>,
     /// Bumped on every published update.
     pub generation: u64,
+    /// This proxy has a workload identity, so it speaks mTLS and never downgrades: in a
+    /// strict cluster (the default) it dials only endpoints with an identity bound to the
+    /// service. Set once at start-up.
+    pub mtls_peers: bool,
     /// Derived: balancers per service, rebuilt only for services whose inputs changed.
     lbs: NameMap<Arc<ServiceLb>>,
     /// Derived: `vip:port` → service, for transparent mode.
@@ -93,11 +97,12 @@ impl Snapshot {
             let lb = match old {
                 Some(old) if old.inputs_are(cluster, endpoints) => old.clone(),
                 _ => {
-                    let lb = Arc::new(ServiceLb::build(
+                    let lb = Arc::new(ServiceLb::build_admitting(
                         name.clone(),
                         cluster.cloned(),
                         endpoints.cloned(),
                         old.map(|o| &**o),
+                        self.mtls_peers,
                     ));
                     crate::balance::watch_health(&lb);
                     lb

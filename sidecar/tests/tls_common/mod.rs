@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_control_plane::ca::{CaConfig, CertificateAuthority, JoinTokens, MemoryCaStorage};
-use mesh_control_plane::identity_server::{ControlPlaneTls, IdentityService};
+use mesh_control_plane::identity_server::IdentityService;
+use mesh_control_plane::serving::ServingTls;
 use mesh_proto::identity::v1::identity_client::IdentityClient;
-use mesh_sidecar::identity::{CertStore, JoinToken, SpiffeId, certify, control_plane_tls};
+use mesh_sidecar::identity::{CertStore, ControlTls, JoinToken, SpiffeId, certify};
 use mesh_sidecar::tls::{InboundMode, MeshAcceptor, PeerIdentity, TrustBundle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -33,16 +34,13 @@ impl Cp {
             CertificateAuthority::load_or_create(CaConfig::default(), storage.clone()).unwrap(),
         );
         let tokens = JoinTokens::in_memory();
-        let tls = ControlPlaneTls::issue(&ca).unwrap();
+        // The control plane's own listener TLS, as the binary serves it.
+        let tls = ServingTls::new(ca.clone(), Vec::new(), Duration::from_secs(3600)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::builder()
-            .tls_config(tls.tonic_config())
-            .unwrap()
             .add_service(IdentityService::new(ca.clone(), tokens.clone()).into_server());
-        tokio::spawn(
-            server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+        tokio::spawn(server.serve_with_incoming(tls.incoming(listener)));
         Self {
             ca,
             storage,
@@ -57,11 +55,14 @@ impl Cp {
 
     /// A gRPC client that verifies the control plane against the mesh bundle.
     pub async fn client(&self) -> IdentityClient<Channel> {
-        let channel = Channel::from_shared(format!("https://{}", self.addr))
-            .unwrap()
-            .tls_config(control_plane_tls(&self.bundle(), "localhost"))
-            .unwrap();
-        IdentityClient::new(timeout(STEP, channel.connect()).await.unwrap().unwrap())
+        self.client_as(None).await
+    }
+
+    /// Like [`Self::client`], presenting `workload`'s current certificate (a renewal).
+    pub async fn client_as(&self, workload: Option<Arc<CertStore>>) -> IdentityClient<Channel> {
+        let tls = ControlTls::new(&self.bundle(), "localhost", workload).unwrap();
+        let endpoint = tls.endpoint(&format!("https://{}", self.addr)).unwrap();
+        IdentityClient::new(timeout(STEP, tls.connect(endpoint)).await.unwrap().unwrap())
     }
 
     pub fn token(&self, sa: &str) -> JoinToken {
@@ -77,9 +78,14 @@ impl Cp {
 
     pub async fn workload_with_ttl(&self, sa: &str, ttl: Option<Duration>) -> Arc<CertStore> {
         let store = CertStore::new(id(sa), TrustBundle::from_pem(&self.bundle()).unwrap());
-        let (creds, bundle) = certify(&mut self.client().await, &self.token(sa), &id(sa), ttl)
-            .await
-            .unwrap();
+        let (creds, bundle) = certify(
+            &mut self.client().await,
+            Some(&self.token(sa)),
+            &id(sa),
+            ttl,
+        )
+        .await
+        .unwrap();
         store.set_trust_bundle(bundle);
         store.set_credentials(creds);
         store

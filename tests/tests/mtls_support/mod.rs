@@ -75,6 +75,7 @@ pub async fn register_static(
             service: service.into(),
             namespace: "default".into(),
             ports: vec![80],
+            identities: Vec::new(),
         }),
     )
     .await

@@ -60,6 +60,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
             opt_ms(c.connect_timeout_ms).unwrap_or(Cluster::DEFAULT_CONNECT_TIMEOUT);
         out.idle_timeout = opt_ms(c.idle_timeout_ms).unwrap_or(Cluster::DEFAULT_IDLE_TIMEOUT);
         out.tls_mode = tls_mode(c.tls_mode());
+        out.identities = c.identities.iter().map(|i| name(i)).collect();
         out.protocol = match c.protocol() {
             pb::Protocol::Unspecified => Protocol::Detect,
             pb::Protocol::Http1 => Protocol::Http1,

@@ -58,7 +58,10 @@ pub struct ClientConfig {
     /// ([`SNAPSHOT_FALLBACK_AFTER`] in the binary).
     pub snapshot_fallback_after: Duration,
     /// TLS for an `https://` control plane (verified against the mesh bundle).
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    pub tls: Option<crate::identity::ControlTls>,
+    /// The workload identity: a stream opens only once its certificate is there (the
+    /// control plane authenticates the proxy with it). `None` = an anonymous proxy.
+    pub workload: Option<Arc<crate::identity::CertStore>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,10 @@ enum StreamError {
     RequestsClosed,
     #[error("the control plane did not open the stream within {0:?}")]
     OpenTimeout(Duration),
+    #[error("no workload certificate yet (the control plane authenticates the proxy with it)")]
+    NoCertificate,
+    #[error("control plane TLS: {0}")]
+    Tls(#[from] crate::identity::ControlTlsError),
 }
 
 /// Owns the discovery stream. Run it with [`Client::run`] on the control runtime.
@@ -155,19 +162,25 @@ impl Client {
     }
 
     async fn stream_once(&mut self, wanted: &mut Wanted) -> Result<(), StreamError> {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(self.cfg.endpoint.clone())
-            .map_err(StreamError::Address)?;
-        if let Some(tls) = self.cfg.tls.clone() {
-            endpoint = endpoint.tls_config(tls).map_err(StreamError::Connect)?;
+        if let Some(store) = &self.cfg.workload {
+            tokio::time::timeout(CONNECT_TIMEOUT, store.ready())
+                .await
+                .map_err(|_| StreamError::NoCertificate)?;
         }
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(StreamError::Connect)?;
+        let endpoint = match &self.cfg.tls {
+            Some(tls) => tls.endpoint(&self.cfg.endpoint)?,
+            None => tonic::transport::Endpoint::from_shared(self.cfg.endpoint.clone())
+                .map_err(StreamError::Address)?,
+        }
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+        let channel = match &self.cfg.tls {
+            Some(tls) => tls.connect(endpoint).await,
+            None => endpoint.connect().await,
+        }
+        .map_err(StreamError::Connect)?;
         let mut client = DiscoveryClient::new(channel);
         self.add_wanted(wanted);
 
