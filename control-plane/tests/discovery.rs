@@ -482,3 +482,70 @@ async fn runtime_defaults_updates_and_trust_bundle_seam() {
     assert_eq!(rt.trust_bundle_pem, vec!["ROOT PEM".to_string()]);
     assert_eq!(rt.trace_sampling_ratio, 0.1);
 }
+
+#[tokio::test]
+async fn malformed_or_too_many_names_cost_those_names_not_the_stream() {
+    let cp = start().await;
+    let mut a = admin(&cp).await;
+    create_service(&mut a, "a").await;
+    set_route(&mut a, route("a", "a", 0)).await;
+    let mut p = Proxy::connect(cp.handle.addrs.discovery, node("p1", "web", "10.0.0.1")).await;
+    // What an app's `Host:` header can put there: a lone dot, a 300-byte name, an empty label.
+    let long = "x".repeat(300);
+    p.subscribe(ROUTE, &[".", &long, "a..b"]).await;
+    let r = p.recv_ack().await;
+    assert!(r.resources.is_empty());
+    let mut removed = r.removed_resources.clone();
+    removed.sort();
+    let mut want = vec![".".to_string(), long.clone(), "a..b".to_string()];
+    want.sort();
+    assert_eq!(removed, want, "answered as absent, once");
+    // 10,001 distinct unknown names: the ones past the limit are answered as absent too.
+    let many: Vec<String> = (0..10_001).map(|i| format!("unknown-{i}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    p.subscribe(ROUTE, &refs).await;
+    let r = p.recv_ack().await;
+    assert_eq!(r.removed_resources.len(), 10_001);
+    // The stream still works: a real service subscribed afterwards is delivered.
+    p.subscribe(CLUSTER, &["a"]).await;
+    let r = p.recv_ack().await;
+    assert_eq!(r.type_url, CLUSTER);
+    assert_eq!(names(&r), vec!["a"]);
+}
+
+#[tokio::test]
+async fn oversized_initial_versions_are_refused() {
+    let cp = start().await;
+    let err = Proxy::connect_with(
+        cp.handle.addrs.discovery,
+        DeltaDiscoveryRequest {
+            node: Some(node("p1", "web", "10.0.0.1")),
+            type_url: ROUTE.into(),
+            initial_resource_versions: (0..10_001)
+                .map(|i| (format!("s-{i}"), "v".into()))
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let status = match err {
+        Err(s) => s,
+        Ok(mut p) => p.closed_with().await.expect("closed with a status"),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let err = Proxy::connect_with(
+        cp.handle.addrs.discovery,
+        DeltaDiscoveryRequest {
+            node: Some(node("p2", "web", "10.0.0.2")),
+            type_url: ROUTE.into(),
+            initial_resource_versions: [("a".to_string(), "v".repeat(4096))].into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let status = match err {
+        Err(s) => s,
+        Ok(mut p) => p.closed_with().await.expect("closed with a status"),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+}

@@ -166,6 +166,7 @@ async fn config_survives_kill_9() {
             namespace: "shop".into(),
             service_account: "web".into(),
             ttl_secs: 0,
+            services: Vec::new(),
         }),
     )
     .await

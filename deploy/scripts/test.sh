@@ -8,4 +8,4 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Binaries are built first so end-to-end tests spawn real processes.
 cargo build --workspace --bins
-cargo nextest run --workspace --no-fail-fast --profile ci
+MESH_REQUIRE_NETNS=1 cargo nextest run --workspace --no-fail-fast --profile ci

@@ -138,7 +138,9 @@ fn presented_leaf(inbound: SocketAddr) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certs_show_the_workload_certificate_and_trust_bundle() {
-    let cp = ControlPlane::start_with(&["--discovery-tls=true"]);
+    // The test also shows what an identity-less sidecar reports: that one is an anonymous
+    // proxy, which this control plane admits on purpose.
+    let cp = ControlPlane::start_with(&["--discovery-tls=true", "--allow-anonymous-proxies"]);
     let dir = cp.dir.path().to_path_buf();
     let url = format!("https://{}", cp.discovery);
     let bundle = dir.join("ca").join("trust-bundle.pem");

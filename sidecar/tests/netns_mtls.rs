@@ -91,6 +91,7 @@ fn admin_setup(rt: &tokio::runtime::Runtime, cp: &ControlPlane, dir: &Path) -> I
                     namespace: NAMESPACE.into(),
                     service_account: sa.into(),
                     ttl_secs: 0,
+                    services: Vec::new(),
                 }),
             )
             .await

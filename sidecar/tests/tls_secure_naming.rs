@@ -53,7 +53,11 @@ impl Cp {
 
     /// A workload of `default/<sa>` holding a certificate obtained with a join token.
     async fn workload(&self, sa: &str) -> Arc<CertStore> {
-        let (token, _) = self.handle.core.create_token("default", sa, 0).unwrap();
+        let (token, _) = self
+            .handle
+            .core
+            .create_token("default", sa, 0, &[])
+            .unwrap();
         let me = SpiffeId::parse(&id(sa)).unwrap();
         let store = CertStore::new(me.clone(), TrustBundle::from_pem(&self.bundle).unwrap());
         let tls = self.tls(None);

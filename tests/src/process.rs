@@ -141,6 +141,38 @@ impl ControlPlane {
         vec!["--ca-bundle".into(), self.ca_bundle().display().to_string()]
     }
 
+    /// The environment a sidecar of `service` needs to join this mesh as users run it: a join
+    /// token for the service account named like the service (from `mesh-cli token create`,
+    /// the operator's command), so the sidecar gets a certificate and speaks strict mTLS.
+    /// Empty for a plaintext control plane (an anonymous, development mesh).
+    pub fn join_env(&self, service: &str) -> Vec<(String, String)> {
+        if !self.tls {
+            return Vec::new();
+        }
+        let out = Command::new(bin_path("mesh-cli"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "token",
+                "create",
+                "--service-account",
+                service,
+                "-o",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mesh-cli token create");
+        assert!(
+            out.status.success(),
+            "mesh-cli token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+        let token = v["token"].as_str().expect("token field").to_string();
+        vec![("MESH_JOIN_TOKEN".to_string(), token)]
+    }
+
     /// The admin token the control plane created in its data dir.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin-token"))

@@ -81,6 +81,7 @@ async fn grpc_unary_and_bidi_streaming_through_two_sidecars() {
             app_ports: vec![app_port],
             control_plane: Some(cp_url.clone()),
             extra: cp.sidecar_tls_args(),
+            env: cp.join_env("grpc-echo"),
             ..Default::default()
         },
     );
@@ -90,6 +91,7 @@ async fn grpc_unary_and_bidi_streaming_through_two_sidecars() {
             service: "grpc-client".into(),
             control_plane: Some(cp_url),
             extra: cp.sidecar_tls_args(),
+            env: cp.join_env("grpc-client"),
             ..Default::default()
         },
     );

@@ -31,6 +31,7 @@ fn opts(cp: &ControlPlane, service: &str, app: Option<u16>, extra: &[String]) ->
         app_ports: app.into_iter().collect(),
         control_plane: Some(cp.discovery_url()),
         extra: [cp.sidecar_tls_args(), extra.to_vec()].concat(),
+        env: cp.join_env(service),
         ..Default::default()
     }
 }
@@ -267,7 +268,9 @@ async fn collector_down_leaves_requests_unaffected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_count_known_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    // Requests go straight to the server sidecar's inbound port in plaintext (no client-side
+    // retries can add attempts), so this mesh is an anonymous, plaintext one on purpose.
+    let cp = ControlPlane::start(&dir.path().join("cp"), &["--discovery-tls=false"]);
     let app = TraceApp::start().await;
     let log = dir.path().join("s.log");
     let server = Sidecar::start(

@@ -18,6 +18,7 @@ fn opts(cp: &ControlPlane, service: &str, version: &str, app: Option<u16>) -> Si
         app_ports: app.into_iter().collect(),
         control_plane: Some(cp.discovery_url()),
         extra: cp.sidecar_tls_args(),
+        env: cp.join_env(service),
         ..Default::default()
     }
 }

@@ -80,6 +80,7 @@ async fn one_gib_upload_streams_through_two_sidecars_with_flat_memory() {
             app_ports: vec![port],
             control_plane: Some(cp_url.clone()),
             extra: cp.sidecar_tls_args(),
+            env: cp.join_env("sink"),
             ..Default::default()
         },
     );
@@ -89,6 +90,7 @@ async fn one_gib_upload_streams_through_two_sidecars_with_flat_memory() {
             service: "uploader".into(),
             control_plane: Some(cp_url),
             extra: cp.sidecar_tls_args(),
+            env: cp.join_env("uploader"),
             ..Default::default()
         },
     );

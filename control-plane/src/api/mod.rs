@@ -313,7 +313,14 @@ impl Admin for AdminService {
     ) -> R<apb::CreateTokenResponse> {
         let req = req.into_inner();
         let (token, rec) = self
-            .blocking(move |c| c.create_token(&req.namespace, &req.service_account, req.ttl_secs))
+            .blocking(move |c| {
+                c.create_token(
+                    &req.namespace,
+                    &req.service_account,
+                    req.ttl_secs,
+                    &req.services,
+                )
+            })
             .await?;
         Ok(Response::new(apb::CreateTokenResponse {
             token,
@@ -338,6 +345,19 @@ impl Admin for AdminService {
         let id = req.into_inner().id;
         let existed = self.blocking(move |c| c.revoke_token(&id)).await?;
         Ok(Response::new(apb::DeleteResponse { existed }))
+    }
+
+    async fn revoke_identity(
+        &self,
+        req: Request<apb::RevokeIdentityRequest>,
+    ) -> R<apb::RevokeIdentityResponse> {
+        let raw = req.into_inner().identity;
+        let (identity, newly_revoked) = self.blocking(move |c| c.revoke_identity(&raw)).await?;
+        tracing::warn!(%identity, newly_revoked, "workload identity revoked");
+        Ok(Response::new(apb::RevokeIdentityResponse {
+            identity,
+            newly_revoked,
+        }))
     }
 
     async fn set_runtime(

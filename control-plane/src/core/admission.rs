@@ -80,7 +80,7 @@ impl Core {
             node.service_account = spiffe.service_account().to_string();
         }
         node.identity = Some(id.to_string());
-        let bound = self.state.lock().registry.bound_identities(&node.service);
+        let bound = self.state.lock().bound_identities(&node.service);
         if !bound.iter().any(|b| b == id) {
             return Err(Denied::NotBound {
                 identity: id.to_string(),
@@ -98,10 +98,11 @@ impl Core {
     /// Revokes a workload identity: its renewals are refused and its discovery streams
     /// closed now (the caller closes them). Returns whether it was newly revoked.
     pub fn revoke_identity(&self, raw: &str) -> Result<(String, bool), CoreError> {
-        let full = if raw.starts_with("spiffe://") {
-            raw.to_string()
-        } else {
-            format!("spiffe://{}/{raw}", self.config.trust_domain)
+        let td = &self.config.trust_domain;
+        let full = match raw.split('/').collect::<Vec<_>>()[..] {
+            _ if raw.starts_with("spiffe://") => raw.to_string(),
+            [ns, sa] => format!("spiffe://{td}/ns/{ns}/sa/{sa}"),
+            _ => format!("spiffe://{td}/{raw}"),
         };
         let id = identity("identity", &full)?;
         let mut st = self.state.lock();

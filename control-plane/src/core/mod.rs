@@ -81,6 +81,24 @@ pub(crate) struct State {
     pub revoked: BTreeSet<String>,
 }
 
+impl State {
+    /// Who may serve `service` (secure naming): the registry's binding (declared, else the
+    /// service account named like the service) plus the identities of unrevoked join tokens
+    /// that name the service. Sorted, without duplicates.
+    pub(crate) fn bound_identities(&self, service: &str) -> Vec<String> {
+        let mut ids = self.registry.bound_identities(service);
+        ids.extend(
+            self.tokens
+                .values()
+                .filter(|t| !t.revoked && t.services.iter().any(|s| s == service))
+                .map(|t| t.identity.clone()),
+        );
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
 /// The key under which the runtime singleton is stored and published.
 pub const RUNTIME: &str = "runtime";
 

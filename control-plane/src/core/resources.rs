@@ -39,6 +39,7 @@ pub(super) fn build(st: &State, key: &Key, changed_at: Instant) -> Option<Versio
                     &default
                 }
             };
+            let identities = st.bound_identities(name);
             let version = version_of(
                 kind,
                 &ClusterContent {
@@ -46,14 +47,14 @@ pub(super) fn build(st: &State, key: &Key, changed_at: Instant) -> Option<Versio
                     vip: view.vip,
                     ports: &view.ports,
                     namespace: &view.namespace,
-                    identities: &view.identities,
+                    identities: &identities,
                 },
             );
             let mut c = encode::cluster_policy(policy);
             c.vip = view.vip.map(|ip| ip.to_string()).unwrap_or_default();
             c.ports = view.ports.iter().copied().map(u32::from).collect();
             c.namespace = view.namespace;
-            c.identities = view.identities;
+            c.identities = identities;
             (version, resource(name, pb::resource::Kind::Cluster(c)))
         }
         Kind::Endpoints => {

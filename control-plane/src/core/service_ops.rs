@@ -67,7 +67,12 @@ impl Core {
     }
 
     pub fn list_services(&self) -> Vec<ServiceView> {
-        self.state.lock().registry.known_services()
+        let st = self.state.lock();
+        let mut views = st.registry.known_services();
+        for v in &mut views {
+            v.identities = st.bound_identities(&v.service);
+        }
+        views
     }
 
     pub fn list_endpoints(&self, service: &str) -> Result<Vec<Endpoint>, CoreError> {

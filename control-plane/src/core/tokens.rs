@@ -12,8 +12,9 @@ use crate::validate::{err, identity, service_name};
 /// A token lives a day unless asked otherwise: long enough to start a workload by hand,
 /// short enough that a leaked one expires soon.
 const DEFAULT_TTL_SECS: u64 = 24 * 3600;
-/// Tokens are for joining, not long-lived credentials: a month at most.
-const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// A year at most: long-running workloads outside an orchestrator are started from one token
+/// and then renew with their certificate; a longer-lived secret is a standing credential.
+const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -24,6 +25,9 @@ pub struct TokenRecord {
     pub created_unix: i64,
     pub expires_unix: i64,
     pub revoked: bool,
+    /// Services the identity may serve because of this token (until it is revoked).
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -37,6 +41,7 @@ impl Core {
         namespace: &str,
         service_account: &str,
         ttl_secs: u64,
+        services: &[String],
     ) -> Result<(String, TokenRecord), CoreError> {
         let ns = service_name("namespace", namespace)?;
         let sa = service_name("service_account", service_account)?;
@@ -53,6 +58,18 @@ impl Core {
         };
         let id_field = format!("spiffe://{}/ns/{ns}/sa/{sa}", self.config.trust_domain);
         let ident = identity("identity", &id_field)?;
+        crate::validate::bounded("services", services.len())?;
+        let mut serves = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| service_name(&format!("services[{i}]"), s))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The token binds its identity to the service named like its service account (the
+        // operator creating it says so, as a Kubernetes Deployment runs under its own account),
+        // plus whatever else it names.
+        serves.push(sa.clone());
+        serves.sort();
+        serves.dedup();
         // 32 random bytes: unguessable; 8 for the id: unique enough to name a token.
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
@@ -67,10 +84,19 @@ impl Core {
             created_unix: now,
             expires_unix: now + ttl as i64,
             revoked: false,
+            services: serves,
         };
         let mut st = self.state.lock();
         self.persist("put_token", vec![Op::put(Table::Tokens, &rec.id, &rec)])?;
         st.tokens.insert(rec.id.clone(), rec.clone());
+        drop(st);
+        // The bound identities of those services changed: their Cluster resources say so.
+        let now = tokio::time::Instant::now();
+        self.rebuild(
+            rec.services
+                .iter()
+                .map(|s| ((crate::snapshot::Kind::Cluster, s.as_str().into()), now)),
+        );
         Ok((token, rec))
     }
 
@@ -86,7 +112,15 @@ impl Core {
         };
         rec.revoked = true;
         self.persist("put_token", vec![Op::put(Table::Tokens, id, &rec)])?;
+        let services = rec.services.clone();
         st.tokens.insert(id.to_string(), rec);
+        drop(st);
+        let now = tokio::time::Instant::now();
+        self.rebuild(
+            services
+                .iter()
+                .map(|s| ((crate::snapshot::Kind::Cluster, s.as_str().into()), now)),
+        );
         Ok(true)
     }
 }

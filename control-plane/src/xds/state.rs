@@ -31,6 +31,9 @@ pub struct TypeState {
     pub last_nack_unix_ms: i64,
     pub nack_count: u64,
     pub last_ack: Option<Instant>,
+    /// Names asked for that cannot exist (malformed, or past the subscription limit): answered
+    /// once as removed, never subscribed, never a reason to close the stream.
+    pub refused: Vec<String>,
 }
 
 /// A connected proxy, shared between its stream task and the admin API.

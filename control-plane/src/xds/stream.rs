@@ -18,8 +18,17 @@ use crate::registry::LeaseKey;
 use crate::snapshot::{Content, Kind, personal_listener};
 
 /// Most names one proxy may subscribe to per type: far above any real proxy (which subscribes
-/// to the services it calls) and small enough that one stream cannot exhaust memory.
+/// to the services it calls) and small enough that one stream cannot exhaust memory. Names
+/// past it are answered as not existing (the proxy answers `no-route` for them); the stream
+/// and everything already subscribed stay.
 const MAX_SUBSCRIPTIONS: usize = 10_000;
+/// Longest version string accepted in `initial_resource_versions`: versions are content
+/// hashes of a few dozen bytes; anything longer was not sent by this control plane.
+const MAX_VERSION_LEN: usize = 128;
+/// Responses awaiting an ACK kept per type: a proxy ACKs each within milliseconds; one that
+/// never does must not grow the record without bound (the oldest are forgotten, so their
+/// latency is not observed).
+const MAX_INFLIGHT: usize = 16;
 
 type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
@@ -144,6 +153,7 @@ impl ProxyStream {
         }
         let before = ts.effective(&wildcard_name);
         let had_initial = !req.initial_resource_versions.is_empty();
+        let mut refused_over_limit = 0usize;
         for name in &req.resource_names_subscribe {
             if name == WILDCARD {
                 if !kind.wildcard_allowed() {
@@ -153,17 +163,46 @@ impl ProxyStream {
                     )));
                 }
                 ts.wildcard = true;
+            } else if !valid_name(name) {
+                // One bad name (an app's `Host: .`) costs that name, not the stream.
+                refuse(ts, name);
+            } else if ts.subscribed.len() >= MAX_SUBSCRIPTIONS && !ts.subscribed.contains(name) {
+                refused_over_limit += 1;
+                refuse(ts, name);
             } else {
-                check_name(name)?;
                 ts.subscribed.insert(name.clone());
             }
+        }
+        if refused_over_limit > 0 {
+            tracing::warn!(
+                stream = self.handle.id, proxy = %self.handle.node.id, type_url = kind.type_url(),
+                refused = refused_over_limit, limit = MAX_SUBSCRIPTIONS,
+                "subscription limit reached; further names answered as absent"
+            );
+        }
+        if req.initial_resource_versions.len() > MAX_SUBSCRIPTIONS {
+            return Err(Status::invalid_argument(format!(
+                "{} initial_resource_versions for {}; at most {MAX_SUBSCRIPTIONS}",
+                req.initial_resource_versions.len(),
+                kind.type_url()
+            )));
         }
         for (name, version) in req.initial_resource_versions {
             if name == WILDCARD {
                 continue;
             }
-            check_name(&name)?;
+            if !valid_name(&name) || version.len() > MAX_VERSION_LEN {
+                return Err(Status::invalid_argument(format!(
+                    "bad initial_resource_versions entry for {}: name of {} bytes, version of {} bytes",
+                    kind.type_url(),
+                    name.len(),
+                    version.len()
+                )));
+            }
             if !(ts.wildcard && name == wildcard_name) {
+                if ts.subscribed.len() >= MAX_SUBSCRIPTIONS && !ts.subscribed.contains(&name) {
+                    continue;
+                }
                 ts.subscribed.insert(name.clone());
             }
             ts.known.insert(name, Some(version.into()));
@@ -174,12 +213,6 @@ impl ProxyStream {
             } else {
                 ts.subscribed.remove(name);
             }
-        }
-        if ts.subscribed.len() > MAX_SUBSCRIPTIONS {
-            return Err(Status::resource_exhausted(format!(
-                "more than {MAX_SUBSCRIPTIONS} subscriptions for {}",
-                kind.type_url()
-            )));
         }
         let after = ts.effective(&wildcard_name);
         for gone in before.difference(&after) {
@@ -195,7 +228,7 @@ impl ProxyStream {
                 .snapshot
                 .watch(self.handle.id, (kind, new.as_str().into()));
         }
-        Ok(before != after || had_initial)
+        Ok(before != after || had_initial || !ts.refused.is_empty())
     }
 
     fn ack_or_nack(
@@ -317,10 +350,17 @@ impl ProxyStream {
                 }
             }
         }
+        for name in std::mem::take(&mut ts.refused) {
+            removed.push(name.clone());
+            items.push((name, None, Instant::now()));
+        }
         if items.is_empty() {
             return None;
         }
         ts.last_nonce = Some(nonce.clone());
+        if ts.inflight.len() >= MAX_INFLIGHT {
+            ts.inflight.remove(0);
+        }
         ts.inflight.push((nonce.clone(), items));
         Some(DeltaDiscoveryResponse {
             system_version_info: self.core.snapshot.generation().to_string(),
@@ -332,12 +372,24 @@ impl ProxyStream {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Status> {
-    // Resource names are service names (≤ 253 bytes) or "runtime".
-    if name.is_empty() || name.len() > 253 {
-        return Err(Status::invalid_argument(format!(
-            "bad resource name {name:?}"
-        )));
+/// Resource names are service names (DNS labels, ≤ 253 bytes) or "runtime".
+fn valid_name(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Queues `name` to be answered once as absent (echoed as asked, so the proxy matches it),
+/// at most one subscription limit's worth per response; the request that carried the names
+/// was itself bounded by the gRPC message limit.
+fn refuse(ts: &mut TypeState, name: &str) {
+    if ts.refused.len() < MAX_SUBSCRIPTIONS {
+        ts.refused.push(name.to_string());
     }
-    Ok(())
 }

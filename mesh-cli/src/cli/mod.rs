@@ -93,6 +93,13 @@ pub enum Command {
         after_help = "Example:\n  mesh-cli token create --namespace default --service-account reviews --ttl 24h"
     )]
     Token(TokenCommand),
+    /// Workload identities: `revoke` stops an identity's certificate renewals and closes its
+    /// discovery streams at once.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mesh-cli identity revoke default/reviews"
+    )]
+    Identity(IdentityCommand),
     /// Mesh-wide sampling: the share of requests traced and access-logged (errors always are).
     #[command(
         subcommand,

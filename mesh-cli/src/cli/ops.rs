@@ -171,13 +171,17 @@ pub enum TokenCommand {
         namespace: String,
         #[arg(long)]
         service_account: String,
-        /// Lifetime [default: the control plane's, 24h].
+        /// Lifetime [default: the control plane's, 24h; at most 365d].
         #[arg(long, value_name = "DURATION", value_parser = spec::duration)]
         ttl: Option<Duration>,
         /// Print Kubernetes manifests instead: the Secret `mesh-join-<service-account>` with
         /// the token and the ConfigMap `mesh-trust-bundle`, which injected pods read.
         #[arg(long)]
         k8s_secret: bool,
+        /// A service the identity may serve besides the one named like the service account
+        /// (repeatable); the binding ends when the token is revoked.
+        #[arg(long = "serve", value_name = "SERVICE")]
+        serves: Vec<String>,
     },
     /// List tokens (never their secret).
     #[command(after_help = "Example:\n  mesh-cli token list -o json")]
@@ -185,6 +189,13 @@ pub enum TokenCommand {
     /// Revoke a token by id.
     #[command(after_help = "Example:\n  mesh-cli token revoke 3f2a9c")]
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Revoke a workload identity: NAMESPACE/SERVICE_ACCOUNT or a SPIFFE ID.
+    #[command(after_help = "Example:\n  mesh-cli identity revoke default/reviews")]
+    Revoke { identity: String },
 }
 
 #[derive(Debug, Subcommand)]

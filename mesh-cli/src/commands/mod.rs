@@ -40,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status => net(ops::status(&global)),
         Command::Endpoints(args) => net(ops::endpoints(&global, args)),
         Command::Token(cmd) => net(ops::token(&global, cmd)),
+        Command::Identity(cmd) => net(ops::identity(&global, cmd)),
         Command::Runtime(cmd) => net(ops::runtime(&global, cmd)),
         Command::Check(args) => net(ops::check(&global, &args)),
         Command::ProxyConfig(args) => net(proxy::config(&global, args)),

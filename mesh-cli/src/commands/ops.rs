@@ -7,13 +7,15 @@ mod status;
 use std::collections::BTreeMap;
 
 use mesh_proto::admin::v1::{
-    CreateServiceRequest, CreateTokenRequest, EndpointRef, ListRequest, RevokeTokenRequest,
-    ServiceRef,
+    CreateServiceRequest, CreateTokenRequest, EndpointRef, ListRequest, RevokeIdentityRequest,
+    RevokeTokenRequest, ServiceRef,
 };
 use mesh_proto::types::v1 as pb;
 use serde::Serialize;
 
-use crate::cli::{EndpointsArgs, EndpointsCommand, Global, ServiceCommand, TokenCommand};
+use crate::cli::{
+    EndpointsArgs, EndpointsCommand, Global, IdentityCommand, ServiceCommand, TokenCommand,
+};
 use crate::client;
 use crate::error::{CliError, Result};
 use crate::inject::identity;
@@ -36,11 +38,16 @@ pub struct EndpointView {
     pub app_port: u32,
     pub labels: BTreeMap<String, String>,
     pub source: String,
+    /// Registered by a proxy without a mesh certificate (a control plane started with
+    /// `--allow-anonymous-proxies`): strict callers never dial it.
+    pub anonymous: bool,
 }
 
 impl EndpointView {
     fn new(service: String, e: pb::Endpoint) -> Self {
+        let anonymous = e.identity.is_empty() && e.source.starts_with("proxy:");
         Self {
+            anonymous,
             service,
             version: e.labels.get("version").cloned().unwrap_or_default(),
             state: state_name(e.state),
@@ -124,7 +131,11 @@ pub async fn endpoints(global: &Global, args: EndpointsArgs) -> Result<()> {
             v.state.to_string(),
             v.weight.to_string(),
             v.zone,
-            v.identity,
+            if v.anonymous {
+                "(anonymous proxy)".to_string()
+            } else {
+                v.identity
+            },
         ]);
     }
     t.print();
@@ -139,11 +150,13 @@ pub async fn token(global: &Global, cmd: TokenCommand) -> Result<()> {
             service_account,
             ttl,
             k8s_secret,
+            serves,
         } => {
             let req = CreateTokenRequest {
                 namespace: namespace.clone(),
                 service_account: service_account.clone(),
                 ttl_secs: ttl.map_or(0, |d| d.as_secs().max(1)),
+                services: serves,
             };
             let resp = admin.client.create_token(req).await;
             let t = resp
@@ -215,6 +228,34 @@ pub async fn token(global: &Global, cmd: TokenCommand) -> Result<()> {
                 )));
             }
             println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+pub async fn identity(global: &Global, cmd: IdentityCommand) -> Result<()> {
+    let mut admin = client::connect(global).await?;
+    match cmd {
+        IdentityCommand::Revoke { identity } => {
+            let resp = admin
+                .client
+                .revoke_identity(RevokeIdentityRequest {
+                    identity: identity.clone(),
+                })
+                .await;
+            let info = resp
+                .map_err(|s| admin.error(&format!("revoking identity {identity}"), s))?
+                .into_inner();
+            if !print_structured(global.output, &info)? {
+                if info.newly_revoked {
+                    println!(
+                        "identity {} revoked: no more renewals, its discovery streams closed",
+                        info.identity
+                    );
+                } else {
+                    println!("identity {} was already revoked", info.identity);
+                }
+            }
         }
     }
     Ok(())

@@ -139,6 +139,7 @@ impl Mesh {
                 service_account: service.into(),
                 // 0 = the control plane's default lifetime.
                 ttl_secs: 0,
+                services: vec![service.to_string()],
             })
             .await
             .with_context(|| format!("join token for {name}"))?

@@ -63,11 +63,13 @@ pub async fn serves_tls(addr: SocketAddr, bundle_pem: &str) -> bool {
 }
 
 /// Creates a join token for `namespace`/`service_account` through the admin API found from
-/// `sources` (TLS verified with the trust bundle, bearer token).
+/// `sources` (TLS verified with the trust bundle, bearer token), binding the identity to
+/// `service`: the workload's own service account may serve its service.
 pub async fn create_join_token(
     sources: &Sources,
     namespace: &str,
     service_account: &str,
+    service: &str,
 ) -> Result<String, ControlPlaneError> {
     let call = async {
         let (mut admin, target) = sources.connect().await?;
@@ -81,6 +83,7 @@ pub async fn create_join_token(
                 service_account: service_account.to_string(),
                 // 0 = the control plane's default lifetime.
                 ttl_secs: 0,
+                services: vec![service.to_string()],
             })
             .await
             .map_err(|s| fail(format!("{:?}: {}", s.code(), s.message())))?;

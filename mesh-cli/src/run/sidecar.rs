@@ -167,7 +167,14 @@ impl SidecarSpec {
             token: std::env::var("MESH_ADMIN_TOKEN").ok(),
         };
         let has_bundle = spec.ca_bundle.is_some() || env_bundle.is_some();
-        match cp::create_join_token(&sources, &spec.namespace, &spec.service_account).await {
+        match cp::create_join_token(
+            &sources,
+            &spec.namespace,
+            &spec.service_account,
+            &spec.service,
+        )
+        .await
+        {
             Ok(t) if has_bundle => spec.join_token = Some(t),
             Ok(_) => eprintln!(
                 "mesh-cli run: warning: no trust bundle in {} (set MESH_CA_BUNDLE); the sidecar starts without identity",

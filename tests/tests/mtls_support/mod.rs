@@ -29,6 +29,7 @@ pub async fn token(cp: &ControlPlane, service_account: &str) -> String {
             namespace: "default".into(),
             service_account: service_account.into(),
             ttl_secs: 0,
+            services: Vec::new(),
         }),
     )
     .await
@@ -59,7 +60,8 @@ pub async fn meshed(
     )
 }
 
-/// Registers a static endpoint of `service` at `address` that claims `identity`.
+/// Declares `service` bound to `identity` (secure naming: callers verify its endpoints
+/// present it) and registers a static endpoint of it at `address`.
 pub async fn register_static(
     cp: &ControlPlane,
     service: &str,
@@ -75,7 +77,7 @@ pub async fn register_static(
             service: service.into(),
             namespace: "default".into(),
             ports: vec![80],
-            identities: Vec::new(),
+            identities: vec![identity.into()],
         }),
     )
     .await

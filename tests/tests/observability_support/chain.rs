@@ -28,6 +28,8 @@ async fn meshed(
             namespace: "shop".into(),
             service_account: service.into(),
             ttl_secs: 0,
+            // The workload's own account serves its service (as `mesh-cli run` binds it).
+            services: vec![service.into()],
         }),
     )
     .await

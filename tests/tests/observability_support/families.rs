@@ -92,7 +92,9 @@ async fn control_plane_traces_admin_calls_and_pushes() {
 async fn metric_families_move_with_known_traffic() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&dir.path().join("cp"), &[]);
+    // A silent plaintext client on api's inbound port must reach protocol detection (a strict
+    // port would refuse it before): this mesh is an anonymous, plaintext one on purpose.
+    let cp = ControlPlane::start(&dir.path().join("cp"), &["--discovery-tls=false"]);
     let app = TraceApp::start().await;
     let api = Sidecar::start(dir.path(), &opts(&cp, "api", Some(app.addr.port()), &[]));
     let web = Sidecar::start(dir.path(), &opts(&cp, "web", None, &[]));
