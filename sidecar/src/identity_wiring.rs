@@ -11,11 +11,14 @@ use tonic::transport::Endpoint;
 use crate::admin::Health;
 use crate::config::Config;
 use crate::identity::{
-    CertStore, ControlTls, ControlTlsError, IdentityError, JoinToken, Rotation, SpiffeError,
-    SpiffeId, TOKEN_ENV,
+    CertStore, ControlTls, ControlTlsError, Credentials, IdentityError, JoinToken, Rotation,
+    SpiffeError, SpiffeId, TOKEN_ENV,
 };
 use crate::state::{Name, StateHandle};
 use crate::tls::{BundleError, TrustBundle};
+
+/// The workload's key and certificate chain in `--data-dir` (mode 0600).
+pub const IDENTITY_FILE: &str = "identity.pem";
 
 /// Readiness gate held closed until the first workload certificate is in the store.
 pub const CERT_GATE: &str = "workload-certificate";
@@ -101,7 +104,23 @@ pub fn prepare(
         source,
     })?;
     let identity = SpiffeId::parse(&cfg.identity())?;
-    let store = CertStore::new(identity, bundle);
+    let keep = cfg.data_dir.as_ref().map(|d| d.join(IDENTITY_FILE));
+    let store = CertStore::new(identity.clone(), bundle);
+    // A certificate kept by an earlier run serves at once (a restart during a control-plane
+    // outage stays meshed); the rotation renews it with itself as the proof.
+    if let Some(path) = &keep
+        && path.exists()
+    {
+        match Credentials::load(path, &identity) {
+            Ok(creds) => {
+                tracing::info!(path = %path.display(), "serving the kept workload certificate until it is renewed");
+                store.set_credentials(creds);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "kept certificate not usable; asking for a new one")
+            }
+        }
+    }
     let url_err = |e: String| IdentityWiringError::Url(cfg.control_plane.clone(), e);
     // Lazy: the rotation task retries with backoff while the control plane is away.
     let channel = match control_plane_tls(cfg, Some(store.clone()))? {
@@ -118,6 +137,7 @@ pub fn prepare(
             token,
             store: store.clone(),
             ttl: None,
+            keep,
         },
         store,
     }))

@@ -78,6 +78,7 @@ async fn rotation_task_fills_the_store_and_exposes_expiry() {
             token: cp.token("web"),
             store: store.clone(),
             ttl: Some(Duration::from_secs(3600)),
+            keep: None,
         }
         .run(),
     );
@@ -147,4 +148,24 @@ async fn a_renewal_proves_the_current_certificate_without_a_token() {
         IdentityError::Refused(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated),
         other => panic!("expected a refusal, got {other}"),
     }
+}
+
+#[tokio::test]
+async fn a_kept_certificate_survives_a_restart_and_only_for_its_identity() {
+    use std::os::unix::fs::PermissionsExt;
+    let cp = Cp::start().await;
+    let store = cp.workload("keeper").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.pem");
+    store.credentials().unwrap().save(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key is readable by the sidecar only");
+    let loaded = mesh_sidecar::identity::Credentials::load(&path, &id("keeper")).unwrap();
+    assert_eq!(loaded.not_after, store.credentials().unwrap().not_after);
+    assert!(
+        mesh_sidecar::identity::Credentials::load(&path, &id("someone-else")).is_err(),
+        "a kept certificate serves only the identity it names"
+    );
+    std::fs::write(&path, "garbage").unwrap();
+    assert!(mesh_sidecar::identity::Credentials::load(&path, &id("keeper")).is_err());
 }

@@ -26,6 +26,7 @@ async fn rotating(cp: &Cp, sa: &str) -> std::sync::Arc<CertStore> {
             token: cp.token(sa),
             store: store.clone(),
             ttl: Some(LEAF_TTL),
+            keep: None,
         }
         .run(),
     );

@@ -24,7 +24,10 @@ const PACE: Duration = Duration::from_millis(250);
 const SCRAPE_EVERY: usize = 20;
 
 fn leaf_expiry(metrics: &str) -> f64 {
-    sample(metrics, "mesh_cert_expiration_timestamp_seconds{cert=\"leaf\"}")
+    sample(
+        metrics,
+        "mesh_cert_expiration_timestamp_seconds{cert=\"leaf\"}",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,6 @@ pub struct WorkloadKey {
 }
 
 /// A certificate ready to present, with its validity.
-#[derive(Debug)]
 pub struct Credentials {
     pub certified: Arc<CertifiedKey>,
     pub not_before: SystemTime,
@@ -38,6 +37,53 @@ pub struct Credentials {
     /// When it arrived: renewal is scheduled from here, not from `not_before` (which the CA
     /// backdates for clock skew and would make a short-lived cert look half-spent).
     pub received_at: SystemTime,
+    /// Key (PKCS#8) then certificate chain, PEM: what [`Credentials::save`] writes so a
+    /// restart during a control-plane outage keeps the identity. Never printed.
+    pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Writes key and chain to `path` (mode 0600, via a temporary file and a rename).
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(self.pem.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Credentials written by [`Self::save`], if they are for `identity` and still valid.
+    pub fn load(path: &std::path::Path, identity: &SpiffeId) -> Result<Self, CredentialsError> {
+        let pem =
+            std::fs::read_to_string(path).map_err(|e| CredentialsError::Pem(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| CredentialsError::Pem(format!("key: {e}")))?;
+        let chain = parse_pem(&pem)?;
+        let c = build(identity, chain, key, pem)?;
+        if c.not_after <= SystemTime::now() {
+            return Err(CredentialsError::Unusable("expired".into()));
+        }
+        Ok(c)
+    }
 }
 
 impl WorkloadKey {
@@ -65,30 +111,14 @@ impl WorkloadKey {
         chain_pem: &[String],
     ) -> Result<Credentials, CredentialsError> {
         let mut chain = parse_pem(leaf_pem)?;
+        let mut pem = self.key.serialize_pem();
+        pem.push_str(leaf_pem);
         for c in chain_pem {
             chain.extend(parse_pem(c)?);
+            pem.push_str(c);
         }
-        let leaf = chain
-            .first()
-            .ok_or_else(|| CredentialsError::Pem("empty leaf".to_owned()))?
-            .clone();
-        let got = peer_spiffe_id(&leaf).map_err(|e| CredentialsError::Unusable(e.to_string()))?;
-        if &got != identity {
-            return Err(CredentialsError::WrongIdentity {
-                got: got.to_string(),
-                want: identity.clone(),
-            });
-        }
-        let (not_before, not_after) = validity(&leaf)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()));
-        let certified = CertifiedKey::from_der(chain, key, &crate::tls::provider())
-            .map_err(|e| CredentialsError::Unusable(e.to_string()))?;
-        Ok(Credentials {
-            certified: Arc::new(certified),
-            not_before,
-            not_after,
-            received_at: SystemTime::now(),
-        })
+        build(identity, chain, key, pem)
     }
 }
 
@@ -96,6 +126,36 @@ impl std::fmt::Debug for WorkloadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WorkloadKey(<private>)")
     }
+}
+
+/// Credentials from a chain and its key, checked to be for `identity`.
+fn build(
+    identity: &SpiffeId,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    pem: String,
+) -> Result<Credentials, CredentialsError> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| CredentialsError::Pem("empty leaf".to_owned()))?
+        .clone();
+    let got = peer_spiffe_id(&leaf).map_err(|e| CredentialsError::Unusable(e.to_string()))?;
+    if &got != identity {
+        return Err(CredentialsError::WrongIdentity {
+            got: got.to_string(),
+            want: identity.clone(),
+        });
+    }
+    let (not_before, not_after) = validity(&leaf)?;
+    let certified = CertifiedKey::from_der(chain, key, &crate::tls::provider())
+        .map_err(|e| CredentialsError::Unusable(e.to_string()))?;
+    Ok(Credentials {
+        certified: Arc::new(certified),
+        not_before,
+        not_after,
+        received_at: SystemTime::now(),
+        pem,
+    })
 }
 
 fn parse_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CredentialsError> {

@@ -29,6 +29,9 @@ pub struct Rotation {
     pub store: Arc<CertStore>,
     /// Requested leaf lifetime; `None` = the CA's default.
     pub ttl: Option<Duration>,
+    /// Where each new certificate is kept (key included, 0600) so a restart during a
+    /// control-plane outage keeps serving mTLS; `None` = memory only.
+    pub keep: Option<std::path::PathBuf>,
 }
 
 impl Rotation {
@@ -54,6 +57,11 @@ impl Rotation {
                         renew_in_secs = wait.as_secs_f64(),
                         "certificate obtained"
                     );
+                    if let Some(path) = &self.keep
+                        && let Err(e) = creds.save(path)
+                    {
+                        tracing::warn!(error = %e, path = %path.display(), "certificate not kept; a restart during an outage would start without it");
+                    }
                     self.store.set_trust_bundle(bundle);
                     self.store.set_credentials(creds);
                     backoff = BACKOFF_START;
