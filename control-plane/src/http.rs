@@ -8,12 +8,21 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::core::Core;
 
+/// A scraper sends its request head at once; 10 s tolerates a loaded host and frees the
+/// connection of a client that trickles its headers (slowloris) or sends none.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Open connections at most: a handful of scrapers and probes need a few; past this, new
+/// connections are closed at once instead of taking memory and file descriptors.
+const MAX_CONNECTIONS: usize = 256;
+
 pub async fn serve(listener: TcpListener, core: Arc<Core>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -24,13 +33,25 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = MAX_CONNECTIONS,
+                "metrics port connection limit reached"
+            );
+            continue;
+        };
         let core = core.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let core = core.clone();
                 async move { Ok::<_, Infallible>(respond(&core, &req)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            // HTTP/1.1 only: scrapers and probes speak it, and a protocol sniff would be one
+            // more place for a silent client to wait without a deadline.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

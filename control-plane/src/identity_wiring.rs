@@ -137,6 +137,14 @@ impl TokenStore for CoreTokenStore {
             .map_err(|e| TokenError::Store(e.to_string()))
     }
 
+    fn consume(&self, id: &str) -> Result<(), TokenError> {
+        match self.0.use_token(id) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TokenError::UsedUp(id.to_string())),
+            Err(e) => Err(TokenError::Store(e.to_string())),
+        }
+    }
+
     fn list(&self) -> Result<Vec<TokenRecord>, TokenError> {
         self.0
             .list_tokens()

@@ -118,6 +118,12 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         allow_anonymous_proxies: config.allow_anonymous_proxies,
     };
     let core = Core::load(core_config, Arc::new(store), metrics::Metrics::new())?;
+    if config.allow_anonymous_proxies {
+        tracing::warn!(
+            "--allow-anonymous-proxies: proxies WITHOUT a mesh certificate may register endpoints \
+             (development only); they are marked anonymous and strict callers never dial them"
+        );
+    }
     let identity = identity_wiring::setup(
         dir,
         &config.trust_domain,

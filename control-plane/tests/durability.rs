@@ -167,6 +167,7 @@ async fn config_survives_kill_9() {
             service_account: "web".into(),
             ttl_secs: 0,
             services: Vec::new(),
+            max_uses: 0,
         }),
     )
     .await

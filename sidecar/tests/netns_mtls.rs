@@ -92,6 +92,7 @@ fn admin_setup(rt: &tokio::runtime::Runtime, cp: &ControlPlane, dir: &Path) -> I
                     service_account: sa.into(),
                     ttl_secs: 0,
                     services: Vec::new(),
+                    max_uses: 0,
                 }),
             )
             .await

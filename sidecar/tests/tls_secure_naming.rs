@@ -56,7 +56,7 @@ impl Cp {
         let (token, _) = self
             .handle
             .core
-            .create_token("default", sa, 0, &[])
+            .create_token("default", sa, 0, &[], 0)
             .unwrap();
         let me = SpiffeId::parse(&id(sa)).unwrap();
         let store = CertStore::new(me.clone(), TrustBundle::from_pem(&self.bundle).unwrap());
@@ -264,4 +264,69 @@ async fn revoking_an_identity_closes_its_stream_and_stops_renewal() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("revoked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_token_obtains_one_certificate_and_renewal_needs_none() {
+    let cp = start().await;
+    let (token, _) = cp
+        .handle
+        .core
+        .create_token("default", "once", 0, &[], 1)
+        .unwrap();
+    let token = JoinToken::new(token).unwrap();
+    let me = SpiffeId::parse(&id("once")).unwrap();
+    let tls = cp.tls(None);
+    let endpoint = tls.endpoint(&cp.handle.discovery_url).unwrap();
+    let mut client = IdentityClient::new(tls.connect(endpoint.clone()).await.unwrap());
+    let (creds, _) = certify(&mut client, Some(&token), &me, None)
+        .await
+        .expect("first use");
+    let err = certify(&mut client, Some(&token), &me, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max-uses"), "{err}");
+    // The certificate it obtained renews itself.
+    let store = CertStore::new(me.clone(), TrustBundle::from_pem(&cp.bundle).unwrap());
+    store.set_credentials(creds);
+    let tls = cp.tls(Some(store));
+    let mut renewer = IdentityClient::new(tls.connect(endpoint).await.unwrap());
+    certify(&mut renewer, None, &me, None)
+        .await
+        .expect("renewal by certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_endpoint_may_claim_only_a_bound_identity() {
+    use mesh_control_plane::model::{Endpoint, EndpointSource, EndpointState};
+    let cp = start().await;
+    cp.handle
+        .core
+        .create_service(ServiceDecl {
+            service: "api".into(),
+            namespace: "default".into(),
+            ports: vec![8080],
+            identities: Vec::new(),
+        })
+        .unwrap();
+    let endpoint = |identity: &str| Endpoint {
+        address: "10.0.0.5:15006".parse().unwrap(),
+        weight: 1,
+        zone: None,
+        labels: Default::default(),
+        state: EndpointState::Healthy,
+        identity: Some(identity.to_string()),
+        app_port: Some(8080),
+        source: EndpointSource::Static,
+    };
+    let err = cp
+        .handle
+        .core
+        .register_endpoint("api", endpoint(&id("web")))
+        .unwrap_err();
+    assert!(err.to_string().contains("not bound"), "{err}");
+    cp.handle
+        .core
+        .register_endpoint("api", endpoint(&id("api")))
+        .expect("the default binding");
 }

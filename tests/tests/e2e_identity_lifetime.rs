@@ -53,6 +53,7 @@ async fn one_minute_certificates_renew_for_minutes_with_no_failed_request_until_
             service_account: "api".into(),
             ttl_secs: 3,
             services: Vec::new(),
+            max_uses: 0,
         }),
     )
     .await

@@ -104,3 +104,59 @@ async fn rogue_sidecars_announcing_api_take_none_of_its_traffic() {
     }
     assert_eq!(rogue.hits(), 0, "a rogue got traffic");
 }
+
+/// With `--allow-anonymous-proxies` (development) an identity-less sidecar may register, but
+/// it is shown as anonymous and a meshed caller never dials it in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_endpoints_are_marked_and_strict_callers_never_dial_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(
+        &dir.path().join("cp"),
+        &["--discovery-tls=true", "--allow-anonymous-proxies"],
+    );
+    let real = EchoApp::start("api-real").await;
+    let anonymous_app = EchoApp::start("anonymous").await;
+    let _api = meshed(&cp, dir.path(), "api", Some(real.addr.port())).await;
+    let _anonymous = Sidecar::start(
+        dir.path(),
+        &SidecarOpts {
+            service: "api".into(),
+            app_ports: vec![anonymous_app.addr.port()],
+            control_plane: Some(cp.tls_discovery_url()),
+            extra: cp.sidecar_tls_args(),
+            ..Default::default()
+        },
+    );
+    let client = meshed(&cp, dir.path(), "web", None).await;
+    let table = eventually("both endpoints listed", CONVERGE, || async {
+        let out = std::process::Command::new(mesh_tests::bin_path("mesh-cli"))
+            .arg("--data-dir")
+            .arg(&cp.data_dir)
+            .args(["endpoints", "api"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.lines().filter(|l| l.starts_with("api ")).count() == 2).then_some(text)
+    })
+    .await;
+    assert!(table.contains("(anonymous proxy)"), "{table}");
+    assert!(
+        table.contains("spiffe://cluster.local/ns/default/sa/api"),
+        "{table}"
+    );
+    eventually("api reachable over mTLS", CONVERGE, || async {
+        get_via(client.outbound, "api", "/", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 200)
+    })
+    .await;
+    for i in 0..100 {
+        let (status, who, _, _) = get_via(client.outbound, "api", &format!("/{i}"), &[])
+            .await
+            .expect("response");
+        assert_eq!(status, 200, "request {i}");
+        assert_eq!(who.as_deref(), Some("api-real"), "request {i}");
+    }
+    assert_eq!(anonymous_app.hits(), 0, "an anonymous endpoint was dialled");
+}

@@ -96,6 +96,9 @@ fn token_info(t: TokenRecord) -> apb::TokenInfo {
         created_unix: t.created_unix,
         expires_unix: t.expires_unix,
         revoked: t.revoked,
+        max_uses: t.max_uses,
+        uses: t.uses,
+        services: t.services,
     }
 }
 
@@ -319,6 +322,7 @@ impl Admin for AdminService {
                     &req.service_account,
                     req.ttl_secs,
                     &req.services,
+                    req.max_uses,
                 )
             })
             .await?;

@@ -48,6 +48,8 @@ pub enum TokenError {
     Expired(String),
     #[error("token lifetime must be between 1 s and {} days", MAX_TOKEN_TTL.as_secs() / 86400)]
     BadTtl,
+    #[error("join token {0} was already used as often as it may be (--max-uses)")]
+    UsedUp(String),
     #[error("token store: {0}")]
     Store(String),
 }
@@ -59,6 +61,11 @@ pub trait TokenStore: Send + Sync {
     /// Marks the token revoked; `Ok(false)` when no such token exists.
     fn revoke(&self, id: &str) -> Result<bool, TokenError>;
     fn list(&self) -> Result<Vec<TokenRecord>, TokenError>;
+    /// Counts one use of a verified token; refuses one whose uses are spent. Stores without
+    /// use limits accept every use.
+    fn consume(&self, _id: &str) -> Result<(), TokenError> {
+        Ok(())
+    }
 }
 
 /// Token records in a map; lost on restart.
@@ -156,6 +163,7 @@ impl JoinTokens {
         if unix(now) >= record.expires_unix {
             return Err(TokenError::Expired(record.id));
         }
+        self.store.consume(&record.id)?;
         Ok(record.identity)
     }
 

@@ -91,6 +91,21 @@ impl Core {
         }
         let mut e = e;
         e.source = EndpointSource::Static;
+        // Secure naming holds for operator-registered endpoints too: callers verify the peer
+        // against the service's bound identities, so an unbound one could never be reached.
+        if let Some(id) = &e.identity {
+            let bound = st.bound_identities(service);
+            if !bound.contains(id) {
+                return Err(crate::validate::err(
+                    "endpoint.identity",
+                    format!(
+                        "{id} is not bound to service {service:?} (bound: {}); bind it with `mesh-cli service create {service} --identity {id}`",
+                        bound.join(", ")
+                    ),
+                )
+                .into());
+            }
+        }
         self.persist(
             "put_endpoint",
             vec![Op::put(Table::StaticEndpoints, static_key(service, &e), &e)],

@@ -28,6 +28,11 @@ pub struct TokenRecord {
     /// Services the identity may serve because of this token (until it is revoked).
     #[serde(default)]
     pub services: Vec<String>,
+    /// How many certificates the token may obtain; 0 = any number until it expires.
+    #[serde(default)]
+    pub max_uses: u32,
+    #[serde(default)]
+    pub uses: u32,
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -42,6 +47,7 @@ impl Core {
         service_account: &str,
         ttl_secs: u64,
         services: &[String],
+        max_uses: u32,
     ) -> Result<(String, TokenRecord), CoreError> {
         let ns = service_name("namespace", namespace)?;
         let sa = service_name("service_account", service_account)?;
@@ -85,6 +91,8 @@ impl Core {
             expires_unix: now + ttl as i64,
             revoked: false,
             services: serves,
+            max_uses,
+            uses: 0,
         };
         let mut st = self.state.lock();
         self.persist("put_token", vec![Op::put(Table::Tokens, &rec.id, &rec)])?;
@@ -102,6 +110,22 @@ impl Core {
 
     pub fn list_tokens(&self) -> Vec<TokenRecord> {
         self.state.lock().tokens.values().cloned().collect()
+    }
+
+    /// Counts one certificate obtained with token `id`; `false` (nothing counted) when its
+    /// uses are spent. Persisted before it counts, so a restart cannot hand out extra uses.
+    pub fn use_token(&self, id: &str) -> Result<bool, CoreError> {
+        let mut st = self.state.lock();
+        let Some(mut rec) = st.tokens.get(id).cloned() else {
+            return Ok(false);
+        };
+        if rec.max_uses > 0 && rec.uses >= rec.max_uses {
+            return Ok(false);
+        }
+        rec.uses = rec.uses.saturating_add(1);
+        self.persist("put_token", vec![Op::put(Table::Tokens, id, &rec)])?;
+        st.tokens.insert(id.to_string(), rec);
+        Ok(true)
     }
 
     /// Marks a token revoked (kept, so listing shows it was revoked rather than forgotten).

@@ -182,6 +182,10 @@ pub enum TokenCommand {
         /// (repeatable); the binding ends when the token is revoked.
         #[arg(long = "serve", value_name = "SERVICE")]
         serves: Vec<String>,
+        /// How many certificates the token may obtain (1 = single use) [default: any number
+        /// until it expires]. A running workload renews with its certificate, not the token.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_uses: Option<u32>,
     },
     /// List tokens (never their secret).
     #[command(after_help = "Example:\n  mesh-cli token list -o json")]

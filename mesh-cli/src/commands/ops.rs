@@ -151,12 +151,14 @@ pub async fn token(global: &Global, cmd: TokenCommand) -> Result<()> {
             ttl,
             k8s_secret,
             serves,
+            max_uses,
         } => {
             let req = CreateTokenRequest {
                 namespace: namespace.clone(),
                 service_account: service_account.clone(),
                 ttl_secs: ttl.map_or(0, |d| d.as_secs().max(1)),
                 services: serves,
+                max_uses: max_uses.unwrap_or(0),
             };
             let resp = admin.client.create_token(req).await;
             let t = resp

@@ -140,6 +140,7 @@ impl Mesh {
                 // 0 = the control plane's default lifetime.
                 ttl_secs: 0,
                 services: vec![service.to_string()],
+                max_uses: 0,
             })
             .await
             .with_context(|| format!("join token for {name}"))?

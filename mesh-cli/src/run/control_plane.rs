@@ -84,6 +84,7 @@ pub async fn create_join_token(
                 // 0 = the control plane's default lifetime.
                 ttl_secs: 0,
                 services: vec![service.to_string()],
+                max_uses: 0,
             })
             .await
             .map_err(|s| fail(format!("{:?}: {}", s.code(), s.message())))?;

@@ -290,3 +290,48 @@ proptest! {
         prop_assert!(moved <= ideal + ideal / 2 + 50, "moved {} ideal {}", moved, ideal);
     }
 }
+
+#[test]
+fn a_meshed_caller_never_dials_plaintext_or_unbound_endpoints_of_a_strict_service() {
+    use crate::state::TlsMode;
+    let with_id = |i: u16, id: Option<&str>| Endpoint {
+        identity: id.map(Name::from),
+        ..ep(i, EndpointState::Healthy, 1)
+    };
+    let bound = "spiffe://cluster.local/ns/default/sa/svc";
+    let eps = vec![
+        with_id(1, Some(bound)),
+        with_id(2, None),
+        with_id(3, Some("spiffe://cluster.local/ns/default/sa/other")),
+    ];
+    let build = |mode: TlsMode, mtls: bool| {
+        let mut c = Cluster::with_defaults("svc".into());
+        c.tls_mode = mode;
+        c.identities = vec![bound.into()];
+        let lb = ServiceLb::build_admitting(
+            "svc".into(),
+            Some(Arc::new(c)),
+            Some(Arc::new(Endpoints {
+                service: "svc".into(),
+                endpoints: eps.clone(),
+            })),
+            None,
+            mtls,
+        );
+        let mut ports: Vec<u16> = lb
+            .endpoints()
+            .iter()
+            .map(|e| e.endpoint.addr.port())
+            .collect();
+        ports.sort_unstable();
+        ports
+    };
+    // Strict (the default): only the endpoint proving a bound identity.
+    assert_eq!(build(TlsMode::Strict, true), vec![10_001]);
+    // Permissive: plaintext endpoints too, never one claiming an unbound identity.
+    assert_eq!(build(TlsMode::Permissive, true), vec![10_001, 10_002]);
+    // Disabled: the operator opted out of mTLS for this service.
+    assert_eq!(build(TlsMode::Disabled, true), vec![10_001, 10_002, 10_003]);
+    // A caller without an identity (an anonymous, development mesh) cannot do mTLS at all.
+    assert_eq!(build(TlsMode::Strict, false), vec![10_001, 10_002, 10_003]);
+}

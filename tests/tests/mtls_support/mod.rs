@@ -30,6 +30,7 @@ pub async fn token(cp: &ControlPlane, service_account: &str) -> String {
             service_account: service_account.into(),
             ttl_secs: 0,
             services: Vec::new(),
+            max_uses: 0,
         }),
     )
     .await

@@ -30,6 +30,7 @@ async fn meshed(
             ttl_secs: 0,
             // The workload's own account serves its service (as `mesh-cli run` binds it).
             services: vec![service.into()],
+            max_uses: 0,
         }),
     )
     .await
