@@ -80,6 +80,12 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub discovery_sans: Vec<String>,
+    /// How long (ms) a service with no endpoint and no configuration (declaration, route,
+    /// cluster or authorization policy) keeps its VIP before the VIP is released: an hour
+    /// outlives DNS caches and restarts of a whole deployment, while names that only ever
+    /// appeared briefly cannot hold the VIP range forever.
+    #[arg(long, env = "MESH_VIP_GRACE_MS", default_value_t = 3_600_000)]
+    pub vip_grace_ms: u64,
     /// Accept discovery streams from proxies without a mesh certificate (development only:
     /// such a proxy registers endpoints with no identity, marked anonymous, and strict callers
     /// refuse them). Off by default: the control plane takes a proxy's identity from its
@@ -143,6 +149,7 @@ pub struct Config {
     pub allow_anonymous_proxies: bool,
     pub workload_cert_ttl: Duration,
     pub serving_cert_ttl: Duration,
+    pub vip_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +208,7 @@ impl Config {
             allow_anonymous_proxies: a.allow_anonymous_proxies,
             workload_cert_ttl: a.workload_cert_ttl,
             serving_cert_ttl: a.serving_cert_ttl,
+            vip_grace: Duration::from_millis(a.vip_grace_ms),
         })
     }
 
@@ -229,6 +237,7 @@ impl Config {
             allow_anonymous_proxies: true,
             workload_cert_ttl: crate::ca::DEFAULT_LEAF_TTL,
             serving_cert_ttl: Duration::from_secs(24 * 3600),
+            vip_grace: Duration::from_secs(3600),
         }
     }
 }

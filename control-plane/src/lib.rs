@@ -116,6 +116,7 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         lease_grace: config.lease_grace,
         coalesce: config.coalesce,
         allow_anonymous_proxies: config.allow_anonymous_proxies,
+        vip_grace: config.vip_grace,
     };
     let core = Core::load(core_config, Arc::new(store), metrics::Metrics::new())?;
     if config.allow_anonymous_proxies {
@@ -150,7 +151,10 @@ pub async fn run(config: Config) -> Result<Handle, RunError> {
         http: local(&http, "http address")?,
     };
 
-    let mut tasks = vec![tokio::spawn(core.clone().run_builder())];
+    let mut tasks = vec![
+        tokio::spawn(core.clone().run_builder()),
+        tokio::spawn(core.clone().run_vip_sweeper()),
+    ];
     if config.discovery_tls || config.admin_tls {
         tasks.push(tokio::spawn(identity.tls.clone().run_renewal()));
     }

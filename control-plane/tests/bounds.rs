@@ -104,3 +104,32 @@ async fn the_metrics_port_survives_slowloris() {
         assert!(closed.is_ok(), "slow connection {i} still open");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vip_is_released_after_its_service_has_had_nothing_for_the_grace_period() {
+    use mesh_control_plane::model::ServiceDecl;
+    let cp = start_with(|c| c.vip_grace = Duration::from_millis(300)).await;
+    let decl = |name: &str| ServiceDecl {
+        service: name.into(),
+        namespace: "default".into(),
+        ports: vec![80],
+        identities: Vec::new(),
+    };
+    let core = &cp.handle.core;
+    let first = core.create_service(decl("brief")).unwrap().vip.unwrap();
+    core.create_service(decl("kept")).unwrap();
+    assert!(core.delete_service("brief").unwrap());
+    let released = async {
+        while core.vip_of("brief").is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    within("VIP released", released).await;
+    assert!(
+        core.vip_of("kept").is_some(),
+        "a declared service keeps its VIP"
+    );
+    // The address is free again: the allocator may hand it out once its cursor comes round.
+    let again = core.create_service(decl("brief")).unwrap().vip.unwrap();
+    assert_ne!(again, first, "a fresh allocation, not the old binding");
+}

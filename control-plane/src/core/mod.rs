@@ -38,6 +38,8 @@ pub struct CoreConfig {
     pub coalesce: Duration,
     /// Proxies without a mesh certificate may register (development only).
     pub allow_anonymous_proxies: bool,
+    /// How long an unused service keeps its VIP.
+    pub vip_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +251,52 @@ impl Core {
             // off the async workers.
             let _ = tokio::task::spawn_blocking(move || core.rebuild(batch)).await;
         }
+    }
+
+    /// Releases the VIPs of services that have had no endpoint and no configuration for the
+    /// VIP grace period, checking a few times per period. Runs forever.
+    pub async fn run_vip_sweeper(self: Arc<Self>) {
+        // Four checks per grace period: a VIP is released at most a quarter late; at least
+        // every 10 ms so a test's short grace does not spin.
+        let every = (self.config.vip_grace / 4).max(Duration::from_millis(10));
+        let mut idle_since: HashMap<String, Instant> = HashMap::new();
+        loop {
+            tokio::time::sleep(every).await;
+            let now = Instant::now();
+            let mut st = self.state.lock();
+            let unused: Vec<String> = st
+                .registry
+                .vips
+                .services()
+                .filter(|s| {
+                    !st.registry.is_known(s)
+                        && !st.routes.contains_key(*s)
+                        && !st.clusters.contains_key(*s)
+                        && !st.authz.contains_key(*s)
+                })
+                .cloned()
+                .collect();
+            idle_since.retain(|s, _| unused.contains(s));
+            for service in unused {
+                let since = *idle_since.entry(service.clone()).or_insert(now);
+                if now.duration_since(since) < self.config.vip_grace {
+                    continue;
+                }
+                if self
+                    .persist("delete_vip", vec![Op::delete(Table::Vips, &service)])
+                    .is_ok()
+                {
+                    let ip = st.registry.vips.release(&service);
+                    idle_since.remove(&service);
+                    tracing::info!(%service, ?ip, "VIP released: no endpoint and no configuration");
+                }
+            }
+        }
+    }
+
+    /// The service's VIP, if it holds one.
+    pub fn vip_of(&self, service: &str) -> Option<Ipv4Addr> {
+        self.state.lock().registry.vips.get(service)
     }
 
     /// The durable store, for the identity service's CA material (`Table::Ca`).

@@ -96,6 +96,18 @@ impl VipAllocator {
         self.by_service.get(service).copied()
     }
 
+    /// Frees a service's VIP (it may be handed to another service later).
+    pub fn release(&mut self, service: &str) -> Option<Ipv4Addr> {
+        let ip = self.by_service.remove(service)?;
+        self.taken.remove(&ip);
+        Some(ip)
+    }
+
+    /// Every service holding a VIP.
+    pub fn services(&self) -> impl Iterator<Item = &String> {
+        self.by_service.keys()
+    }
+
     /// The service's VIP, allocating one if needed. `Ok((ip, true))` means newly allocated:
     /// the caller must store it.
     pub fn ensure(&mut self, service: &str) -> Result<(Ipv4Addr, bool), Exhausted> {
