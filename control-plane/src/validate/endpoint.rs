@@ -91,7 +91,7 @@ pub fn node_from_proto(n: dpb::Node) -> Result<ProxyNode> {
             text("node.service_account", &n.service_account)?;
             n.service_account
         },
-        labels: labels("node.labels", n.labels)?,
+        labels: node_labels(n.labels)?,
         proxy_version: {
             text("node.proxy_version", &n.proxy_version)?;
             n.proxy_version
@@ -101,6 +101,30 @@ pub fn node_from_proto(n: dpb::Node) -> Result<ProxyNode> {
         app_ports: ports("node.app_ports", &n.app_ports)?,
         zone: opt_text("node.zone", &n.zone)?,
     })
+}
+
+/// Labels a proxy may announce: at most this many, each key and value at most 63 bytes (the
+/// Kubernetes label limits), so one endpoint adds at most ~4 KiB to its service's Endpoints
+/// resource and no single proxy can push a response past what clients accept.
+pub const MAX_NODE_LABELS: usize = 32;
+const MAX_NODE_LABEL_LEN: usize = 63;
+
+fn node_labels(m: std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>> {
+    if m.len() > MAX_NODE_LABELS {
+        return Err(err(
+            "node.labels",
+            format!("{} labels; at most {MAX_NODE_LABELS}", m.len()),
+        ));
+    }
+    for (k, v) in &m {
+        if k.len() > MAX_NODE_LABEL_LEN || v.len() > MAX_NODE_LABEL_LEN {
+            return Err(err(
+                format!("node.labels[{:?}]", k.chars().take(16).collect::<String>()),
+                format!("keys and values are at most {MAX_NODE_LABEL_LEN} bytes"),
+            ));
+        }
+    }
+    labels("node.labels", m)
 }
 
 /// A service created through the admin API.
