@@ -301,3 +301,155 @@ async fn route_rate_limit_answers_429_with_retry_after() {
     assert!(ok >= 3 && limited >= 5);
     assert_eq!(apps[0].hits(), ok);
 }
+
+#[tokio::test]
+async fn upstream_reset_is_not_retried_by_default() {
+    // The app drops every connection without answering: the peer sidecar says
+    // `upstream-reset`, and a request that may have reached an app is never sent again.
+    let apps = backends(2).await;
+    for a in &apps {
+        a.set(Mode::Reset);
+    }
+    let (mesh, _pods) = mesh_over(&apps).await;
+    let mut tx = mesh.h1().await;
+    for (i, method) in [http::Method::POST, http::Method::GET]
+        .into_iter()
+        .enumerate()
+    {
+        let got = send_h1(&mut tx, request(method)).await;
+        assert_eq!(got.status, 502, "{}", got.body);
+        assert_eq!(got.headers["x-mesh-error"], "upstream-reset");
+        let hits: u64 = apps.iter().map(|a| a.hits()).sum();
+        assert_eq!(hits, i as u64 + 1, "each request reached an app once");
+    }
+}
+
+/// A peer "sidecar" speaking HTTP/2 that resets every stream with `INTERNAL_ERROR` after
+/// reading it (so the request may have been processed); counts the streams it saw.
+async fn resetting_peer() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                }
+            });
+        }
+    });
+    (addr, streams)
+}
+
+#[tokio::test]
+async fn a_peer_resetting_the_stream_is_not_retried_by_default() {
+    let apps = backends(1).await;
+    let mesh = Mesh::new().await;
+    let (addr, streams) = resetting_peer().await;
+    let resetting = Pod {
+        app: apps[0].addr,
+        inbound: addr,
+        version: "v1",
+        trigger: None,
+    };
+    mesh.set_endpoints("svc", &[&resetting]);
+    let mut tx = mesh.h1().await;
+    let got = send_h1(&mut tx, request(http::Method::GET)).await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert_eq!(got.headers["x-mesh-error"], "upstream-reset");
+    assert_eq!(
+        streams.load(std::sync::atomic::Ordering::Acquire),
+        1,
+        "sent once: unlike REFUSED_STREAM, a reset may follow processing"
+    );
+}
+
+#[tokio::test]
+async fn request_timeout_answers_504_with_its_cause() {
+    let apps = backends(1).await;
+    apps[0].set(Mode::Delay); // 200 ms
+    let (mesh, _pods) = mesh_over(&apps).await;
+    let mut route = retry_route(five_xx(3));
+    // A quarter of the app's delay: the request deadline, not the app, ends the exchange.
+    route.rules[0].timeout_ms = 50;
+    mesh.set_route(&route);
+    let mut tx = mesh.h1().await;
+    let got = send_h1(&mut tx, request(http::Method::GET)).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.headers["x-mesh-error"], "timeout:request");
+    // Once, or not yet when the deadline fired first: never retried past the deadline.
+    assert!(apps[0].hits() <= 1, "{} attempts", apps[0].hits());
+}
+
+/// A listener whose accept queue is full: further SYNs are dropped, so connects hang. `None`
+/// when this kernel never fills the queue (the test is then skipped).
+async fn black_hole() -> Option<(std::net::SocketAddr, Vec<tokio::net::TcpStream>)> {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .ok()?;
+    // Backlog 0: the kernel queues at most one connection, so a few fillers close it.
+    sock.listen(0).ok()?;
+    let addr = sock.local_addr().ok()?.as_socket()?;
+    let mut fillers = Vec::new();
+    // 64 fillers is far past any backlog rounding; a connect unanswered for 200 ms (a
+    // loopback connect takes microseconds) means the queue is full.
+    for _ in 0..64 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => {
+                // Keep the listener alive as long as the fillers.
+                std::mem::forget(sock);
+                return Some((addr, fillers));
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn connect_timeout_is_retried_elsewhere_then_answered_with_its_cause() {
+    let Some((hole, _fillers)) = black_hole().await else {
+        println!("skipped: this kernel never filled the accept queue, so connects cannot hang");
+        return;
+    };
+    let apps = backends(1).await;
+    let mut mesh = Mesh::with_config(mesh_sidecar::outbound::OutboundConfig {
+        // A tenth of the default: the test waits three of them for the solo endpoint.
+        connect_timeout: std::time::Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    let good = mesh.pod(apps[0].addr, "v1").await;
+    let hung = Pod {
+        app: apps[0].addr,
+        inbound: hole,
+        version: "v1",
+        trigger: None,
+    };
+    mesh.set_endpoints("svc", &[&hung, &good]);
+    let mut tx = mesh.h1().await;
+    for _ in 0..5 {
+        let got = send_h1(&mut tx, request(http::Method::POST)).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+    }
+    assert_eq!(apps[0].hits(), 5);
+
+    mesh.set_endpoints("svc", &[&hung]);
+    let got = send_h1(&mut tx, request(http::Method::POST)).await;
+    assert_eq!(got.status, 504, "{}", got.body);
+    assert_eq!(got.headers["x-mesh-error"], "connect-timeout");
+}

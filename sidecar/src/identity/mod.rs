@@ -13,16 +13,14 @@
 //!    `Runtime.trust_bundle_pem` updates to `store.set_trust_bundle`; export
 //!    `store.expiration_timestamp_seconds()` as `mesh_cert_expiration_timestamp_seconds`.
 //!    An empty bundle in a resource is refused by `TrustBundle::from_pem` (keep the old one).
-//! 5. Inbound authorization: `AuthzPolicy::try_from(&resource)?` (a NACK on error), then
-//!    `policy.check(&AuthzRequest { peer, port, path })` with the peer from `tls::PeerIdentity`.
+//! 5. Inbound authorization is `inbound::authz`: the `state` domain's AuthorizationPolicy,
+//!    evaluated with the peer from `tls::PeerIdentity`.
 //!
 //! The join token is used for the first certificate (and again only if the current one has
 //! expired); a renewal proves the current certificate over mTLS, so a workload keeps its
 //! identity for as long as it runs, however short its token's life. Revoking the identity
 //! (`mesh-cli identity revoke`) stops its renewals and its discovery streams.
 
-mod authz;
-mod authz_proto;
 mod channel;
 mod client;
 mod credentials;
@@ -30,7 +28,6 @@ mod rotate;
 mod spiffe;
 mod store;
 
-pub use authz::{Action, AuthzError, AuthzPolicy, AuthzRequest, Rule, Source};
 pub use channel::{ControlTls, ControlTlsError};
 pub use client::{IdentityError, JoinToken, TOKEN_ENV, certify};
 pub use credentials::{Credentials, CredentialsError, WorkloadKey};

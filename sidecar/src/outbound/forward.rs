@@ -53,9 +53,7 @@ pub(super) async fn forward(
     {
         // A request the GCRA refuses would be admitted within one emission interval, so that
         // interval (rounded up to whole seconds) is an honest Retry-After.
-        let wait = resilience::RetryAfter(
-            std::time::Duration::from_secs(1) / rl.requests_per_second.max(1),
-        );
+        let wait = std::time::Duration::from_secs(1) / rl.requests_per_second.max(1);
         return wiring::rate_limited(
             wait,
             &format_args!("{service}: over {} rps", rl.requests_per_second),
@@ -200,7 +198,7 @@ pub(super) async fn forward(
     crate::observe::note_call(&result, members, ctx.inner.clients.has_tls());
     let mut rsp = match result {
         Ok(rsp) => rsp,
-        Err(e) => return wiring::to_proxy_cause(e.cause).respond(&format_args!("{target}: {e}")),
+        Err(e) => return e.cause.respond(&format_args!("{target}: {e}")),
     };
 
     let switching = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -278,10 +276,7 @@ async fn attempt(
     });
     result.map_err(|(cause, detail)| {
         tracing::debug!(cause = cause.as_str(), endpoint = %ep.endpoint.addr, %detail, "attempt failed");
-        resilience::Failed {
-            cause: wiring::from_proxy_cause(cause),
-            unsent,
-        }
+        resilience::Failed { cause, unsent }
     })
 }
 

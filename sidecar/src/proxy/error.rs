@@ -1,4 +1,4 @@
-//! Proxy-generated errors: a cause per failure, its HTTP status and the `x-mesh-error` response.
+//! Proxy-generated errors: the one cause taxonomy — a cause per failure, its HTTP status, its retry safety and the `x-mesh-error` response.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -131,6 +131,29 @@ impl Cause {
         }
     }
 
+    /// True when the request provably never reached an application, so sending it again
+    /// cannot duplicate a side effect: no connection to the endpoint was established
+    /// (refused, timed out, or the peer failed mTLS before a request byte was sent), the peer
+    /// refused the stream unprocessed, or a peer sidecar's app refused its connection. These
+    /// are retried for any method, even without a retry policy.
+    pub const fn is_retry_safe(self) -> bool {
+        matches!(
+            self,
+            Self::ConnectRefused
+                | Self::ConnectTimeout
+                | Self::TlsHandshake
+                | Self::RefusedStream
+                | Self::AppUnavailable
+        )
+    }
+
+    /// True when the failure happened at the upstream rather than in local policy (no route,
+    /// rate limit, circuit open): a route's `5xx`, `gateway-error` and status conditions
+    /// retry these too. A reset or a per-try timeout may have reached the app.
+    pub const fn is_upstream(self) -> bool {
+        self.is_retry_safe() || matches!(self, Self::UpstreamReset | Self::PerTryTimeout)
+    }
+
     /// Counts the error and logs it with its cause.
     pub fn record(self, detail: &dyn std::fmt::Display) {
         COUNTS[self as usize].fetch_add(1, Relaxed);
@@ -171,4 +194,48 @@ pub fn raw_http1_response(cause: Cause) -> Vec<u8> {
         body.len(),
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_read_back() {
+        for c in ALL {
+            assert_eq!(Cause::from_name(c.as_str()), Some(c.as_str()));
+            assert_eq!(c.to_string(), c.as_str());
+            assert_eq!(ALL.iter().filter(|o| o.as_str() == c.as_str()).count(), 1);
+        }
+        assert_eq!(Cause::from_name("nope"), None);
+    }
+
+    #[test]
+    fn only_never_reached_app_is_retry_safe() {
+        let safe: Vec<_> = ALL.into_iter().filter(|c| c.is_retry_safe()).collect();
+        assert_eq!(
+            safe,
+            [
+                Cause::ConnectRefused,
+                Cause::ConnectTimeout,
+                Cause::AppUnavailable,
+                Cause::RefusedStream,
+                Cause::TlsHandshake,
+            ]
+        );
+        // A reset or a timed-out try may have reached the app: retried only when opted in.
+        for c in [Cause::UpstreamReset, Cause::PerTryTimeout] {
+            assert!(!c.is_retry_safe() && c.is_upstream(), "{c}");
+        }
+        for c in [Cause::RateLimited, Cause::CircuitOpen, Cause::NoRoute] {
+            assert!(!c.is_upstream(), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_failed_handshake_answers_502_tls_handshake() {
+        let rsp = Cause::TlsHandshake.respond(&"test");
+        assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(rsp.headers()[MESH_ERROR], "tls-handshake");
+    }
 }

@@ -1,13 +1,13 @@
-//! Per-cluster circuit breakers: caps on connections, pending and concurrent requests and concurrent retries, with RAII permits; overflow fails fast with `circuit-open`.
+//! Per-cluster circuit breakers: caps on concurrent requests and concurrent retries, with RAII permits; overflow fails fast with `circuit-open`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::errors::Cause;
+use crate::proxy::Cause;
 
-/// Envoy's default for connections, pending and active requests: far above what one
-/// workload sends one service in normal operation, so hitting it means the destination is
-/// already drowning and queuing more would only add latency.
+/// Envoy's default for active requests: far above what one workload sends one service in
+/// normal operation, so hitting it means the destination is already drowning and queuing
+/// more would only add latency.
 pub const DEFAULT_MAX: u32 = 1024;
 
 /// Concurrent retries: a quarter of the request cap. The retry budget bounds retries as a
@@ -18,17 +18,15 @@ pub const DEFAULT_MAX_RETRIES: u32 = 256;
 /// What a permit holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
-    Connection,
-    Pending,
+    /// One request, from its first attempt until its response body is dropped.
     Request,
+    /// One retry in flight.
     Retry,
 }
 
 /// Limits of one cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CircuitLimits {
-    pub max_connections: u32,
-    pub max_pending: u32,
     pub max_requests: u32,
     pub max_retries: u32,
 }
@@ -37,8 +35,9 @@ pub struct CircuitLimits {
 #[derive(Debug)]
 pub struct CircuitBreaker {
     limits: CircuitLimits,
-    active: [AtomicU32; 4],
-    overflows: [AtomicU64; 4],
+    /// Held and refused counts, one slot per [`Resource`] (by [`Resource::index`]).
+    active: [AtomicU32; 2],
+    overflows: [AtomicU64; 2],
 }
 
 /// Holds one unit of a resource until dropped.
@@ -54,10 +53,8 @@ pub struct Permit {
 impl Resource {
     const fn index(self) -> usize {
         match self {
-            Resource::Connection => 0,
-            Resource::Pending => 1,
-            Resource::Request => 2,
-            Resource::Retry => 3,
+            Resource::Request => 0,
+            Resource::Retry => 1,
         }
     }
 }
@@ -67,8 +64,6 @@ impl Resource {
 impl Default for CircuitLimits {
     fn default() -> Self {
         CircuitLimits {
-            max_connections: DEFAULT_MAX,
-            max_pending: DEFAULT_MAX,
             max_requests: DEFAULT_MAX,
             max_retries: DEFAULT_MAX_RETRIES,
         }
@@ -78,8 +73,6 @@ impl Default for CircuitLimits {
 impl CircuitLimits {
     fn get(&self, r: Resource) -> u32 {
         match r {
-            Resource::Connection => self.max_connections,
-            Resource::Pending => self.max_pending,
             Resource::Request => self.max_requests,
             Resource::Retry => self.max_retries,
         }
@@ -152,8 +145,6 @@ mod tests {
     #[test]
     fn limits_each_resource_and_releases_on_drop() {
         let cb = CircuitBreaker::new(CircuitLimits {
-            max_connections: 1,
-            max_pending: 1,
             max_requests: 2,
             max_retries: 0,
         });
@@ -169,10 +160,8 @@ mod tests {
         assert_eq!(cb.active(Resource::Request), 1);
         let _c = cb.try_acquire(Resource::Request).unwrap();
         // Independent resources.
-        let _conn = cb.try_acquire(Resource::Connection).unwrap();
-        assert!(cb.try_acquire(Resource::Connection).is_err());
-        let _p = cb.try_acquire(Resource::Pending).unwrap();
         assert!(cb.try_acquire(Resource::Retry).is_err());
+        assert_eq!(cb.active(Resource::Request), 2);
     }
 
     #[test]

@@ -1,44 +1,36 @@
-//! The request driver: sends a request through per-try and request timeouts, retry policy, retry budget, backoff, circuit breaker and outlier reporting, avoiding the endpoint that just failed.
+//! The request driver: sends a request through per-try and request timeouts, retry policy, retry budget, backoff and circuit breaker, avoiding the endpoint that just failed.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::budget::{BudgetConfig, BudgetError, RetryBudget};
 use super::circuit::{CircuitBreaker, CircuitLimits, Permit, Resource};
-use super::errors::{Cause, TimeoutKind, X_MESH_ERROR};
-use super::health::HealthStatus;
-use super::outlier::{OutlierConfig, OutlierDetector};
-use super::ratelimit::RetryAfter;
 use super::replay::{BoxError, DEFAULT_REPLAY_LIMIT, ReplayBody};
 use super::retry::{Decision, Outcome, RetryPolicy, should_retry};
 use super::timeouts::{attempt_limit, within};
+use crate::proxy::Cause;
 
 /// Resilience settings of one cluster.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterConfig {
-    pub outlier: OutlierConfig,
     pub circuit: CircuitLimits,
     pub budget: BudgetConfig,
 }
 
-/// The shared resilience state of one cluster; build it once per cluster (and again when its
-/// endpoint list changes, since outlier state is indexed by endpoint position).
+/// The shared resilience state of one cluster (`wiring::ClusterRegistry` keeps it across
+/// requests). Outlier detection and health flags are the balancer's (`crate::balance`).
 #[derive(Debug)]
 pub struct ClusterResilience {
     pub budget: RetryBudget,
-    pub outlier: OutlierDetector,
     pub circuit: Arc<CircuitBreaker>,
-    /// Active health flags, when the cluster has health checks.
-    pub health: Option<Arc<HealthStatus>>,
 }
 
 /// What one request's route asks for.
@@ -58,7 +50,7 @@ pub struct CallInfo {
     pub attempts: u32,
     /// The endpoint of the last attempt, if any was made.
     pub endpoint: Option<usize>,
-    /// A retry was wanted but the budget was empty (logged as `budget-exhausted`).
+    /// A retry was wanted but the budget was empty (`mesh_retry_budget_exhausted_total`).
     pub budget_exhausted: bool,
 }
 
@@ -78,35 +70,15 @@ pub struct GuardedBody<B> {
     _permit: Permit,
 }
 
-/// A simple round-robin picker over available endpoints, for clusters without a smarter
-/// balancer (and for tests).
-#[derive(Debug, Default)]
-pub struct RoundRobin {
-    next: AtomicUsize,
-}
-
 // === impl ClusterResilience ===
 
 impl ClusterResilience {
-    /// State for a cluster of `endpoints` endpoints.
-    pub fn new(cfg: &ClusterConfig, endpoints: usize) -> Result<Self, BudgetError> {
+    /// State for a cluster with these settings.
+    pub fn new(cfg: &ClusterConfig) -> Result<Self, BudgetError> {
         Ok(ClusterResilience {
             budget: RetryBudget::new(cfg.budget)?,
-            outlier: OutlierDetector::new(cfg.outlier, endpoints),
             circuit: CircuitBreaker::new(cfg.circuit),
-            health: None,
         })
-    }
-
-    /// Uses these active health flags in [`Self::is_available`].
-    pub fn with_health(mut self, health: Arc<HealthStatus>) -> Self {
-        self.health = Some(health);
-        self
-    }
-
-    /// True when endpoint `idx` may get new requests: not ejected and not unhealthy.
-    pub fn is_available(&self, idx: usize) -> bool {
-        !self.outlier.is_ejected(idx) && self.health.as_ref().is_none_or(|h| h.is_healthy(idx))
     }
 }
 
@@ -123,52 +95,6 @@ impl Default for CallPolicy<'_> {
     }
 }
 
-// === impl RoundRobin ===
-
-impl RoundRobin {
-    /// The next available endpoint of `n`, skipping `avoid` when anything else is
-    /// available. `no-endpoints` for an empty cluster, `all-ejected` when none is available.
-    pub fn pick(
-        &self,
-        n: usize,
-        avoid: Option<usize>,
-        available: impl Fn(usize) -> bool,
-    ) -> Result<usize, Cause> {
-        if n == 0 {
-            return Err(Cause::NoEndpoints);
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut fallback = None;
-        for i in 0..n {
-            let idx = (start + i) % n;
-            if available(idx) {
-                if Some(idx) != avoid {
-                    return Ok(idx);
-                }
-                fallback = Some(idx);
-            }
-        }
-        fallback.ok_or(Cause::AllEjected)
-    }
-}
-
-/// Builds the response the proxy sends for `cause`: its status, `x-mesh-error`, and
-/// `Retry-After` when given.
-pub fn error_response<B: Default>(cause: Cause, retry_after: Option<RetryAfter>) -> Response<B> {
-    let mut resp = Response::new(B::default());
-    *resp.status_mut() =
-        http::StatusCode::from_u16(cause.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    let headers = resp.headers_mut();
-    headers.insert(X_MESH_ERROR, HeaderValue::from_static(cause.as_str()));
-    if let Some(ra) = retry_after {
-        headers.insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from(ra.header_secs()),
-        );
-    }
-    resp
-}
-
 /// A failed attempt: its cause, and the request itself when it provably never left the proxy
 /// (the connect failed), so it can be sent again without the driver having kept a copy.
 #[derive(Debug)]
@@ -177,47 +103,15 @@ pub struct Failed<B> {
     pub unsent: Option<Request<ReplayBody<B>>>,
 }
 
-impl<B> From<Cause> for Failed<B> {
-    fn from(cause: Cause) -> Self {
-        Failed {
-            cause,
-            unsent: None,
-        }
-    }
-}
-
-/// Sends `req` to the cluster with retries (see the module docs of `resilience` for wiring).
+/// Sends `req` to the cluster with retries (see the module docs of `resilience`).
 ///
 /// `pick(avoid)` chooses an endpoint, avoiding the one that just failed when possible;
-/// `send(endpoint, request)` performs one attempt and maps transport errors to a [`Cause`]
-/// (see [`super::classify::classify_client_error`]). Every attempt gets a copy of the request
-/// head; [`call_reclaiming`] avoids the copy.
-pub async fn call_with_retries<B, RB, P, S, Fut>(
-    cluster: &ClusterResilience,
-    policy: &CallPolicy<'_>,
-    req: Request<B>,
-    pick: P,
-    mut send: S,
-) -> Result<Response<GuardedBody<RB>>, CallError>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-    P: FnMut(Option<usize>) -> Result<usize, Cause>,
-    S: FnMut(usize, Request<ReplayBody<B>>) -> Fut,
-    Fut: Future<Output = Result<Response<RB>, Cause>>,
-{
-    let send = |idx, req| {
-        let attempt = send(idx, req);
-        async move { attempt.await.map_err(Failed::from) }
-    };
-    drive(cluster, policy, req, pick, send, true).await
-}
-
-/// Like [`call_with_retries`], but the request head is moved into the attempt rather than
-/// copied, unless a retry policy may replay a request that reached an endpoint or the caller
-/// asks for a copy (`keep_head`: some path of `send` cannot hand a request back). Without a
-/// policy only failures that never reached the app are retried, and for those `send` hands
-/// the request back in [`Failed::unsent`]; a retry-safe failure without it ends the call.
+/// `send(endpoint, request)` performs one attempt. The request head is moved into the attempt
+/// rather than copied, unless a retry policy may replay a request that reached an endpoint or
+/// the caller asks for a copy (`keep_head`: some path of `send` cannot hand a request back).
+/// Without a policy only failures that never reached the app are retried, and for those
+/// `send` hands the request back in [`Failed::unsent`]; a retry-safe failure without it ends
+/// the call.
 pub async fn call_reclaiming<B, RB, P, S, Fut>(
     cluster: &ClusterResilience,
     policy: &CallPolicy<'_>,
@@ -308,7 +202,7 @@ where
                 let parts = if keep_head { head.clone() } else { head.take() };
                 let (Some(parts), Some(body)) = (parts, body) else {
                     // Unreachable in practice: retries are only decided while replayable.
-                    return fail(Cause::UpstreamError, info);
+                    return fail(Cause::UpstreamReset, info);
                 };
                 Request::from_parts(parts, body)
             }
@@ -328,9 +222,8 @@ where
             Ok(resp) => Outcome::from_response(resp.status().as_u16(), resp.headers()),
             Err(cause) => Outcome::Failed(*cause),
         };
-        cluster.outlier.report(endpoint, &outcome);
-        if outcome == Outcome::Failed(Cause::Timeout(TimeoutKind::Request)) {
-            return fail(Cause::Timeout(TimeoutKind::Request), info);
+        if outcome == Outcome::Failed(Cause::RequestTimeout) {
+            return fail(Cause::RequestTimeout, info);
         }
         let replayable = unsent.is_some() || replay.as_ref().is_some_and(|r| !r.overflowed());
         let backoff = match should_retry(policy.retry, &method, info.attempts, &outcome, replayable)
@@ -357,7 +250,10 @@ where
         };
         if !cluster.budget.try_withdraw() {
             info.budget_exhausted = true;
-            tracing::debug!(cause = Cause::BudgetExhausted.as_str(), "retry refused");
+            tracing::debug!(
+                attempts = info.attempts,
+                "retry refused: retry budget exhausted"
+            );
             return finish(result, info, request_permit);
         }
         // Release the failed response's connection before waiting.
@@ -368,13 +264,6 @@ where
 }
 
 // === impl GuardedBody ===
-
-impl<B> GuardedBody<B> {
-    /// The inner body; releases the permit.
-    pub fn into_inner(self) -> B {
-        self.inner
-    }
-}
 
 impl<B: Body + Unpin> Body for GuardedBody<B> {
     type Data = B::Data;

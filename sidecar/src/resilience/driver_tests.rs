@@ -1,14 +1,17 @@
 //! Unit tests for the request driver with scripted attempts on the paused clock.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::*;
-use crate::resilience::retry::RetryOn;
+use crate::resilience::retry::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, RetryOn};
+use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
 
 type Resp = Response<()>;
 
-fn cluster(n: usize) -> ClusterResilience {
-    ClusterResilience::new(&ClusterConfig::default(), n).unwrap()
+fn cluster() -> ClusterResilience {
+    ClusterResilience::new(&ClusterConfig::default()).unwrap()
 }
 
 fn status(s: u16) -> Result<Resp, Cause> {
@@ -25,25 +28,83 @@ fn req(method: http::Method, body: &'static [u8]) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-fn policy(on: &[&str], attempts: u32) -> RetryPolicy {
-    RetryPolicy::new(attempts, RetryOn::parse(on).unwrap())
+fn policy(retry_on: RetryOn, attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        attempts,
+        retry_on,
+        per_try_timeout: None,
+        allow_non_idempotent: false,
+        backoff_base: DEFAULT_BACKOFF_BASE,
+        backoff_max: DEFAULT_BACKOFF_MAX,
+    }
 }
 
-/// Runs the driver with round-robin picking; `script(endpoint, attempt_no)` answers.
+fn on_5xx() -> RetryOn {
+    RetryOn {
+        server_error: true,
+        ..Default::default()
+    }
+}
+
+fn on_gateway_error() -> RetryOn {
+    RetryOn {
+        gateway_error: true,
+        ..Default::default()
+    }
+}
+
+/// The next of `n` endpoints in turn, skipping `avoid` (the balancer's part in production).
+#[derive(Default)]
+struct Turns(AtomicUsize);
+
+impl Turns {
+    fn pick(&self, n: usize, avoid: Option<usize>) -> Result<usize, Cause> {
+        let i = self.0.fetch_add(1, Ordering::Relaxed) % n;
+        Ok(if Some(i) == avoid { (i + 1) % n } else { i })
+    }
+}
+
+/// The driver with a kept request head, each attempt answered by `send` (a failure hands
+/// nothing back, so every retry is sent from the kept copy).
+async fn call<P, S, Fut>(
+    c: &ClusterResilience,
+    p: &CallPolicy<'_>,
+    r: Request<Full<Bytes>>,
+    pick: P,
+    mut send: S,
+) -> Result<Response<GuardedBody<()>>, CallError>
+where
+    P: FnMut(Option<usize>) -> Result<usize, Cause>,
+    S: FnMut(usize, Request<ReplayBody<Full<Bytes>>>) -> Fut,
+    Fut: Future<Output = Result<Resp, Cause>>,
+{
+    let send = |ep, req| {
+        let attempt = send(ep, req);
+        async move {
+            attempt.await.map_err(|cause| Failed {
+                cause,
+                unsent: None,
+            })
+        }
+    };
+    call_reclaiming(c, p, r, pick, send, true).await
+}
+
+/// Runs the driver over `n` endpoints in turn; `script(endpoint, attempt_no)` answers.
 async fn drive(
     c: &ClusterResilience,
+    n: usize,
     p: &CallPolicy<'_>,
     r: Request<Full<Bytes>>,
     script: impl Fn(usize, u32) -> Result<Resp, Cause>,
 ) -> (Result<Response<GuardedBody<()>>, CallError>, Vec<usize>) {
-    let rr = RoundRobin::default();
+    let turns = Turns::default();
     let tried = Mutex::new(Vec::new());
-    let n = c.outlier.len();
-    let out = call_with_retries(
+    let out = call(
         c,
         p,
         r,
-        |avoid| rr.pick(n, avoid, |i| c.is_available(i)),
+        |avoid| turns.pick(n, avoid),
         |ep, req| {
             tried.lock().push(ep);
             let attempt = tried.lock().len() as u32;
@@ -60,9 +121,10 @@ async fn drive(
 
 #[tokio::test(start_paused = true)]
 async fn post_503_is_not_retried_by_default() {
-    let c = cluster(3);
+    let c = cluster();
     let (out, tried) = drive(
         &c,
+        3,
         &CallPolicy::default(),
         req(http::Method::POST, b"x"),
         |_, _| status(503),
@@ -74,9 +136,10 @@ async fn post_503_is_not_retried_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn connect_refused_is_retried_elsewhere_even_for_post() {
-    let c = cluster(3);
+    let c = cluster();
     let (out, tried) = drive(
         &c,
+        3,
         &CallPolicy::default(),
         req(http::Method::POST, b"x"),
         |ep, _| {
@@ -95,14 +158,34 @@ async fn connect_refused_is_retried_elsewhere_even_for_post() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_handshake_is_retried_and_keeps_its_cause() {
+    let c = cluster();
+    let (out, tried) = drive(
+        &c,
+        2,
+        &CallPolicy::default(),
+        req(http::Method::POST, b"x"),
+        |_, _| Err(Cause::TlsHandshake),
+    )
+    .await;
+    let err = out.unwrap_err();
+    assert_eq!(err.cause, Cause::TlsHandshake);
+    assert_eq!(
+        tried,
+        [0, 1, 0],
+        "never reached an app: retried elsewhere, for POST too"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn opt_in_5xx_retry_for_get() {
-    let c = cluster(2);
-    let p = policy(&["5xx"], 3);
+    let c = cluster();
+    let p = policy(on_5xx(), 3);
     let cp = CallPolicy {
         retry: Some(&p),
         ..Default::default()
     };
-    let (out, tried) = drive(&c, &cp, req(http::Method::GET, b""), |ep, _| {
+    let (out, tried) = drive(&c, 2, &cp, req(http::Method::GET, b""), |ep, _| {
         status(if ep == 0 { 503 } else { 200 })
     })
     .await;
@@ -120,9 +203,10 @@ async fn budget_exhaustion_returns_the_original_failure() {
         },
         ..Default::default()
     };
-    let c = ClusterResilience::new(&cfg, 2).unwrap();
+    let c = ClusterResilience::new(&cfg).unwrap();
     let (out, tried) = drive(
         &c,
+        2,
         &CallPolicy::default(),
         req(http::Method::GET, b""),
         |_, _| Err(Cause::ConnectRefused),
@@ -144,9 +228,10 @@ async fn circuit_open_fails_before_any_attempt() {
         },
         ..Default::default()
     };
-    let c = ClusterResilience::new(&cfg, 1).unwrap();
+    let c = ClusterResilience::new(&cfg).unwrap();
     let (out, tried) = drive(
         &c,
+        1,
         &CallPolicy::default(),
         req(http::Method::GET, b""),
         |_, _| status(200),
@@ -165,9 +250,10 @@ async fn a_streaming_response_holds_its_request_permit() {
         },
         ..Default::default()
     };
-    let c = ClusterResilience::new(&cfg, 1).unwrap();
+    let c = ClusterResilience::new(&cfg).unwrap();
     let (held, _) = drive(
         &c,
+        1,
         &CallPolicy::default(),
         req(http::Method::GET, b""),
         |_, _| status(200),
@@ -176,6 +262,7 @@ async fn a_streaming_response_holds_its_request_permit() {
     let held = held.unwrap();
     let (second, tried) = drive(
         &c,
+        1,
         &CallPolicy::default(),
         req(http::Method::GET, b""),
         |_, _| status(200),
@@ -186,6 +273,7 @@ async fn a_streaming_response_holds_its_request_permit() {
     drop(held);
     let (third, _) = drive(
         &c,
+        1,
         &CallPolicy::default(),
         req(http::Method::GET, b""),
         |_, _| status(200),
@@ -201,34 +289,34 @@ async fn slow(send_for: Duration) -> Result<Resp, Cause> {
 
 #[tokio::test(start_paused = true)]
 async fn per_try_timeout_fires_and_is_retried_only_when_opted_in() {
-    let c = cluster(2);
+    let c = cluster();
     let hang = |_ep, _req| slow(Duration::from_secs(10));
     let cp = CallPolicy {
         per_try_timeout: Some(Duration::from_secs(1)),
         ..Default::default()
     };
-    let err = call_with_retries(&c, &cp, req(http::Method::GET, b""), |_| Ok(0), hang)
+    let err = call(&c, &cp, req(http::Method::GET, b""), |_| Ok(0), hang)
         .await
         .unwrap_err();
-    assert_eq!(err.cause, Cause::Timeout(TimeoutKind::PerTry));
+    assert_eq!(err.cause, Cause::PerTryTimeout);
     assert_eq!(err.info.attempts, 1);
 
-    let p = policy(&["gateway-error"], 3);
+    let p = policy(on_gateway_error(), 3);
     let cp = CallPolicy {
         retry: Some(&p),
         ..cp
     };
-    let err = call_with_retries(&c, &cp, req(http::Method::GET, b""), |_| Ok(1), hang)
+    let err = call(&c, &cp, req(http::Method::GET, b""), |_| Ok(1), hang)
         .await
         .unwrap_err();
-    assert_eq!(err.cause, Cause::Timeout(TimeoutKind::PerTry));
+    assert_eq!(err.cause, Cause::PerTryTimeout);
     assert_eq!(err.info.attempts, 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn request_timeout_bounds_all_attempts() {
-    let c = cluster(2);
-    let p = policy(&["gateway-error"], 10);
+    let c = cluster();
+    let p = policy(on_gateway_error(), 10);
     let cp = CallPolicy {
         retry: Some(&p),
         request_timeout: Some(Duration::from_millis(2500)),
@@ -236,7 +324,7 @@ async fn request_timeout_bounds_all_attempts() {
         ..Default::default()
     };
     let start = Instant::now();
-    let err = call_with_retries(
+    let err = call(
         &c,
         &cp,
         req(http::Method::GET, b""),
@@ -245,16 +333,16 @@ async fn request_timeout_bounds_all_attempts() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.cause, Cause::Timeout(TimeoutKind::Request));
+    assert_eq!(err.cause, Cause::RequestTimeout);
     assert_eq!(err.info.attempts, 3);
     assert_eq!(start.elapsed(), Duration::from_millis(2500));
 }
 
 #[tokio::test(start_paused = true)]
 async fn body_is_replayed_on_retry_and_big_bodies_are_not_retried() {
-    let c = cluster(2);
+    let c = cluster();
     let seen = Mutex::new(Vec::new());
-    let resp = call_with_retries(
+    let resp = call(
         &c,
         &CallPolicy::default(),
         req(http::Method::POST, b"payload"),
@@ -281,7 +369,7 @@ async fn body_is_replayed_on_retry_and_big_bodies_are_not_retried() {
         replay_limit: 4,
         ..Default::default()
     };
-    let (out, tried) = drive(&c, &cp, req(http::Method::GET, b"too big"), |_, _| {
+    let (out, tried) = drive(&c, 2, &cp, req(http::Method::GET, b"too big"), |_, _| {
         Err(Cause::ConnectRefused)
     })
     .await;
@@ -291,14 +379,20 @@ async fn body_is_replayed_on_retry_and_big_bodies_are_not_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_waited_out() {
-    let c = cluster(2);
-    let p = policy(&["503"], 2);
+    let c = cluster();
+    let p = policy(
+        RetryOn {
+            statuses: vec![503],
+            ..Default::default()
+        },
+        2,
+    );
     let cp = CallPolicy {
         retry: Some(&p),
         ..Default::default()
     };
     let start = Instant::now();
-    let (out, _) = drive(&c, &cp, req(http::Method::GET, b""), |_, attempt| {
+    let (out, _) = drive(&c, 2, &cp, req(http::Method::GET, b""), |_, attempt| {
         if attempt == 1 {
             let mut r = Response::new(());
             *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
@@ -314,64 +408,14 @@ async fn retry_after_is_waited_out() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failures_feed_outlier_detection_and_picks_skip_ejected() {
-    let c = cluster(3);
-    for _ in 0..3 {
-        let _ = call_with_retries(
-            &c,
-            &CallPolicy::default(),
-            req(http::Method::GET, b""),
-            |avoid| Ok(if avoid.is_none() { 0 } else { 1 }),
-            |ep, _| async move {
-                if ep == 0 {
-                    Err(Cause::ConnectRefused)
-                } else {
-                    status(200)
-                }
-            },
-        )
-        .await
-        .unwrap();
-    }
-    assert!(c.outlier.is_ejected(0));
-    let rr = RoundRobin::default();
-    for _ in 0..10 {
-        assert_ne!(rr.pick(3, None, |i| c.is_available(i)).unwrap(), 0);
-    }
-}
-
-#[test]
-fn round_robin_edges() {
-    let rr = RoundRobin::default();
-    assert_eq!(rr.pick(0, None, |_| true), Err(Cause::NoEndpoints));
-    assert_eq!(rr.pick(2, None, |_| false), Err(Cause::AllEjected));
-    // Only the avoided endpoint is left: it is used rather than failing.
-    assert_eq!(rr.pick(2, Some(1), |i| i == 1), Ok(1));
-}
-
-#[test]
-fn error_responses_describe_themselves() {
-    let r: Response<()> = error_response(
-        Cause::RateLimited,
-        Some(RetryAfter(Duration::from_millis(1200))),
-    );
-    assert_eq!(r.status(), 429);
-    assert_eq!(r.headers()[X_MESH_ERROR], "rate-limited");
-    assert_eq!(r.headers()[http::header::RETRY_AFTER], "2");
-    let r: Response<()> = error_response(Cause::Timeout(TimeoutKind::Request), None);
-    assert_eq!(r.status(), 504);
-    assert_eq!(r.headers()[X_MESH_ERROR], "timeout:request");
-}
-
-#[tokio::test(start_paused = true)]
 async fn no_endpoint_left_for_the_retry_returns_the_original_failure() {
-    let c = cluster(1);
-    let p = policy(&["5xx"], 3);
+    let c = cluster();
+    let p = policy(on_5xx(), 3);
     let cp = CallPolicy {
         retry: Some(&p),
         ..Default::default()
     };
-    let resp = call_with_retries(
+    let resp = call(
         &c,
         &cp,
         req(http::Method::GET, b""),
@@ -398,15 +442,15 @@ async fn reclaiming(
     Vec<usize>,
     Vec<Bytes>,
 ) {
-    let c = cluster(3);
-    let rr = RoundRobin::default();
+    let c = cluster();
+    let turns = Turns::default();
     let tried = Mutex::new(Vec::new());
     let bodies = Mutex::new(Vec::new());
     let out = call_reclaiming(
         &c,
         &CallPolicy::default(),
         req(http::Method::POST, b"payload"),
-        |avoid| rr.pick(3, avoid, |i| c.is_available(i)),
+        |avoid| turns.pick(3, avoid),
         |ep, req: Request<ReplayBody<Full<Bytes>>>| {
             tried.lock().push(ep);
             let first = tried.lock().len() == 1;
@@ -421,7 +465,10 @@ async fn reclaiming(
                 }
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 bodies.lock().push(body);
-                status(200).map_err(Failed::from)
+                status(200).map_err(|cause| Failed {
+                    cause,
+                    unsent: None,
+                })
             }
         },
         keep_head,

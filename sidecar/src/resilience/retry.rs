@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 use rand::Rng;
 
-use super::errors::Cause;
+use crate::proxy::Cause;
 
 /// Attempts (first included) for failures that never reached the app when no policy says
 /// otherwise: the first try plus two retries lets a request route around two dead endpoints
@@ -24,27 +24,12 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// client's decision: the response (with its `Retry-After`) goes back unretried.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(1);
 
-/// A bad retry policy.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PolicyError {
-    #[error(
-        "unknown retry_on condition {0:?} (expected 5xx, gateway-error, reset, connect-failure, retriable-4xx, a status code like \"503\", or grpc:<code>)"
-    )]
-    UnknownCondition(String),
-    #[error("retry_on status {0} is not an HTTP error status (400..=599)")]
-    BadStatus(u16),
-    #[error("unknown gRPC code name {0:?} (e.g. grpc:unavailable, grpc:resource-exhausted)")]
-    UnknownGrpcCode(String),
-    #[error("backoff max {max:?} is below backoff base {base:?}")]
-    BackoffOrder { base: Duration, max: Duration },
-}
-
-/// The set of conditions a route opts into.
+/// The set of conditions a route opts into (from `state::RetryOn`, see `wiring`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetryOn {
-    /// Any 5xx status, and upstream resets / per-try timeouts (they are 503/504 too).
+    /// Any 5xx status, and upstream failures (the proxy answers them with a 5xx too).
     pub server_error: bool,
-    /// 502, 503, 504 (and resets / per-try timeouts, which the proxy reports as such).
+    /// 502, 503, 504, and upstream failures (answered 502, 503 or 504).
     pub gateway_error: bool,
     /// The upstream reset the stream or connection after the request was sent.
     pub reset: bool,
@@ -52,7 +37,8 @@ pub struct RetryOn {
     pub connect_failure: bool,
     /// 409 Conflict: the canonical "try again" 4xx.
     pub retriable_4xx: bool,
-    /// Specific statuses.
+    /// Specific statuses; an upstream failure matches by the status the proxy answers it
+    /// with ([`Cause::status`]), the one the client would see.
     pub statuses: Vec<u16>,
     /// gRPC status codes (from a trailers-only response's `grpc-status` header).
     pub grpc_codes: Vec<u16>,
@@ -112,36 +98,6 @@ pub enum Stop {
 // === impl RetryOn ===
 
 impl RetryOn {
-    /// Parses the route's `retry_on` strings.
-    pub fn parse<S: AsRef<str>>(conditions: &[S]) -> Result<Self, PolicyError> {
-        let mut on = RetryOn::default();
-        for c in conditions {
-            let c = c.as_ref().trim();
-            match c {
-                "5xx" => on.server_error = true,
-                "gateway-error" => on.gateway_error = true,
-                "reset" => on.reset = true,
-                "connect-failure" => on.connect_failure = true,
-                "retriable-4xx" => on.retriable_4xx = true,
-                _ => {
-                    if let Some(name) = c.strip_prefix("grpc:") {
-                        let code = grpc_code(name)
-                            .ok_or_else(|| PolicyError::UnknownGrpcCode(name.to_string()))?;
-                        on.grpc_codes.push(code);
-                    } else if let Ok(status) = c.parse::<u16>() {
-                        if !(400..=599).contains(&status) {
-                            return Err(PolicyError::BadStatus(status));
-                        }
-                        on.statuses.push(status);
-                    } else {
-                        return Err(PolicyError::UnknownCondition(c.to_string()));
-                    }
-                }
-            }
-        }
-        Ok(on)
-    }
-
     /// True when the outcome matches one of the opted-in conditions.
     pub fn matches(&self, outcome: &Outcome) -> bool {
         match *outcome {
@@ -158,7 +114,7 @@ impl RetryOn {
                     || (self.connect_failure && cause.is_retry_safe())
                     || (upstream && self.server_error)
                     || (upstream && self.gateway_error)
-                    || (upstream && self.statuses.contains(&cause.status()))
+                    || (upstream && self.statuses.contains(&cause.status().as_u16()))
             }
         }
     }
@@ -189,33 +145,6 @@ pub(crate) fn grpc_code(name: &str) -> Option<u16> {
     NAMES.iter().position(|n| *n == name).map(|i| i as u16)
 }
 
-// === impl RetryPolicy ===
-
-impl RetryPolicy {
-    /// A policy with default backoff and no per-try timeout.
-    pub fn new(attempts: u32, retry_on: RetryOn) -> Self {
-        RetryPolicy {
-            attempts,
-            retry_on,
-            per_try_timeout: None,
-            allow_non_idempotent: false,
-            backoff_base: DEFAULT_BACKOFF_BASE,
-            backoff_max: DEFAULT_BACKOFF_MAX,
-        }
-    }
-
-    /// Checks the backoff bounds.
-    pub fn validate(&self) -> Result<(), PolicyError> {
-        if self.backoff_max < self.backoff_base {
-            return Err(PolicyError::BackoffOrder {
-                base: self.backoff_base,
-                max: self.backoff_max,
-            });
-        }
-        Ok(())
-    }
-}
-
 // === impl Outcome ===
 
 impl Outcome {
@@ -224,7 +153,7 @@ impl Outcome {
     ///
     /// A peer sidecar's `503` with `x-mesh-error: app-unavailable` says its app refused the
     /// connection (not listening yet, or gone): the request never reached an application, so
-    /// it counts as a connect failure — retried on another endpoint for any method, like one
+    /// it is that cause — retried on another endpoint for any method, like a connect failure
     /// this proxy saw itself.
     pub fn from_response(status: u16, headers: &HeaderMap) -> Self {
         // Pre-parsed names: a `&str` lookup parses the name on every response.
@@ -236,7 +165,7 @@ impl Outcome {
                 .get(MESH_ERROR)
                 .is_some_and(|v| v.as_bytes() == b"app-unavailable")
         {
-            return Outcome::Failed(Cause::ConnectRefused);
+            return Outcome::Failed(Cause::AppUnavailable);
         }
         let num = |name: http::HeaderName| {
             headers
@@ -248,22 +177,6 @@ impl Outcome {
             status,
             grpc: num(GRPC_STATUS).and_then(|g| u16::try_from(g).ok()),
             retry_after: num(http::header::RETRY_AFTER).map(Duration::from_secs),
-        }
-    }
-
-    /// True when the endpoint should be blamed (5xx or an upstream failure).
-    pub fn is_failure(&self) -> bool {
-        match *self {
-            Outcome::Response { status, .. } => status >= 500,
-            Outcome::Failed(cause) => cause.is_upstream(),
-        }
-    }
-
-    /// True for the outlier detector's "gateway failure" class.
-    pub fn is_gateway_failure(&self) -> bool {
-        match *self {
-            Outcome::Response { status, .. } => matches!(status, 502..=504),
-            Outcome::Failed(cause) => cause.is_gateway_failure(),
         }
     }
 }

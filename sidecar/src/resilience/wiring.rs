@@ -1,6 +1,7 @@
-//! Glue to the sidecar's data path: resilience config from the domain model (`state`), per-cluster state kept across requests, and cause mapping to and from `proxy::Cause`.
+//! Glue to the sidecar's data path: resilience config from the domain model (`state`), per-cluster state kept across requests, the balancer's picks for the driver, and the rate-limited response.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use http::{HeaderValue, Response};
@@ -8,12 +9,9 @@ use http::{HeaderValue, Response};
 use super::budget::BudgetConfig;
 use super::circuit::{CircuitLimits, DEFAULT_MAX, DEFAULT_MAX_RETRIES};
 use super::driver::{ClusterConfig, ClusterResilience};
-use super::errors::{Cause, TimeoutKind};
-use super::outlier::OutlierConfig;
-use super::ratelimit::RetryAfter;
 use super::retry::{RetryOn, RetryPolicy, grpc_code};
 use crate::balance::LbEndpoint;
-use crate::proxy::{Cause as ProxyCause, ProxyBody};
+use crate::proxy::{Cause, ProxyBody};
 use crate::state;
 use crate::state::FastHasher;
 
@@ -26,38 +24,36 @@ pub struct ClusterRegistry {
     clusters: DashMap<state::Name, (ClusterConfig, Arc<ClusterResilience>), FastHasher>,
 }
 
-/// The 429 for a rate-limited request: `x-mesh-error: rate-limited` and `Retry-After`.
-pub fn rate_limited(wait: RetryAfter, detail: &dyn std::fmt::Display) -> Response<ProxyBody> {
-    let mut rsp = ProxyCause::RateLimited.respond(detail);
-    rsp.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        HeaderValue::from(wait.header_secs()),
-    );
+/// The 429 for a rate-limited request: `x-mesh-error: rate-limited` and `Retry-After: wait`
+/// in whole seconds, rounded up and at least 1 (the header has no finer unit, and 0 would
+/// invite an immediate retry that is refused again).
+pub fn rate_limited(wait: Duration, detail: &dyn std::fmt::Display) -> Response<ProxyBody> {
+    let mut rsp = Cause::RateLimited.respond(detail);
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    rsp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     rsp
 }
 
 // === impl ClusterRegistry ===
 
 impl ClusterRegistry {
-    /// The state for `cluster`. The balancer already runs outlier detection per endpoint, so
-    /// the registry's state has it off; budgets and breakers live here.
+    /// The state for `cluster`: its retry budget and circuit breaker (outlier detection and
+    /// health flags are per endpoint, in the balancer).
     pub fn get(&self, cluster: &state::Cluster) -> Arc<ClusterResilience> {
-        let cfg = ClusterConfig {
-            outlier: OutlierConfig::disabled(),
-            ..ClusterConfig::from(cluster)
-        };
+        let cfg = ClusterConfig::from(cluster);
         if let Some(entry) = self.clusters.get(&cluster.name)
             && entry.0 == cfg
         {
             return entry.1.clone();
         }
         // Validated when converted from the proto; a bad budget falls back to the default.
-        let res = ClusterResilience::new(&cfg, 0).unwrap_or_else(|_| {
+        let res = ClusterResilience::new(&cfg).unwrap_or_else(|_| {
             let fallback = ClusterConfig {
                 budget: BudgetConfig::default(),
                 ..cfg.clone()
             };
-            ClusterResilience::new(&fallback, 0).expect("default budget is valid")
+            ClusterResilience::new(&fallback).expect("default budget is valid")
         });
         let res = Arc::new(res);
         self.clusters
@@ -70,23 +66,7 @@ impl From<&state::Cluster> for ClusterConfig {
     fn from(c: &state::Cluster) -> Self {
         let cb = &c.circuit_breakers;
         ClusterConfig {
-            outlier: c
-                .outlier
-                .as_ref()
-                .map_or_else(OutlierConfig::default, |o| OutlierConfig {
-                    enabled: true,
-                    consecutive_5xx: o.consecutive_5xx,
-                    consecutive_gateway: o.consecutive_gateway_failures,
-                    failure_percentage: o.failure_percentage,
-                    failure_percentage_min_requests: o.failure_percentage_min_requests,
-                    interval: o.interval,
-                    base_ejection: o.base_ejection,
-                    max_ejection_percent: o.max_ejection_percent,
-                    ..OutlierConfig::default()
-                }),
             circuit: CircuitLimits {
-                max_connections: cb.max_connections.unwrap_or(DEFAULT_MAX),
-                max_pending: cb.max_pending_requests.unwrap_or(DEFAULT_MAX),
                 max_requests: cb.max_requests.unwrap_or(DEFAULT_MAX),
                 max_retries: cb.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             },
@@ -156,58 +136,9 @@ pub fn pick_index<'a>(
     last.ok_or(Cause::NoEndpoints)
 }
 
-/// The resilience cause of a data-path send failure.
-pub fn from_proxy_cause(c: ProxyCause) -> Cause {
-    match c {
-        ProxyCause::NoRoute => Cause::NoRoute,
-        ProxyCause::NoEndpoints => Cause::NoEndpoints,
-        ProxyCause::AllEjected => Cause::AllEjected,
-        ProxyCause::ConnectRefused => Cause::ConnectRefused,
-        ProxyCause::TlsHandshake => Cause::ConnectFailed,
-        ProxyCause::ConnectTimeout => Cause::CONNECT_TIMEOUT,
-        ProxyCause::RequestTimeout => Cause::Timeout(TimeoutKind::Request),
-        ProxyCause::PerTryTimeout => Cause::Timeout(TimeoutKind::PerTry),
-        ProxyCause::RefusedStream => Cause::RefusedStream,
-        ProxyCause::ConnectionLimit => Cause::ConnectionLimit,
-        ProxyCause::UpstreamReset => Cause::UpstreamReset,
-        ProxyCause::BadRequest | ProxyCause::HeadersTooLarge => Cause::BadRequest,
-        ProxyCause::DetectTimeout => Cause::DetectTimeout,
-        ProxyCause::AuthzDenied => Cause::AuthzDenied,
-        ProxyCause::RateLimited => Cause::RateLimited,
-        ProxyCause::CircuitOpen => Cause::CircuitOpen,
-        ProxyCause::FaultAbort | ProxyCause::AppUnavailable => Cause::UpstreamError,
-    }
-}
-
-/// The data-path cause for the response to the client. Causes the data path has no variant
-/// for map to the nearest one (an idle timeout is a request timeout; an upstream protocol
-/// error is a reset).
-pub fn to_proxy_cause(c: Cause) -> ProxyCause {
-    match c {
-        Cause::NoRoute => ProxyCause::NoRoute,
-        Cause::NoEndpoints => ProxyCause::NoEndpoints,
-        Cause::AllEjected => ProxyCause::AllEjected,
-        Cause::ConnectRefused | Cause::ConnectFailed => ProxyCause::ConnectRefused,
-        Cause::Timeout(TimeoutKind::Connect) => ProxyCause::ConnectTimeout,
-        Cause::Timeout(TimeoutKind::PerTry) => ProxyCause::PerTryTimeout,
-        Cause::Timeout(_) => ProxyCause::RequestTimeout,
-        Cause::CircuitOpen => ProxyCause::CircuitOpen,
-        Cause::RateLimited => ProxyCause::RateLimited,
-        Cause::AuthzDenied => ProxyCause::AuthzDenied,
-        Cause::RefusedStream => ProxyCause::RefusedStream,
-        Cause::UpstreamReset | Cause::UpstreamError | Cause::BudgetExhausted => {
-            ProxyCause::UpstreamReset
-        }
-        Cause::ConnectionLimit => ProxyCause::ConnectionLimit,
-        Cause::BadRequest => ProxyCause::BadRequest,
-        Cause::DetectTimeout => ProxyCause::DetectTimeout,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn registry_keeps_state_until_the_config_changes() {
@@ -238,24 +169,13 @@ mod tests {
         assert!(p.retry_on.server_error);
         assert_eq!(p.retry_on.statuses, [409]);
         assert_eq!(p.retry_on.grpc_codes, [14]);
-        assert!(p.validate().is_ok());
     }
 
     #[test]
-    fn causes_round_trip_where_both_sides_have_them() {
-        for c in [
-            Cause::NoRoute,
-            Cause::ConnectRefused,
-            Cause::CONNECT_TIMEOUT,
-            Cause::Timeout(TimeoutKind::Request),
-            Cause::Timeout(TimeoutKind::PerTry),
-            Cause::CircuitOpen,
-            Cause::UpstreamReset,
-            Cause::RefusedStream,
-            Cause::RateLimited,
-        ] {
-            assert_eq!(from_proxy_cause(to_proxy_cause(c)), c);
-            assert_eq!(to_proxy_cause(c).as_str(), c.as_str());
-        }
+    fn rate_limited_waits_whole_seconds() {
+        let secs = |wait| rate_limited(wait, &"test").headers()[http::header::RETRY_AFTER].clone();
+        assert_eq!(secs(Duration::from_millis(1200)), "2");
+        assert_eq!(secs(Duration::from_millis(100)), "1");
+        assert_eq!(secs(Duration::from_secs(3)), "3");
     }
 }

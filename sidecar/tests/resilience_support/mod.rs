@@ -1,4 +1,4 @@
-//! Test support for the resilience integration tests: real hyper backends on 127.0.0.1 that misbehave on command, and a real hyper client driven through `call_with_retries`.
+//! Test support for the resilience integration tests: real hyper apps on 127.0.0.1 that misbehave on command, behind the real sidecars.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -9,16 +9,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
-use http_body::Frame;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_sidecar::resilience::{
-    CallError, CallPolicy, ClusterConfig, ClusterResilience, GuardedBody, ReplayBody, RoundRobin,
-    call_with_retries, classify_client_error,
-};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -37,8 +31,6 @@ pub enum Mode {
     Delay = 3,
     /// Hold the request until the test adds a permit to the gate.
     Gate = 4,
-    /// Send headers and one chunk, then stall the body forever.
-    StallBody = 5,
 }
 
 /// A hyper HTTP/1 backend on 127.0.0.1:0.
@@ -156,95 +148,7 @@ async fn respond(mode: u8, gate: &Semaphore) -> Result<Response<RespBody>, std::
             gate.acquire().await.expect("gate open").forget();
             Ok(full(200, "gated"))
         }
-        m if m == Mode::StallBody as u8 => {
-            let first = futures_util::stream::once(async {
-                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first")))
-            });
-            let stalled = futures_util::StreamExt::chain(first, futures_util::stream::pending());
-            Ok(Response::new(BodyExt::boxed(StreamBody::new(stalled))))
-        }
         _ => Ok(full(200, "ok")),
-    }
-}
-
-/// Backends plus the resilience state and a real hyper client, as the outbound path has them.
-pub struct Harness {
-    pub backends: Vec<Backend>,
-    pub cluster: ClusterResilience,
-    pub picks: Vec<AtomicU64>,
-    rr: RoundRobin,
-    client: Client<HttpConnector, ReplayBody<Full<Bytes>>>,
-}
-
-impl Harness {
-    pub async fn new(n: usize, cfg: ClusterConfig) -> Arc<Harness> {
-        Self::with_connect_timeout(n, cfg, Duration::from_secs(1)).await
-    }
-
-    pub async fn with_connect_timeout(
-        n: usize,
-        cfg: ClusterConfig,
-        connect_timeout: Duration,
-    ) -> Arc<Harness> {
-        let mut backends = Vec::new();
-        for _ in 0..n {
-            backends.push(Backend::start().await);
-        }
-        Self::over(backends, cfg, connect_timeout)
-    }
-
-    pub fn over(
-        backends: Vec<Backend>,
-        cfg: ClusterConfig,
-        connect_timeout: Duration,
-    ) -> Arc<Harness> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        let n = backends.len();
-        Arc::new(Harness {
-            cluster: ClusterResilience::new(&cfg, n).unwrap(),
-            picks: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            backends,
-            rr: RoundRobin::default(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        })
-    }
-
-    pub fn picks(&self, idx: usize) -> u64 {
-        self.picks[idx].load(Ordering::Acquire)
-    }
-
-    /// One request through `call_with_retries` with round-robin picks over available endpoints.
-    pub async fn call(
-        &self,
-        method: Method,
-        body: &'static [u8],
-        policy: &CallPolicy<'_>,
-    ) -> Result<Response<GuardedBody<Incoming>>, CallError> {
-        let req = Request::builder()
-            .method(method)
-            .uri("/")
-            .body(Full::new(Bytes::from_static(body)))
-            .unwrap();
-        let n = self.backends.len();
-        let fut = call_with_retries(
-            &self.cluster,
-            policy,
-            req,
-            |avoid| {
-                let idx = self.rr.pick(n, avoid, |i| self.cluster.is_available(i))?;
-                self.picks[idx].fetch_add(1, Ordering::AcqRel);
-                Ok(idx)
-            },
-            |ep, mut req| {
-                *req.uri_mut() = format!("http://{}/", self.backends[ep].addr)
-                    .parse()
-                    .unwrap();
-                let fut = self.client.request(req);
-                async move { fut.await.map_err(|e| classify_client_error(&e)) }
-            },
-        );
-        within_hang(fut).await
     }
 }
 
