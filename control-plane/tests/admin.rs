@@ -232,6 +232,7 @@ fn set_route(r: pb::Route) -> Call {
             a.set_route(apb::SetRouteRequest {
                 route: Some(r),
                 dry_run: false,
+                expected_version: String::new(),
             })
             .await
             .expect_err("rejected")
@@ -511,6 +512,7 @@ fn set_route_none() -> Call {
             a.set_route(apb::SetRouteRequest {
                 route: None,
                 dry_run: false,
+                expected_version: String::new(),
             })
             .await
             .expect_err("rejected")
@@ -536,6 +538,7 @@ async fn every_validation_rule_names_the_field_and_stores_nothing() {
     a.set_route(apb::SetRouteRequest {
         route: Some(good),
         dry_run: false,
+        expected_version: String::new(),
     })
     .await
     .unwrap();
@@ -568,10 +571,65 @@ async fn every_validation_rule_names_the_field_and_stores_nothing() {
         .set_route(apb::SetRouteRequest {
             route: Some(route(vec![rule(vec![backend("web", 100)])])),
             dry_run: true,
+            expected_version: String::new(),
         })
         .await
         .unwrap()
         .into_inner();
     assert!(!dry.version.is_empty());
     assert_eq!(everything(&mut a).await, before);
+}
+
+#[tokio::test]
+async fn a_stale_read_modify_write_of_a_route_is_refused() {
+    let cp = start().await;
+    let mut a = admin(&cp).await;
+    a.create_service(apb::CreateServiceRequest {
+        service: "reviews".into(),
+        namespace: "default".into(),
+        ports: vec![80],
+        identities: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let route = |timeout_ms| pb::Route {
+        service: "reviews".into(),
+        rules: vec![pb::RouteRule {
+            name: "all".into(),
+            backends: vec![pb::WeightedBackend {
+                service: "reviews".into(),
+                subset: String::new(),
+                weight: 100,
+            }],
+            timeout_ms,
+            ..Default::default()
+        }],
+    };
+    let set = |r: pb::Route, expected: &str| apb::SetRouteRequest {
+        route: Some(r),
+        dry_run: false,
+        expected_version: expected.into(),
+    };
+    // "none": only if there is no route yet.
+    let v1 = a
+        .set_route(set(route(100), "none"))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    let err = a.set_route(set(route(200), "none")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err}");
+    // A writer that read v1 may write; one still holding v1 afterwards may not.
+    a.set_route(set(route(300), &v1)).await.unwrap();
+    let err = a.set_route(set(route(400), &v1)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err}");
+    assert!(err.message().contains("read it again"), "{err}");
+    let stored = a
+        .get_route(apb::ServiceRef {
+            service: "reviews".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.route.unwrap().rules[0].timeout_ms, 300);
 }

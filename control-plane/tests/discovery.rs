@@ -34,6 +34,7 @@ async fn set_route(a: &mut Admin, r: pb::Route) -> String {
         a.set_route(apb::SetRouteRequest {
             route: Some(r),
             dry_run: false,
+            expected_version: String::new(),
         }),
     )
     .await

@@ -99,6 +99,7 @@ async fn config_survives_kill_9() {
         a.set_route(apb::SetRouteRequest {
             route: Some(weighted_route()),
             dry_run: false,
+            expected_version: String::new(),
         }),
     )
     .await

@@ -53,6 +53,7 @@ async fn metrics_count_proxies_pushes_nacks_and_store_ops() {
     a.set_route(apb::SetRouteRequest {
         route: Some(route.clone()),
         dry_run: false,
+        expected_version: String::new(),
     })
     .await
     .unwrap();
@@ -63,6 +64,7 @@ async fn metrics_count_proxies_pushes_nacks_and_store_ops() {
     a.set_route(apb::SetRouteRequest {
         route: Some(route),
         dry_run: false,
+        expected_version: String::new(),
     })
     .await
     .unwrap();

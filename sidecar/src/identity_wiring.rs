@@ -123,13 +123,20 @@ pub fn prepare(
     }
     let url_err = |e: String| IdentityWiringError::Url(cfg.control_plane.clone(), e);
     // Lazy: the rotation task retries with backoff while the control plane is away.
-    let channel = match control_plane_tls(cfg, Some(store.clone()))? {
-        Some(tls) => tls.connect_lazy(tls.endpoint(&cfg.control_plane)?),
-        None => Endpoint::from_shared(cfg.control_plane.clone())
-            .map_err(|e| url_err(e.to_string()))?
-            .connect_lazy(),
+    let (client, reconnect) = match control_plane_tls(cfg, Some(store.clone()))? {
+        Some(tls) => {
+            let endpoint = tls.endpoint(&cfg.control_plane)?;
+            let client = IdentityClient::new(tls.connect_lazy(endpoint.clone()));
+            let reconnect = move || IdentityClient::new(tls.connect_lazy(endpoint.clone()));
+            (client, Some(Arc::new(reconnect) as Arc<_>))
+        }
+        None => {
+            let channel = Endpoint::from_shared(cfg.control_plane.clone())
+                .map_err(|e| url_err(e.to_string()))?
+                .connect_lazy();
+            (IdentityClient::new(channel), None)
+        }
     };
-    let client = IdentityClient::new(channel);
     health.add_gate(CERT_GATE);
     Ok(Some(Workload {
         rotation: Rotation {
@@ -138,6 +145,7 @@ pub fn prepare(
             store: store.clone(),
             ttl: None,
             keep,
+            reconnect,
         },
         store,
     }))

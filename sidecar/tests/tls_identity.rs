@@ -79,6 +79,7 @@ async fn rotation_task_fills_the_store_and_exposes_expiry() {
             store: store.clone(),
             ttl: Some(Duration::from_secs(3600)),
             keep: None,
+            reconnect: None,
         }
         .run(),
     );

@@ -27,6 +27,7 @@ async fn rotating(cp: &Cp, sa: &str) -> std::sync::Arc<CertStore> {
             store: store.clone(),
             ttl: Some(LEAF_TTL),
             keep: None,
+            reconnect: None,
         }
         .run(),
     );

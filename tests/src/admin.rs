@@ -88,6 +88,7 @@ pub async fn set_route(admin: &mut Admin, service: &str, rules: Vec<RouteRule>) 
                 rules,
             }),
             dry_run: false,
+            expected_version: String::new(),
         })
         .await
         .expect("set route")

@@ -95,6 +95,7 @@ async fn traffic_survives_a_killed_control_plane_and_a_restarted_sidecar() {
                         rules: vec![split_rule("api", "all-v2", &[("v2", 100)])],
                     }),
                     dry_run: false,
+                    expected_version: String::new(),
                 })
                 .await
                 .ok()

@@ -13,7 +13,7 @@ use mesh_proto::types::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::ca::CertificateAuthority;
-use crate::core::{Core, CoreError, TokenRecord};
+use crate::core::{Core, CoreError, RouteEdit, TokenRecord};
 use crate::encode;
 use crate::model::{AuthzPolicy, ClusterPolicy, Endpoint, Route, Runtime};
 use crate::registry::ServiceView;
@@ -34,6 +34,7 @@ fn status(e: CoreError) -> Status {
         CoreError::Store(s) => Status::unavailable(s.to_string()),
         CoreError::Exhausted(x) => Status::resource_exhausted(x.to_string()),
         CoreError::Denied(d) => Status::permission_denied(d.to_string()),
+        CoreError::Conflict(m) => Status::aborted(m),
     }
 }
 
@@ -107,10 +108,51 @@ impl Admin for AdminService {
     async fn set_route(&self, req: Request<apb::SetRouteRequest>) -> R<apb::SetRouteResponse> {
         let req = req.into_inner();
         let route = Route::try_from(required(req.route, "route")?).map_err(invalid)?;
+        let expected = match req.expected_version.as_str() {
+            "" => None,
+            "none" => Some(String::new()),
+            v => Some(v.to_string()),
+        };
         let version = self
-            .blocking(move |c| c.set_route(route, req.dry_run))
+            .blocking(move |c| c.set_route(route, req.dry_run, expected.as_deref()))
             .await?;
         Ok(Response::new(apb::SetRouteResponse { version }))
+    }
+
+    async fn set_route_rule(
+        &self,
+        req: Request<apb::SetRouteRuleRequest>,
+    ) -> R<apb::SetRouteResponse> {
+        let req = req.into_inner();
+        // The rule is validated as a route of one rule: every field check applies.
+        let one = Route::try_from(pb::Route {
+            service: req.service.clone(),
+            rules: vec![required(req.rule, "rule")?],
+        })
+        .map_err(invalid)?;
+        let rule = one
+            .rules
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::invalid_argument("rule: required"))?;
+        let service = one.service;
+        let version = self
+            .blocking(move |c| c.edit_route(&service, RouteEdit::SetRule(rule), req.dry_run))
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(apb::SetRouteResponse { version }))
+    }
+
+    async fn delete_route_rule(
+        &self,
+        req: Request<apb::DeleteRouteRuleRequest>,
+    ) -> R<apb::DeleteRouteRuleResponse> {
+        let req = req.into_inner();
+        let version = self
+            .blocking(move |c| c.edit_route(&req.service, RouteEdit::DeleteRule(req.rule), false))
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(apb::DeleteRouteRuleResponse { version }))
     }
 
     async fn get_route(&self, req: Request<apb::ServiceRef>) -> R<apb::RouteEntry> {

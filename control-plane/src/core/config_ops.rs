@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::{Core, CoreError, RUNTIME};
-use crate::model::{AuthzPolicy, ClusterPolicy, Route, Runtime};
+use crate::model::{AuthzPolicy, ClusterPolicy, Route, RouteRule, Runtime};
 use crate::snapshot::{Kind, version_of};
 use crate::store::{Op, Table};
 use crate::validate::{check_services, unknown};
@@ -15,9 +15,45 @@ use crate::validate::{check_services, unknown};
 /// A stored item and the version of the resource it produces.
 pub type Versioned<T> = (T, String);
 
+/// One change to a service's route, applied to the stored route under the state lock, so two
+/// operators editing different rules at once both keep their change.
+#[derive(Debug, Clone)]
+pub enum RouteEdit {
+    /// Replaces the rule of the same name in place; a new rule with matches goes before the
+    /// first catch-all rule (otherwise it could never match); a new catch-all goes last.
+    SetRule(RouteRule),
+    DeleteRule(String),
+}
+
+/// Most rules in one route: the validation bound on whole routes.
+const MAX_RULES: usize = crate::validate::MAX_ITEMS;
+
 impl Core {
-    pub fn set_route(&self, route: Route, dry_run: bool) -> Result<String, CoreError> {
+    /// Stores `route`. With `expected_version` (what the writer read; `""` = no route), the
+    /// write happens only if the stored route is still that one: a stale read-modify-write
+    /// fails with [`CoreError::Conflict`] instead of losing another writer's change.
+    pub fn set_route(
+        &self,
+        route: Route,
+        dry_run: bool,
+        expected_version: Option<&str>,
+    ) -> Result<String, CoreError> {
         let mut st = self.state.lock();
+        if let Some(expected) = expected_version {
+            let current = st
+                .routes
+                .get(&route.service)
+                .map(|r| version_of(Kind::Route, r).to_string())
+                .unwrap_or_default();
+            if current != expected {
+                return Err(CoreError::Conflict(format!(
+                    "route {} changed since it was read (read version {:?}, now {:?}); read it again and retry",
+                    route.service,
+                    short(expected),
+                    short(&current)
+                )));
+            }
+        }
         check_services(&route, |s| st.registry.is_known(s))?;
         let version = version_of(Kind::Route, &route).to_string();
         if dry_run {
@@ -32,6 +68,61 @@ impl Core {
         drop(st);
         self.rebuild([((Kind::Route, name), Instant::now())]);
         Ok(version)
+    }
+
+    /// Applies one rule change to `service`'s stored route atomically. Returns the route's new
+    /// version, or `None` when deleting its last rule deleted the route.
+    pub fn edit_route(
+        &self,
+        service: &str,
+        edit: RouteEdit,
+        dry_run: bool,
+    ) -> Result<Option<String>, CoreError> {
+        let mut st = self.state.lock();
+        let mut route = st.routes.get(service).cloned().unwrap_or_else(|| Route {
+            service: service.to_string(),
+            rules: Vec::new(),
+        });
+        match edit {
+            RouteEdit::SetRule(rule) => merge_rule(&mut route.rules, rule),
+            RouteEdit::DeleteRule(name) => {
+                let before = route.rules.len();
+                route.rules.retain(|r| r.name != name);
+                if route.rules.len() == before {
+                    return Err(CoreError::NotFound(format!(
+                        "rule {name:?} in the route of {service:?}"
+                    )));
+                }
+            }
+        }
+        if route.rules.len() > MAX_RULES {
+            return Err(crate::validate::err(
+                "route.rules",
+                format!("{} rules; at most {MAX_RULES}", route.rules.len()),
+            )
+            .into());
+        }
+        check_services(&route, |s| st.registry.is_known(s))?;
+        let name: Arc<str> = service.into();
+        if route.rules.is_empty() {
+            if dry_run {
+                return Ok(None);
+            }
+            self.persist("delete_route", vec![Op::delete(Table::Routes, service)])?;
+            st.routes.remove(service);
+            drop(st);
+            self.rebuild([((Kind::Route, name), Instant::now())]);
+            return Ok(None);
+        }
+        let version = version_of(Kind::Route, &route).to_string();
+        if dry_run {
+            return Ok(Some(version));
+        }
+        self.persist("put_route", vec![Op::put(Table::Routes, service, &route)])?;
+        st.routes.insert(service.to_string(), route);
+        drop(st);
+        self.rebuild([((Kind::Route, name), Instant::now())]);
+        Ok(Some(version))
     }
 
     pub fn get_route(&self, service: &str) -> Option<Versioned<Route>> {
@@ -193,4 +284,26 @@ impl Core {
         }
         Ok(existed)
     }
+}
+
+/// The merge rule of `RouteEdit::SetRule`.
+fn merge_rule(rules: &mut Vec<RouteRule>, rule: RouteRule) {
+    if let Some(existing) = rules.iter_mut().find(|r| r.name == rule.name) {
+        *existing = rule;
+        return;
+    }
+    let pos = if rule.matches.is_empty() {
+        rules.len()
+    } else {
+        rules
+            .iter()
+            .position(|r| r.matches.is_empty())
+            .unwrap_or(rules.len())
+    };
+    rules.insert(pos, rule);
+}
+
+/// The first 12 characters of a version, as `mesh-cli` shows them.
+fn short(v: &str) -> &str {
+    v.get(..12).unwrap_or(v)
 }

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use admission::Denied;
+pub use config_ops::RouteEdit;
 pub use tokens::TokenRecord;
 
 use crate::metrics::Metrics;
@@ -54,6 +55,9 @@ pub enum CoreError {
     Exhausted(#[from] Exhausted),
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// A conditional write found something else stored than the writer read.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub struct Core {

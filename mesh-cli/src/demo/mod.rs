@@ -132,6 +132,7 @@ async fn set_split(mesh: &mut Mesh, v1: u32, v2: u32) -> anyhow::Result<()> {
         .set_route(SetRouteRequest {
             route: Some(route),
             dry_run: false,
+            expected_version: String::new(),
         })
         .await
         .context("route set api")?

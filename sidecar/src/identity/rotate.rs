@@ -22,6 +22,11 @@ const JITTER_FRACTION: f64 = 0.10;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// Opens a new channel to the Identity service. TLS presents a client certificate only in
+/// its handshake, so a renewal must run on a connection opened after the certificate it
+/// proves was set (the first one was opened with none).
+pub type Reconnect = Arc<dyn Fn() -> IdentityClient<Channel> + Send + Sync>;
+
 /// Renews the store's certificate for as long as it runs.
 pub struct Rotation {
     pub client: IdentityClient<Channel>,
@@ -32,13 +37,23 @@ pub struct Rotation {
     /// Where each new certificate is kept (key included, 0600) so a restart during a
     /// control-plane outage keeps serving mTLS; `None` = memory only.
     pub keep: Option<std::path::PathBuf>,
+    /// Fresh channels for renewals after each new certificate; `None` = keep `client`.
+    pub reconnect: Option<Reconnect>,
 }
 
 impl Rotation {
     /// Runs forever; spawn it (on the control runtime, off the data path).
     pub async fn run(mut self) {
         let mut backoff = BACKOFF_START;
+        // The certificate generation the client's connection was opened with.
+        let mut opened_with = self.store.generation();
         loop {
+            if let Some(reconnect) = &self.reconnect
+                && self.store.generation() != opened_with
+            {
+                self.client = reconnect();
+                opened_with = self.store.generation();
+            }
             let identity = self.store.identity().clone();
             // While the current certificate is valid it is the proof (the channel presents
             // it); the join token only bootstraps, or recovers after an expiry.

@@ -74,6 +74,7 @@ async fn control_plane_traces_admin_calls_and_pushes() {
         .set_route(mesh_proto::admin::v1::SetRouteRequest {
             route: None,
             dry_run: false,
+            expected_version: String::new(),
         })
         .await;
     assert!(bad.is_err());

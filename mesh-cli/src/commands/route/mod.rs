@@ -10,8 +10,10 @@ mod wait;
 use std::path::Path;
 use std::time::Instant;
 
-use mesh_proto::admin::v1::{ListRequest, RouteEntry, ServiceRef, SetRouteRequest};
-use mesh_proto::types::v1 as pb;
+use mesh_proto::admin::v1::{
+    DeleteRouteRuleRequest, ListRequest, RouteEntry, ServiceRef, SetRouteRequest,
+    SetRouteRuleRequest,
+};
 use serde::Serialize;
 use tonic::Code;
 
@@ -90,24 +92,19 @@ async fn set(global: &Global, args: &RouteSetArgs) -> Result<()> {
     let rule = rule::build(args)?;
     let rule_name = rule.name.clone();
     let mut admin = client::connect(global).await?;
-    let mut route = get(&mut admin, &args.service)
-        .await?
-        .and_then(|e| e.route)
-        .unwrap_or_else(|| pb::Route {
-            service: args.service.clone(),
-            rules: Vec::new(),
-        });
-    rule::merge(&mut route.rules, rule);
     let before = if args.wait {
         wait::baseline(&mut admin).await?
     } else {
         Default::default()
     };
     let started = Instant::now();
+    // The control plane merges the rule into the stored route under its lock: two operators
+    // setting different rules at once both keep theirs.
     let resp = admin
         .client
-        .set_route(SetRouteRequest {
-            route: Some(route),
+        .set_route_rule(SetRouteRuleRequest {
+            service: args.service.clone(),
+            rule: Some(rule),
             dry_run: args.dry_run,
         })
         .await;
@@ -206,34 +203,21 @@ async fn delete(global: &Global, service: &str, rule_name: Option<&str>) -> Resu
         println!("route {service} deleted: traffic goes to all of its endpoints");
         return Ok(());
     };
-    let mut route = get(&mut admin, service)
-        .await?
-        .and_then(|e| e.route)
-        .unwrap_or_default();
-    let before = route.rules.len();
-    route.rules.retain(|r| r.name != name);
-    if route.rules.len() == before {
-        return Err(CliError::usage(format!(
-            "route {service} has no rule named {name:?} (see `mesh-cli route get {service}`)"
-        )));
-    }
-    if route.rules.is_empty() {
-        let resp = admin
-            .client
-            .delete_route(ServiceRef {
-                service: service.to_string(),
-            })
-            .await;
-        resp.map_err(|s| admin.error(&format!("deleting route {service}"), s))?;
-    } else {
-        let resp = admin
-            .client
-            .set_route(SetRouteRequest {
-                route: Some(route),
-                dry_run: false,
-            })
-            .await;
-        resp.map_err(|s| admin.error(&format!("route {service}"), s))?;
+    let resp = admin
+        .client
+        .delete_route_rule(DeleteRouteRuleRequest {
+            service: service.to_string(),
+            rule: name.to_string(),
+        })
+        .await;
+    match resp {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::NotFound => {
+            return Err(CliError::usage(format!(
+                "route {service} has no rule named {name:?} (see `mesh-cli route get {service}`)"
+            )));
+        }
+        Err(s) => return Err(admin.error(&format!("route {service}"), s)),
     }
     println!("route {service} rule {name:?} deleted");
     Ok(())
@@ -268,6 +252,7 @@ async fn apply(
         let req = SetRouteRequest {
             route: Some(r.clone()),
             dry_run: true,
+            expected_version: String::new(),
         };
         let resp = admin.client.set_route(req).await;
         resp.map_err(|s| admin.error(&format!("route {}", r.service), s))?;
@@ -288,6 +273,7 @@ async fn apply(
                 .set_route(SetRouteRequest {
                     route: Some(r),
                     dry_run: false,
+                    expected_version: String::new(),
                 })
                 .await;
             resp.map_err(|s| admin.error(&format!("route {service}"), s))?

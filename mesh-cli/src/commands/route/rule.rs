@@ -153,24 +153,6 @@ fn route_match(specs: &[MatchSpec]) -> Result<pb::RouteMatch> {
     Ok(m)
 }
 
-/// Replaces the rule with the same name in place; a new rule with matches goes before the first
-/// catch-all rule (otherwise it could never match); a new catch-all goes last.
-pub fn merge(rules: &mut Vec<pb::RouteRule>, rule: pb::RouteRule) {
-    if let Some(existing) = rules.iter_mut().find(|r| r.name == rule.name) {
-        *existing = rule;
-        return;
-    }
-    let pos = if rule.matches.is_empty() {
-        rules.len()
-    } else {
-        rules
-            .iter()
-            .position(|r| r.matches.is_empty())
-            .unwrap_or(rules.len())
-    };
-    rules.insert(pos, rule);
-}
-
 fn describe_match(m: &MatchSpec) -> String {
     match m {
         MatchSpec::PathPrefix(v) => format!("path-prefix={v}"),
@@ -181,39 +163,5 @@ fn describe_match(m: &MatchSpec) -> String {
         MatchSpec::Query(k, Some(v)) => format!("query:{k}={v}"),
         MatchSpec::Query(k, None) => format!("query:{k}"),
         MatchSpec::Method(v) => format!("method={v}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(name: &str, matches: usize) -> pb::RouteRule {
-        pb::RouteRule {
-            name: name.into(),
-            matches: vec![pb::RouteMatch::default(); matches],
-            ..Default::default()
-        }
-    }
-
-    fn names(rules: &[pb::RouteRule]) -> Vec<&str> {
-        rules.iter().map(|r| r.name.as_str()).collect()
-    }
-
-    #[test]
-    fn merge_keeps_matching_rules_reachable() {
-        let mut rules = vec![rule("default", 0)];
-        merge(&mut rules, rule("canary", 1));
-        assert_eq!(names(&rules), ["canary", "default"]);
-        merge(&mut rules, rule("api", 1));
-        assert_eq!(names(&rules), ["canary", "api", "default"]);
-        // Same name: replaced in place, order kept.
-        let mut replaced = rule("canary", 1);
-        replaced.timeout_ms = 5;
-        merge(&mut rules, replaced);
-        assert_eq!(names(&rules), ["canary", "api", "default"]);
-        assert_eq!(rules[0].timeout_ms, 5);
-        merge(&mut rules, rule("fallback", 0));
-        assert_eq!(names(&rules), ["canary", "api", "default", "fallback"]);
     }
 }

@@ -37,6 +37,11 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// answers replace it as they arrive). Same reasoning as the connect timeout.
 pub const SNAPSHOT_FALLBACK_AFTER: Duration = Duration::from_secs(5);
 
+/// Largest discovery response accepted: a service of 10,000 endpoints carrying the most
+/// labels the control plane admits (~4 KiB each) still fits, where gRPC's default of 4 MiB
+/// would drop it (and the proxy would never get that service's config).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Services the data path asked for through the state handle.
 type Wanted = tokio::sync::watch::Receiver<std::collections::BTreeSet<crate::state::Name>>;
 
@@ -181,7 +186,8 @@ impl Client {
             None => endpoint.connect().await,
         }
         .map_err(StreamError::Connect)?;
-        let mut client = DiscoveryClient::new(channel);
+        let mut client =
+            DiscoveryClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
         self.add_wanted(wanted);
 
         let (tx, rx) = mpsc::channel(REQUEST_BUFFER);
