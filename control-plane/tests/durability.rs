@@ -86,7 +86,7 @@ async fn config_survives_kill_9() {
             "create",
             a.create_service(apb::CreateServiceRequest {
                 service: s.into(),
-                namespace: "shop".into(),
+                namespace: "default".into(),
                 ports: vec![8080],
                 identities: Vec::new(),
             }),

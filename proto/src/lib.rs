@@ -30,6 +30,48 @@ pub mod admin {
 
 pub mod spiffe;
 
+/// Service names within namespaces: a service is named within its namespace, as in
+/// Kubernetes. Its mesh-wide key (resource name, registry key) is `name` in the `default`
+/// namespace and `name.namespace` elsewhere, so `reviews.shop` and `reviews` (=
+/// `reviews.default`) are two services.
+pub mod names {
+    /// The namespace of a service or workload that names none.
+    pub const DEFAULT_NAMESPACE: &str = "default";
+
+    /// The mesh-wide key of service `name` in `namespace` (empty = the default one). A name
+    /// that carries its namespace already (`name.ns`) keeps it: `reviews.shop` stays,
+    /// `reviews.default` becomes `reviews`.
+    pub fn qualified(name: &str, namespace: &str) -> String {
+        let (n, ns) = name.split_once('.').unwrap_or((name, namespace));
+        if ns.is_empty() || ns == DEFAULT_NAMESPACE {
+            n.to_string()
+        } else {
+            format!("{n}.{ns}")
+        }
+    }
+
+    /// The short name and namespace of a key.
+    pub fn split(key: &str) -> (&str, &str) {
+        key.split_once('.').unwrap_or((key, DEFAULT_NAMESPACE))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn keys_name_a_service_within_its_namespace() {
+            assert_eq!(qualified("reviews", "shop"), "reviews.shop");
+            assert_eq!(qualified("reviews", "default"), "reviews");
+            assert_eq!(qualified("reviews", ""), "reviews");
+            assert_eq!(qualified("reviews.shop", "other"), "reviews.shop");
+            assert_eq!(qualified("reviews.default", "shop"), "reviews");
+            assert_eq!(split("reviews.shop"), ("reviews", "shop"));
+            assert_eq!(split("reviews"), ("reviews", "default"));
+        }
+    }
+}
+
 /// Type URLs carried on the discovery stream.
 pub mod type_url {
     pub const LISTENER: &str = "mesh.types.v1.Listener";

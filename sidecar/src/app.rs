@@ -260,7 +260,7 @@ pub fn write_addrs_file(path: &Path, addrs: &BoundAddrs) -> Result<(), AppError>
 
 fn local_listener(cfg: &Config) -> LocalListener {
     LocalListener {
-        name: cfg.service.clone(),
+        name: cfg.service_key(),
         app_ports: cfg.app_ports.clone(),
         opaque_ports: cfg.opaque_ports.clone(),
         server_first_ports: cfg.server_first_ports.clone(),

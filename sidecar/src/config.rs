@@ -410,6 +410,12 @@ impl Config {
     }
 
     /// The workload's SPIFFE identity.
+    /// This workload's service as the mesh names it: `service` in the default namespace,
+    /// `service.namespace` elsewhere (resource names, authorization, metric labels).
+    pub fn service_key(&self) -> String {
+        mesh_proto::names::qualified(&self.service, &self.namespace)
+    }
+
     pub fn identity(&self) -> String {
         format!(
             "spiffe://{}/ns/{}/sa/{}",

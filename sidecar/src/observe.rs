@@ -45,6 +45,8 @@ pub struct Observer {
     /// The local workload's service and `version` label, for inbound metric labels.
     pub service: Name,
     pub version: Name,
+    /// The local workload's namespace: short names in authorities resolve within it.
+    pub namespace: Name,
     /// Outbound metrics name the destination service only when the snapshot knows it, so a
     /// client dialling arbitrary hosts cannot grow the label set.
     pub state: Option<StateHandle>,
@@ -67,6 +69,7 @@ pub fn global() -> &'static Observer {
             access: AccessLog::disabled(),
             service: metrics::empty(),
             version: metrics::empty(),
+            namespace: Name::from(mesh_proto::names::DEFAULT_NAMESPACE),
             state: None,
         })
     })
@@ -212,8 +215,9 @@ pub fn start(
         sampler: Sampler::new(cfg.trace_sampling),
         exporter,
         access,
-        service: Name::from(cfg.service.as_str()),
+        service: Name::from(cfg.service_key().as_str()),
         version: Name::from(version.as_str()),
+        namespace: Name::from(cfg.namespace.as_str()),
         state: Some(state.clone()),
     });
     rt.spawn(follow_runtime(state.clone()));

@@ -90,7 +90,7 @@ async fn one_minute_certificates_renew_for_minutes_with_no_failed_request_until_
             .unwrap_or_else(|e| panic!("request {n} at {:?}: {e}", start.elapsed()));
         assert_eq!(status, 200, "request {n} at {:?}", start.elapsed());
         assert_eq!(who.as_deref(), Some("api"));
-        if n % SCRAPE_EVERY == 0 {
+        if n.is_multiple_of(SCRAPE_EVERY) {
             expiries.insert(leaf_expiry(&metrics_text(api.admin).await) as i64);
         }
         n += 1;

@@ -137,7 +137,9 @@ impl Admin for AdminService {
             .ok_or_else(|| Status::invalid_argument("rule: required"))?;
         let service = one.service;
         let version = self
-            .blocking(move |c| c.edit_route(&service, RouteEdit::SetRule(rule), req.dry_run))
+            .blocking(move |c| {
+                c.edit_route(&service, RouteEdit::SetRule(Box::new(rule)), req.dry_run)
+            })
             .await?
             .unwrap_or_default();
         Ok(Response::new(apb::SetRouteResponse { version }))

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use mesh_proto::names::qualified;
+
 use super::{Core, CoreError};
 use crate::model::ProxyNode;
 use crate::registry::AddressOwned;
@@ -70,6 +72,7 @@ impl Core {
             }
             // An anonymous proxy claims no identity, whatever its node says.
             node.identity = None;
+            node.service = qualified(&node.service, &node.namespace);
             return Ok(());
         };
         if self.is_revoked(id) {
@@ -80,6 +83,8 @@ impl Core {
             node.service_account = spiffe.service_account().to_string();
         }
         node.identity = Some(id.to_string());
+        // The service is named within the proxy's (proven) namespace.
+        node.service = qualified(&node.service, &node.namespace);
         let bound = self.state.lock().bound_identities(&node.service);
         if !bound.iter().any(|b| b == id) {
             return Err(Denied::NotBound {

@@ -21,7 +21,7 @@ pub type Versioned<T> = (T, String);
 pub enum RouteEdit {
     /// Replaces the rule of the same name in place; a new rule with matches goes before the
     /// first catch-all rule (otherwise it could never match); a new catch-all goes last.
-    SetRule(RouteRule),
+    SetRule(Box<RouteRule>),
     DeleteRule(String),
 }
 
@@ -84,7 +84,7 @@ impl Core {
             rules: Vec::new(),
         });
         match edit {
-            RouteEdit::SetRule(rule) => merge_rule(&mut route.rules, rule),
+            RouteEdit::SetRule(rule) => merge_rule(&mut route.rules, *rule),
             RouteEdit::DeleteRule(name) => {
                 let before = route.rules.len();
                 route.rules.retain(|r| r.name != name);

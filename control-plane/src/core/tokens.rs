@@ -74,6 +74,11 @@ impl Core {
         // operator creating it says so, as a Kubernetes Deployment runs under its own account),
         // plus whatever else it names.
         serves.push(sa.clone());
+        // Bare names are services of the token's namespace.
+        let mut serves: Vec<String> = serves
+            .iter()
+            .map(|s| mesh_proto::names::qualified(s, &ns))
+            .collect();
         serves.sort();
         serves.dedup();
         // 32 random bytes: unguessable; 8 for the id: unique enough to name a token.

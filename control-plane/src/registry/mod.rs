@@ -92,18 +92,16 @@ impl Registry {
     /// The identities allowed to serve `service` (secure naming): its declared binding, else
     /// the service account named like the service in the service's namespace (a declared
     /// service's, else `default`), as a Kubernetes Deployment runs under its own account.
-    /// The namespace is never taken from an announcing proxy: the first to announce must not
-    /// choose who may serve a name.
+    /// The namespace is the key's (`name.namespace`), never an announcing proxy's: the first
+    /// to announce must not choose who may serve a name.
     pub fn bound_identities(&self, service: &str) -> Vec<String> {
         let decl = self.services.get(service).and_then(|e| e.decl.as_ref());
         match decl {
             Some(d) if !d.identities.is_empty() => d.identities.clone(),
             _ => {
-                let ns = decl.map_or(DEFAULT_NAMESPACE, |d| d.namespace.as_str());
-                vec![format!(
-                    "spiffe://{}/ns/{ns}/sa/{service}",
-                    self.trust_domain
-                )]
+                // `service` is a key: `name` (default namespace) or `name.namespace`.
+                let (name, ns) = mesh_proto::names::split(service);
+                vec![format!("spiffe://{}/ns/{ns}/sa/{name}", self.trust_domain)]
             }
         }
     }

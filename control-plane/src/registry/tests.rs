@@ -102,24 +102,23 @@ fn default_binding_is_the_service_account_named_like_the_service() {
         r.bound_identities("api"),
         vec!["spiffe://cluster.local/ns/default/sa/api".to_string()]
     );
-    r.declare(ServiceDecl {
-        service: "api".into(),
-        namespace: "shop".into(),
-        ports: vec![],
-        identities: Vec::new(),
-    });
+    // `api` of namespace shop is the service `api.shop`.
     assert_eq!(
-        r.bound_identities("api"),
+        r.bound_identities("api.shop"),
         vec!["spiffe://cluster.local/ns/shop/sa/api".to_string()]
     );
     r.declare(ServiceDecl {
-        service: "api".into(),
+        service: "api.shop".into(),
         namespace: "shop".into(),
         ports: vec![],
         identities: vec!["spiffe://cluster.local/ns/shop/sa/backend".into()],
     });
     assert_eq!(
-        r.bound_identities("api"),
+        r.bound_identities("api.shop"),
         vec!["spiffe://cluster.local/ns/shop/sa/backend".to_string()]
+    );
+    assert_eq!(
+        r.bound_identities("api"),
+        vec!["spiffe://cluster.local/ns/default/sa/api".to_string()]
     );
 }

@@ -158,8 +158,23 @@ pub fn service_decl(
     }
     ids.sort();
     ids.dedup();
+    let name = service_name("service", service)?;
+    // A `name.namespace` service names its namespace itself; a namespace given besides must
+    // agree (the default one is the absence of a choice).
+    let (_, own) = mesh_proto::names::split(&name);
+    let namespace = if name.contains('.') && namespace == DEFAULT_NAMESPACE {
+        own.to_string()
+    } else {
+        namespace
+    };
+    if name.contains('.') && own != namespace {
+        return Err(err(
+            "namespace",
+            format!("{namespace:?} differs from the namespace in the service name {name:?}"),
+        ));
+    }
     Ok(ServiceDecl {
-        service: service_name("service", service)?,
+        service: mesh_proto::names::qualified(&name, &namespace),
         namespace,
         ports: ports("ports", service_ports)?,
         identities: ids,

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 pub use ops::*;
 pub use route::*;
 
+mod namespace;
+
 use crate::output::Format;
 
 /// Operate the mesh: traffic policy, status, debugging and sidecar injection.

@@ -22,6 +22,9 @@ pub enum PolicyCommand {
     Get {
         #[arg(value_parser = service_name)]
         service: String,
+        /// Namespace of the service [default: default].
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
 }
 
@@ -74,6 +77,9 @@ fn hash_on(s: &str) -> Result<HashOn, String> {
 pub struct PolicySetArgs {
     #[arg(value_parser = service_name)]
     pub service: String,
+    /// Namespace of the service [default: default].
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
     /// Load-balancing algorithm.
     #[arg(long, value_enum)]
     pub lb: Option<Lb>,
@@ -146,6 +152,9 @@ pub struct EndpointsArgs {
     /// The service whose endpoints to list.
     #[arg(value_parser = service_name)]
     pub service: Option<String>,
+    /// Namespace of the service [default: default].
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +164,9 @@ pub enum EndpointsCommand {
     Drain {
         #[arg(value_parser = service_name)]
         service: String,
+        /// Namespace of the service [default: default].
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
         /// The endpoint's ip:port as `mesh-cli endpoints SERVICE` shows it.
         address: std::net::SocketAddr,
     },
@@ -167,7 +179,7 @@ pub enum TokenCommand {
         after_help = "Example:\n  mesh-cli token create --namespace default --service-account reviews --ttl 1h"
     )]
     Create {
-        #[arg(long, default_value = "default")]
+        #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
         #[arg(long)]
         service_account: String,
@@ -284,7 +296,7 @@ pub enum ServiceCommand {
     Create {
         #[arg(value_parser = service_name)]
         service: String,
-        #[arg(long, default_value = "default")]
+        #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
         /// Service port (repeatable).
         #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u32).range(1..=65535))]
@@ -303,5 +315,8 @@ pub enum ServiceCommand {
     Delete {
         #[arg(value_parser = service_name)]
         service: String,
+        /// Namespace of the service [default: default].
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
 }

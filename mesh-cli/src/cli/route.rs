@@ -33,6 +33,9 @@ pub enum RouteCommand {
     Delete {
         #[arg(value_parser = service_name)]
         service: String,
+        /// Namespace of the service [default: default].
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
         /// Delete only this rule.
         #[arg(long)]
         rule_name: Option<String>,
@@ -64,6 +67,9 @@ pub enum RouteCommand {
 pub struct ServiceArg {
     #[arg(value_parser = service_name)]
     pub service: String,
+    /// Namespace of the service [default: default].
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +77,9 @@ pub struct RouteSetArgs {
     /// The service whose traffic the rule steers.
     #[arg(value_parser = service_name)]
     pub service: String,
+    /// Namespace of the service [default: default].
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
     /// Weighted backends: SUBSET=WEIGHT,… summing to 100 [default: all endpoints].
     #[arg(long, value_name = "SUBSET=W,…", value_parser = spec::backends)]
     pub to: Option<Backends>,

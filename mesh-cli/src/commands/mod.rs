@@ -34,11 +34,11 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Route(cmd) => net(route::run(&global, cmd)),
-        Command::Policy(cmd) => net(ops::policy(&global, cmd)),
-        Command::Service(cmd) => net(ops::service(&global, cmd)),
+        Command::Route(cmd) => net(route::run(&global, cmd.qualified())),
+        Command::Policy(cmd) => net(ops::policy(&global, cmd.qualified())),
+        Command::Service(cmd) => net(ops::service(&global, cmd.qualified())),
         Command::Status => net(ops::status(&global)),
-        Command::Endpoints(args) => net(ops::endpoints(&global, args)),
+        Command::Endpoints(args) => net(ops::endpoints(&global, args.qualified())),
         Command::Token(cmd) => net(ops::token(&global, cmd)),
         Command::Identity(cmd) => net(ops::identity(&global, cmd)),
         Command::Runtime(cmd) => net(ops::runtime(&global, cmd)),

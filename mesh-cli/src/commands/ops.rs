@@ -73,7 +73,10 @@ pub fn state_name(s: i32) -> &'static str {
 
 pub async fn endpoints(global: &Global, args: EndpointsArgs) -> Result<()> {
     let mut admin = client::connect(global).await?;
-    if let Some(EndpointsCommand::Drain { service, address }) = args.action {
+    if let Some(EndpointsCommand::Drain {
+        service, address, ..
+    }) = args.action
+    {
         let req = EndpointRef {
             service: service.clone(),
             address: address.to_string(),
@@ -326,7 +329,7 @@ pub async fn service(global: &Global, cmd: ServiceCommand) -> Result<()> {
                 t.print();
             }
         }
-        ServiceCommand::Delete { service } => {
+        ServiceCommand::Delete { service, .. } => {
             let resp = admin
                 .client
                 .delete_service(ServiceRef {

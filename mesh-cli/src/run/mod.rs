@@ -57,8 +57,8 @@ pub struct RunArgs {
     /// The port the app listens on (127.0.0.1); the sidecar's inbound forwards there.
     #[arg(long)]
     pub port: Option<u16>,
-    /// Workload namespace.
-    #[arg(long, default_value = "default")]
+    /// Workload namespace: the service is named within it (`NAME.NAMESPACE` from others).
+    #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
     /// Service account the identity is issued for [default: the service].
     #[arg(long)]

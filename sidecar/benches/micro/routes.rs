@@ -56,7 +56,9 @@ pub fn bench(c: &mut Criterion<CpuTime>) {
             b.iter(|| {
                 draw = draw.wrapping_add(7);
                 let host = req.headers()["host"].to_str().ok()?;
-                let route = snap.routes.get(&*service_name(black_box(host)))?;
+                let route = snap
+                    .routes
+                    .get(&*service_name(black_box(host), "default"))?;
                 let sel = select(route, RequestInfo::from_request(black_box(&req)))?;
                 pick_backend(sel.rule, draw).map(|b| b.weight)
             })
@@ -64,7 +66,13 @@ pub fn bench(c: &mut Criterion<CpuTime>) {
     }
     // The parts on their own.
     g.bench_function("authority_to_service_name", |b| {
-        b.iter(|| service_name(black_box("svc-57.default.svc.cluster.local:8080")).len())
+        b.iter(|| {
+            service_name(
+                black_box("svc-57.default.svc.cluster.local:8080"),
+                "default",
+            )
+            .len()
+        })
     });
     g.bench_function("service_lookup", |b| {
         b.iter(|| snap.routes.get(black_box("svc-57")).map(|r| r.rules.len()))

@@ -35,7 +35,7 @@ pub(super) fn spawn_data_path(
             app_ports: cfg.app_ports.clone(),
             detect_timeout: cfg.detect_timeout,
             max_header_bytes: cfg.max_header_bytes,
-            service: Some(cfg.service.as_str().into()),
+            service: Some(cfg.service_key().as_str().into()),
             ..InboundConfig::default()
         },
     );
@@ -71,6 +71,7 @@ pub(super) fn spawn_data_path(
             detect_timeout: cfg.detect_timeout,
             max_header_bytes: cfg.max_header_bytes,
             tls: connector,
+            namespace: Name::from(cfg.namespace.as_str()),
             ..OutboundConfig::default()
         },
     );
@@ -78,7 +79,7 @@ pub(super) fn spawn_data_path(
         tokio::spawn(outbound::serve_fixed(
             listener,
             outbound_ctx.clone(),
-            Name::from(f.service.as_str()),
+            Name::from(mesh_proto::names::qualified(&f.service, &cfg.namespace).as_str()),
             f.port,
             outbound_drain.clone(),
         ));

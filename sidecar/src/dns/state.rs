@@ -3,16 +3,21 @@
 
 use std::net::IpAddr;
 
+use mesh_proto::names::qualified;
+
 use super::{Fetch, VipLookup};
 use crate::state::StateHandle;
 
 // === impl VipLookup for StateHandle ===
 
 impl VipLookup for StateHandle {
-    /// The cluster's VIP, when the cluster is in `namespace` (or names no namespace).
+    /// The VIP of service `service` of `namespace` (its cluster's key is `service` in the
+    /// default namespace, `service.namespace` elsewhere), when the cluster says that namespace
+    /// (or names none).
     fn vip(&self, service: &str, namespace: &str) -> Option<IpAddr> {
+        let key = qualified(service, namespace);
         let snap = self.load();
-        let cluster = snap.clusters.get(service)?;
+        let cluster = snap.clusters.get(key.as_str())?;
         match &cluster.namespace {
             Some(ns) if &**ns != namespace => None,
             _ => cluster.vip,
@@ -22,8 +27,8 @@ impl VipLookup for StateHandle {
     /// Asks discovery for `service` and completes once the snapshot knows it, as present or as
     /// absent. A name that only looks like a service (`example.com` is `example` in namespace
     /// `com`) costs one subscription the control plane answers as absent, and is remembered.
-    fn fetch(&self, service: &str, _namespace: &str) -> Fetch {
-        let (state, service) = (self.clone(), service.to_string());
+    fn fetch(&self, service: &str, namespace: &str) -> Fetch {
+        let (state, service) = (self.clone(), qualified(service, namespace));
         Box::pin(async move {
             // Subscribe to changes before asking, so an answer in between is not missed.
             let mut changed = state.changed();
@@ -57,7 +62,8 @@ mod tests {
         let state = StateHandle::default();
         state.update(|s| {
             for c in [
-                cluster("api", Some("shop"), "240.240.0.1"),
+                cluster("api.shop", Some("shop"), "240.240.0.1"),
+                cluster("api", Some("default"), "240.240.0.3"),
                 cluster("db", None, "240.240.0.2"),
             ] {
                 s.clusters.insert(c.name.clone(), Arc::new(c));
@@ -68,8 +74,13 @@ mod tests {
             Some("240.240.0.1".parse().unwrap())
         );
         assert_eq!(state.vip("api", "other"), None);
+        // Same name, another namespace: another service.
         assert_eq!(
-            state.vip("db", "anything"),
+            state.vip("api", "default"),
+            Some("240.240.0.3".parse().unwrap())
+        );
+        assert_eq!(
+            state.vip("db", "default"),
             Some("240.240.0.2".parse().unwrap())
         );
         assert_eq!(state.vip("nope", "shop"), None);
@@ -84,13 +95,13 @@ mod tests {
         // Play the discovery client: see the want, deliver the cluster.
         tokio::time::timeout(
             Duration::from_secs(10),
-            wanted.wait_for(|w| w.contains("api")),
+            wanted.wait_for(|w| w.contains("api.shop")),
         )
         .await
         .unwrap()
         .unwrap();
         state.update(|s| {
-            let c = cluster("api", Some("shop"), "240.240.0.1");
+            let c = cluster("api.shop", Some("shop"), "240.240.0.1");
             s.clusters.insert(c.name.clone(), Arc::new(c));
         });
         tokio::time::timeout(Duration::from_secs(10), fetch)

@@ -44,7 +44,7 @@ pub(super) async fn handle(
     let (snap, service) = match (vip, authority) {
         (Some(vip), _) => (ctx.inner.state.snapshot(), Some(vip)),
         (None, Some(a)) => {
-            let name = super::service_name(a);
+            let name = super::service_name(a, &ctx.inner.cfg.namespace);
             if let Ok(ip) = name.parse::<std::net::IpAddr>() {
                 let port = super::port_of(a).unwrap_or(DEFAULT_HTTP_PORT);
                 literal = Some(std::net::SocketAddr::new(ip, port));
@@ -115,7 +115,7 @@ async fn connect(
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return Cause::BadRequest.respond(&"CONNECT without authority");
     };
-    let service = super::service_name(&authority).into_owned();
+    let service = super::service_name(&authority, &ctx.inner.cfg.namespace).into_owned();
     let Some(port) = super::port_of(&authority) else {
         return Cause::BadRequest.respond(&"CONNECT without port");
     };

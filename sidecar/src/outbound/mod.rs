@@ -43,6 +43,8 @@ pub struct OutboundConfig {
     pub discovery_wait: Duration,
     /// mTLS to meshed peers; `None` without a workload identity (plaintext).
     pub tls: Option<crate::tls::MeshConnector>,
+    /// This workload's namespace: a short name in an authority names a service within it.
+    pub namespace: Name,
 }
 
 impl Default for OutboundConfig {
@@ -55,6 +57,7 @@ impl Default for OutboundConfig {
             // timeouts (5–30 s) so the client gets a clear `no-route` instead of its own timeout.
             discovery_wait: Duration::from_secs(3),
             tls: None,
+            namespace: Name::from(mesh_proto::names::DEFAULT_NAMESPACE),
         }
     }
 }

@@ -6,32 +6,44 @@ use std::time::Duration;
 
 use crate::state::{Snapshot, StateHandle};
 
-/// The service named by an authority or host: port stripped, lower-cased, and a
-/// `.<ns>`, `.<ns>.svc` or `.<ns>.svc.<trust-domain>` suffix removed. Other dotted names
-/// (external hosts) are returned whole.
-pub fn service_name(authority: &str) -> Cow<'_, str> {
+/// The service (its mesh-wide key, `mesh_proto::names`) named by an authority or host: port
+/// stripped, lower-cased; a short name is a service of `local_ns` (the caller's namespace, as
+/// Kubernetes DNS resolves it); `name.ns`, `name.ns.svc` and `name.ns.svc.<trust-domain>`
+/// name the service `name` of namespace `ns`. Other dotted names (external hosts) are
+/// returned whole.
+pub fn service_name<'a>(authority: &'a str, local_ns: &str) -> Cow<'a, str> {
     let host = strip_port(authority).trim_end_matches('.');
-    let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    let host: Cow<'a, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
     };
     let Some((first, rest)) = host.split_once('.') else {
-        return host;
+        if local_ns == mesh_proto::names::DEFAULT_NAMESPACE
+            || host.parse::<std::net::IpAddr>().is_ok()
+        {
+            return host;
+        }
+        return Cow::Owned(format!("{host}.{local_ns}"));
     };
     let mut labels = rest.split('.');
-    let _ns = labels.next();
+    let ns = labels.next().unwrap_or_default();
     let is_mesh_suffix = match labels.next() {
         None => true,
         Some("svc") => true,
         Some(_) => false,
     };
-    if !is_mesh_suffix {
+    if !is_mesh_suffix || host.parse::<std::net::IpAddr>().is_ok() {
         return host;
     }
+    let key_len = if ns == mesh_proto::names::DEFAULT_NAMESPACE {
+        first.len()
+    } else {
+        first.len() + 1 + ns.len()
+    };
     match host {
-        Cow::Borrowed(h) => Cow::Borrowed(&h[..first.len()]),
-        Cow::Owned(ref h) => Cow::Owned(h[..first.len()].to_owned()),
+        Cow::Borrowed(h) => Cow::Borrowed(&h[..key_len]),
+        Cow::Owned(ref h) => Cow::Owned(h[..key_len].to_owned()),
     }
 }
 
@@ -79,13 +91,27 @@ mod tests {
 
     #[test]
     fn names_from_authorities() {
-        assert_eq!(service_name("reviews"), "reviews");
-        assert_eq!(service_name("reviews:9080"), "reviews");
-        assert_eq!(service_name("Reviews.Default:80"), "reviews");
-        assert_eq!(service_name("reviews.default.svc"), "reviews");
-        assert_eq!(service_name("reviews.default.svc.cluster.local"), "reviews");
-        assert_eq!(service_name("www.example.com"), "www.example.com");
-        assert_eq!(service_name("[::1]:80"), "::1");
+        let d = "default";
+        assert_eq!(service_name("reviews", d), "reviews");
+        assert_eq!(service_name("reviews:9080", d), "reviews");
+        assert_eq!(service_name("Reviews.Default:80", d), "reviews");
+        assert_eq!(service_name("reviews.default.svc", d), "reviews");
+        assert_eq!(
+            service_name("reviews.default.svc.cluster.local", d),
+            "reviews"
+        );
+        assert_eq!(service_name("www.example.com", d), "www.example.com");
+        assert_eq!(service_name("[::1]:80", d), "::1");
+        // Names are scoped by namespace: the short name resolves within the caller's.
+        assert_eq!(service_name("reviews", "shop"), "reviews.shop");
+        assert_eq!(service_name("reviews:9080", "shop"), "reviews.shop");
+        assert_eq!(service_name("reviews.shop", d), "reviews.shop");
+        assert_eq!(
+            service_name("reviews.shop.svc.cluster.local", d),
+            "reviews.shop"
+        );
+        assert_eq!(service_name("reviews.default", "shop"), "reviews");
+        assert_eq!(service_name("10.0.0.1:80", "shop"), "10.0.0.1");
         assert_eq!(port_of("reviews:9080"), Some(9080));
         assert_eq!(port_of("reviews"), None);
     }

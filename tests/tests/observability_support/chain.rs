@@ -102,16 +102,21 @@ async fn three_service_chain_is_one_trace_with_linked_spans_and_attributes() {
     // A named rule for api (web subscribes to api's route since the call above), so the
     // client span can say which rule matched.
     let mut a = admin(&cp).await;
+    // The chain runs in namespace shop: its api is the service `api.shop`.
     let version = set_route(
         &mut a,
-        "api",
-        vec![split_rule("api", "main", &[("v1", 100)])],
+        "api.shop",
+        vec![split_rule("api.shop", "main", &[("v1", 100)])],
     )
     .await;
     eventually("the api route is in force", CONVERGE, || {
         let mut a = a.clone();
         let version = version.clone();
-        async move { route_acked(&mut a, "api", &version).await.then_some(()) }
+        async move {
+            route_acked(&mut a, "api.shop", &version)
+                .await
+                .then_some(())
+        }
     })
     .await;
 
@@ -172,13 +177,13 @@ async fn three_service_chain_is_one_trace_with_linked_spans_and_attributes() {
         Some("main"),
         "{web_client:#?}"
     );
-    assert_eq!(web_client.attr("mesh.backend"), Some("api"));
+    assert_eq!(web_client.attr("mesh.backend"), Some("api.shop"));
     assert_eq!(
         web_client.attr("mesh.endpoint"),
         Some(api.inbound.to_string().as_str())
     );
     assert_eq!(web_client.attr("mesh.retries"), Some("0"));
-    assert_eq!(api_client.attr("mesh.backend"), Some("db"));
+    assert_eq!(api_client.attr("mesh.backend"), Some("db.shop"));
     assert_eq!(
         api_client.attr("mesh.endpoint"),
         Some(db.inbound.to_string().as_str())

@@ -23,7 +23,7 @@ pub async fn policy(global: &Global, cmd: PolicyCommand) -> Result<()> {
     }
     let mut admin = client::connect(global).await?;
     match cmd {
-        PolicyCommand::Get { service } => {
+        PolicyCommand::Get { service, .. } => {
             let resp = admin
                 .client
                 .get_cluster_policy(ServiceRef {

@@ -45,9 +45,9 @@ pub async fn run(global: &Global, cmd: RouteCommand) -> Result<()> {
             routes.sort_by(|a, b| service_of(a).cmp(service_of(b)));
             print_routes(global, routes, true)
         }
-        RouteCommand::Delete { service, rule_name } => {
-            delete(global, &service, rule_name.as_deref()).await
-        }
+        RouteCommand::Delete {
+            service, rule_name, ..
+        } => delete(global, &service, rule_name.as_deref()).await,
         RouteCommand::Apply {
             file,
             dry_run,

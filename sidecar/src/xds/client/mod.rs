@@ -254,7 +254,7 @@ impl Client {
         let kind = kind_of_url(url)?;
         let names: Vec<String> = match kind {
             ResourceKind::Listener | ResourceKind::Runtime => vec![WILDCARD.to_string()],
-            ResourceKind::AuthorizationPolicy => vec![self.cfg.node.service.clone()],
+            ResourceKind::AuthorizationPolicy => vec![respond::own_service(&self.cfg.node)],
             ResourceKind::Route | ResourceKind::Cluster | ResourceKind::Endpoints => {
                 self.discovery.services()
             }

@@ -132,7 +132,7 @@ impl Client {
     /// Ready once the proxy's own listener and authorization policy have been answered: what
     /// the inbound side needs before it may serve peers.
     fn check_ready(&self) {
-        let own = self.cfg.node.service.clone();
+        let own = own_service(&self.cfg.node);
         let ready = {
             let subs = self.discovery.shared.subs.lock();
             subs.answered
@@ -145,4 +145,10 @@ impl Client {
             info!("first config from the control plane applied; ready");
         }
     }
+}
+
+/// The proxy's own service as resources name it: `service` in the default namespace,
+/// `service.namespace` elsewhere.
+pub(super) fn own_service(node: &mesh_proto::discovery::v1::Node) -> String {
+    mesh_proto::names::qualified(&node.service, &node.namespace)
 }
