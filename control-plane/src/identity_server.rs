@@ -39,7 +39,7 @@ use tonic::transport::{Certificate, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::ca::{CaError, CertificateAuthority, JoinTokens, SpiffeId, TokenError};
-use crate::serving::Peer;
+use crate::peer::Peer;
 
 /// Signing costs ~0.1 ms of CPU; 64 in flight absorbs a whole node of sidecars starting at
 /// once while bounding what a flood of requests can take from discovery on the same runtime.

@@ -12,6 +12,8 @@ pub mod identity_wiring;
 pub mod metrics;
 pub mod model;
 pub mod otel;
+pub mod peer;
+pub mod proxies;
 pub mod registry;
 pub mod serving;
 pub mod snapshot;

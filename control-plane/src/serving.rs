@@ -5,7 +5,6 @@
 //! and a cap on open connections so nothing unauthenticated holds resources for long.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,6 +23,7 @@ use tonic::transport::server::Connected;
 
 use crate::ca::{CaError, CertificateAuthority, SpiffeId};
 use crate::identity_server::ControlPlaneTls;
+use crate::peer::Peer;
 
 /// A TLS handshake takes milliseconds on a LAN; 10 s tolerates a loaded host and still frees
 /// the slot of a peer that opened a connection and never finished (or never started) one.
@@ -40,14 +40,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// When renewing the serving certificate failed, try again after this long (well inside the
 /// remaining half of even a one-minute certificate).
 const RENEW_RETRY: Duration = Duration::from_secs(5);
-
-/// What the handlers know about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub remote: SocketAddr,
-    /// The SPIFFE ID of a verified mesh client certificate; `None` for a client without one.
-    pub identity: Option<SpiffeId>,
-}
 
 /// The serving certificate and the rustls configuration built from it and the trust bundle.
 pub struct ServingTls {

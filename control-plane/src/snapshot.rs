@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::encode;
+
+/// The key under which the runtime singleton is stored and published.
+pub const RUNTIME: &str = "runtime";
 use crate::model::{ListenerConfig, TlsMode};
 
 /// Resource kinds, declared in make-before-break push order: what a route refers to

@@ -24,11 +24,11 @@ pub use tokens::TokenRecord;
 
 use crate::metrics::Metrics;
 use crate::model::{AuthzPolicy, ClusterPolicy, Endpoint, Route, Runtime, ServiceDecl};
+use crate::proxies::ProxyHandle;
 use crate::registry::{Exhausted, Registry, VipRange};
 use crate::snapshot::{Key, Kind, Snapshot};
 use crate::store::{Op, Store, StoreError, Table, list_typed};
 use crate::validate::ValidationError;
-use crate::xds::ProxyHandle;
 
 /// Settings the core needs from the process configuration.
 #[derive(Debug, Clone)]
@@ -105,8 +105,7 @@ impl State {
     }
 }
 
-/// The key under which the runtime singleton is stored and published.
-pub const RUNTIME: &str = "runtime";
+pub use crate::snapshot::RUNTIME;
 
 /// Static endpoints are keyed `service|address` (`|` never appears in either).
 fn static_key(service: &str, e: &Endpoint) -> String {

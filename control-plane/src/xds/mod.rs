@@ -1,7 +1,6 @@
 //! The discovery server (`mesh.discovery.v1.Discovery/DeltaStream`): accepts a proxy's stream,
 //! registers its node, and hands the stream to a per-proxy task.
 
-mod state;
 mod stream;
 
 use std::pin::Pin;
@@ -16,10 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use state::{ProxyHandle, TypeState};
-
 use crate::core::{Core, CoreError, Denied};
-use crate::serving::Peer;
+use crate::peer::Peer;
 use crate::validate::node_from_proto;
 
 /// How long a new stream may take to send its first request (the node). Proxies send it

@@ -10,10 +10,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
-use super::state::{ProxyHandle, Sent, TypeState};
 use crate::core::Core;
 use crate::metrics::TypeLabels;
 use crate::model::ProxyNode;
+use crate::proxies::{ProxyHandle, Sent, TypeState};
 use crate::registry::LeaseKey;
 use crate::snapshot::{Content, Kind, personal_listener};
 

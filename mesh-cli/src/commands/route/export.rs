@@ -4,7 +4,7 @@ use mesh_proto::types::v1 as pb;
 use serde_json::json;
 use serde_norway::Value;
 
-use super::gateway::{R, backend_name};
+use super::gateway_yaml::{R, backend_name};
 
 /// Renders a route as an HTTPRoute that `parse` turns back into the same route.
 pub fn export(route: &pb::Route) -> R<Value> {

@@ -5,11 +5,10 @@
 //! `<service>-v<digit>…` (e.g. `reviews-v2`) is subset `v2` of `reviews`.
 
 use mesh_proto::types::v1 as pb;
-use serde_norway::{Mapping, Value};
+use serde_norway::Value;
 
+use super::gateway_yaml::{R, backend_name, mapping, only, seq, str_at};
 use crate::spec;
-
-pub(super) type R<T> = Result<T, String>;
 
 /// Parses every HTTPRoute/GRPCRoute document; other kinds are refused by name.
 pub fn parse(text: &str) -> R<Vec<pb::Route>> {
@@ -232,19 +231,6 @@ fn kv_matches(v: Option<&Value>, at: &str) -> R<Vec<pb::KeyValueMatch>> {
         .collect()
 }
 
-/// `reviews-v2` → (`reviews`, `v2`); any other name is a whole service.
-pub(super) fn backend_name(name: &str) -> (String, String) {
-    if let Some((svc, ver)) = name.rsplit_once('-')
-        && ver.len() >= 2
-        && ver.starts_with('v')
-        && ver.as_bytes()[1].is_ascii_digit()
-        && !svc.is_empty()
-    {
-        return (svc.to_string(), ver.to_string());
-    }
-    (name.to_string(), String::new())
-}
-
 /// Gateway API weights are relative; the mesh's are percentages. Largest-remainder rounding
 /// keeps the sum exactly 100 and leaves weights already summing to 100 unchanged.
 fn normalize(mut b: Vec<pb::WeightedBackend>) -> R<Vec<pb::WeightedBackend>> {
@@ -271,40 +257,6 @@ fn normalize(mut b: Vec<pb::WeightedBackend>) -> R<Vec<pb::WeightedBackend>> {
         x.weight = g as u32;
     }
     Ok(b)
-}
-
-pub(super) fn mapping<'a>(v: &'a Value, at: &str) -> R<&'a Mapping> {
-    v.as_mapping().ok_or(format!("{at}: expected a mapping"))
-}
-
-pub(super) fn seq<'a>(v: Option<&'a Value>, at: &str) -> R<&'a [Value]> {
-    match v {
-        None | Some(Value::Null) => Ok(&[]),
-        Some(Value::Sequence(s)) => Ok(s),
-        Some(_) => Err(format!("{at}: expected a list")),
-    }
-}
-
-pub(super) fn str_at(v: &Value, key: &str, prefix: &str) -> R<String> {
-    match v.get(key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(format!("{prefix}{key}: expected a string")),
-        None => Err(format!("{prefix}{key}: missing")),
-    }
-}
-
-/// Refuses any key outside `allowed`, naming its full path.
-pub(super) fn only(m: &Mapping, at: &str, allowed: &[&str]) -> R<()> {
-    for k in m.keys() {
-        let k = k.as_str().unwrap_or("?");
-        if !allowed.contains(&k) {
-            return Err(format!(
-                "{at}.{k} is not supported (supported here: {})",
-                allowed.join(", ")
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

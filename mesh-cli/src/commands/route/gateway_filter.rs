@@ -3,7 +3,7 @@
 use mesh_proto::types::v1 as pb;
 use serde_norway::Value;
 
-use super::gateway::{R, backend_name, mapping, only, seq, str_at};
+use super::gateway_yaml::{R, backend_name, mapping, only, seq, str_at};
 
 /// Applies one `filters[]` entry to the rule; any other filter type is refused by path.
 pub(super) fn filter(f: &Value, at: &str, r: &mut pb::RouteRule) -> R<()> {

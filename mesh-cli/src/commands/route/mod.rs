@@ -3,6 +3,7 @@
 mod export;
 mod gateway;
 mod gateway_filter;
+mod gateway_yaml;
 mod rule;
 pub mod show;
 mod wait;

@@ -1,4 +1,5 @@
-//! Per-proxy, per-type discovery state: subscriptions, what the proxy holds, in-flight
+//! Connected proxies (the registry the core keeps and the discovery stream updates):
+//! per-proxy, per-type discovery state: subscriptions, what the proxy holds, in-flight
 //! responses, and the ACK/NACK record the admin API shows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -68,7 +69,7 @@ impl ProxyHandle {
     pub fn wildcard_name(&self, kind: Kind) -> &str {
         match kind {
             Kind::Listener => &self.node.service,
-            _ => crate::core::RUNTIME,
+            _ => crate::snapshot::RUNTIME,
         }
     }
 }
