@@ -9,7 +9,7 @@ use support::{ControlPlane, node, proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_commands_json_is_stable() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_plaintext();
     for args in [
         &["service", "create", "reviews", "--port", "9080"][..],
         &[

@@ -8,7 +8,7 @@ use support::{ControlPlane, node, proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_after_every_subscribed_proxy_acked() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_plaintext();
     cp.cli_async(&["service", "create", "reviews", "--port", "9080"])
         .await
         .ok();
@@ -115,7 +115,7 @@ async fn wait_returns_after_every_subscribed_proxy_acked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_fails_the_wait_and_shows_in_status() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_plaintext();
     cp.cli_async(&["service", "create", "reviews", "--port", "9080"])
         .await
         .ok();
@@ -193,7 +193,7 @@ async fn nack_fails_the_wait_and_shows_in_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_times_out_naming_the_proxy_that_did_not_ack() {
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start_plaintext();
     cp.cli_async(&["service", "create", "reviews", "--port", "9080"])
         .await
         .ok();

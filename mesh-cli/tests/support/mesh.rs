@@ -69,6 +69,7 @@ impl Sidecar {
     ) -> Self {
         let name = format!("{service}-{version}-{}", app_port.unwrap_or(0));
         let addrs = dir.join(format!("{name}.addrs.json"));
+        let mut cmd_env = Vec::new();
         let mut cmd = Command::new(sidecar_bin());
         cmd.args([
             "--service",
@@ -76,7 +77,10 @@ impl Sidecar {
             "--labels",
             &format!("version={version}"),
         ])
-        .args(["--control-plane", &control_plane_url(discovery)])
+        .args([
+            "--control-plane",
+            &join(dir, discovery, service, extra, &mut cmd_env),
+        ])
         .args([
             "--inbound-addr",
             "127.0.0.1:0",
@@ -93,6 +97,7 @@ impl Sidecar {
         if let Some(p) = app_port {
             cmd.args(["--app-ports", &p.to_string()]);
         }
+        cmd.envs(cmd_env);
         cmd.args(extra);
         let child = cmd.spawn().expect("spawn mesh-sidecar");
         let mut s = Self {
@@ -128,6 +133,60 @@ impl Sidecar {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The `--control-plane` URL for a sidecar of `service`, joining the mesh as users do when the
+/// control plane in `dir` (its data dir) serves TLS and the test chose no TLS flags itself: a
+/// join token from `mesh-cli token create` (in `env`) and the data dir's trust bundle, so the
+/// sidecar gets its certificate and speaks strict mTLS.
+fn join(
+    dir: &Path,
+    discovery: &str,
+    service: &str,
+    extra: &[&str],
+    env: &mut Vec<(String, String)>,
+) -> String {
+    let written: Option<serde_json::Value> = std::fs::read(dir.join("addrs.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let tls_url = written
+        .as_ref()
+        .and_then(|v| v["discovery_url"].as_str())
+        .filter(|u| u.starts_with("https://"))
+        .map(str::to_string);
+    let chose_tls = extra.iter().any(|a| a.starts_with("--ca-bundle"));
+    let (Some(url), false, false) = (tls_url, chose_tls, discovery.contains("://")) else {
+        return control_plane_url(discovery);
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-cli"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "token",
+            "create",
+            "--service-account",
+            service,
+            "-o",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("mesh-cli token create");
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+    env.push((
+        "MESH_JOIN_TOKEN".into(),
+        v["token"].as_str().expect("token").to_string(),
+    ));
+    env.push((
+        "MESH_CA_BUNDLE".into(),
+        dir.join("ca/trust-bundle.pem").display().to_string(),
+    ));
+    url
 }
 
 /// `http://ADDR` unless the caller already gave a scheme (`https://` for a TLS control plane).

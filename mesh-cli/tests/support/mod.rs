@@ -73,7 +73,14 @@ impl ControlPlane {
         Self::start_with(&[])
     }
 
-    /// Like `start`, with extra flags (e.g. `--discovery-tls=true`).
+    /// An anonymous, plaintext development mesh, for tests whose raw discovery clients play
+    /// proxies (they speak plaintext gRPC and hold no certificate).
+    pub fn start_plaintext() -> Self {
+        Self::start_with(&["--discovery-tls=false", "--allow-anonymous-proxies"])
+    }
+
+    /// Like `start`, with extra flags. Discovery serves TLS and authenticates proxies by their
+    /// workload certificate (the defaults); `support::mesh::Sidecar` joins with a token.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(control_plane_bin())
@@ -85,14 +92,6 @@ impl ControlPlane {
                 "127.0.0.1:0",
             ])
             .args(["--http-addr", "127.0.0.1:0"])
-            // This harness's raw discovery clients and sidecars speak plaintext, as anonymous
-            // (development) proxies, unless a test asks for TLS (the control plane's default).
-            .args(
-                (!extra.iter().any(|a| a.starts_with("--discovery-tls")))
-                    .then_some(["--discovery-tls=false", "--allow-anonymous-proxies"])
-                    .into_iter()
-                    .flatten(),
-            )
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

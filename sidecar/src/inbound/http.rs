@@ -69,7 +69,7 @@ pub(super) async fn handle(
     let sent = ctx
         .inner
         .clients
-        .send(up_req, addr, &authority, app_h2 && !upgrade);
+        .send(up_req, addr, &authority, app_h2 && !upgrade, None);
     let mut rsp = match sent.await {
         Ok(r) => r,
         Err((cause, detail)) => {

@@ -96,7 +96,7 @@ async fn passthrough(
     };
     let h2 = parts.version == Version::HTTP_2;
     let req = Request::from_parts(parts, ProxyBody::from(body));
-    match ctx.inner.clients.send(req, dst, &authority, h2).await {
+    match ctx.inner.clients.send(req, dst, &authority, h2, None).await {
         Ok(rsp) => {
             let (mut parts, body) = rsp.into_parts();
             strip_hop_by_hop(&mut parts.headers, false);

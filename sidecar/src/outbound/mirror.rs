@@ -1,4 +1,5 @@
-//! Request mirroring: a fire-and-forget copy of a share of a rule's traffic to another service.
+//! Request mirroring: a fire-and-forget copy of a share of a rule's traffic to another service,
+//! over mTLS to an endpoint with an identity (the same peer policy as the request itself).
 
 use std::time::Duration;
 
@@ -63,10 +64,13 @@ pub(super) fn maybe_mirror(
         let req = Request::from_parts(copy, ProxyBody::empty());
         let h2 = ep.endpoint.is_meshed() || from_h2;
         let guard = ep.start();
-        let sent = ctx
-            .inner
-            .clients
-            .send(req, ep.endpoint.addr, &ep.authority, h2);
+        let sent = ctx.inner.clients.send(
+            req,
+            ep.endpoint.addr,
+            &ep.authority,
+            h2,
+            ep.endpoint.identity.as_ref(),
+        );
         let outcome = match tokio::time::timeout(MIRROR_TIMEOUT, sent).await {
             Ok(Ok(rsp)) => Outcome::Status(rsp.status().as_u16()),
             _ => Outcome::Failed,

@@ -102,16 +102,18 @@ impl Clients {
     }
 
     /// Sends `req` to the endpoint at `addr` over HTTP/2 or HTTP/1.1. The request's own URI
-    /// authority or `Host` header is what the upstream sees as the authority.
+    /// authority or `Host` header is what the upstream sees as the authority. `identity` is
+    /// the peer's (bound) identity: with one, HTTP/2 goes over mTLS verifying it.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
         addr: SocketAddr,
         endpoint: &Authority,
         h2: bool,
+        identity: Option<&crate::state::Name>,
     ) -> Result<Response<Incoming>, SendError> {
         if h2 {
-            let conn = self.connect_h2(addr, None).await?;
+            let conn = self.connect_h2(addr, identity).await?;
             return Self::send_h2(conn, req, endpoint).await;
         }
         let conn = self.connect_h1(addr).await?;

@@ -73,10 +73,13 @@ fn authority(addr: SocketAddr) -> Authority {
 
 /// One request through the HTTP/1.1 pool, its body read to the end.
 async fn roundtrip(clients: &Clients, addr: SocketAddr) -> (StatusCode, bytes::Bytes) {
-    let rsp = tokio::time::timeout(BOUND, clients.send(get(), addr, &authority(addr), false))
-        .await
-        .expect("bounded")
-        .expect("response");
+    let rsp = tokio::time::timeout(
+        BOUND,
+        clients.send(get(), addr, &authority(addr), false, None),
+    )
+    .await
+    .expect("bounded")
+    .expect("response");
     let status = rsp.status();
     let body = tokio::time::timeout(BOUND, rsp.into_body().collect())
         .await
@@ -174,10 +177,13 @@ async fn a_switched_connection_is_never_pooled_and_tunnels() {
         .header("upgrade", "echo")
         .body(ProxyBody::empty())
         .expect("request");
-    let mut rsp = tokio::time::timeout(BOUND, clients.send(req, addr, &authority(addr), false))
-        .await
-        .expect("bounded")
-        .expect("response");
+    let mut rsp = tokio::time::timeout(
+        BOUND,
+        clients.send(req, addr, &authority(addr), false, None),
+    )
+    .await
+    .expect("bounded")
+    .expect("response");
     assert_eq!(rsp.status(), StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(clients.parked_h1(), 0);
     let up = tokio::time::timeout(BOUND, hyper::upgrade::on(&mut rsp))
