@@ -29,6 +29,9 @@ const MAX_VERSION_LEN: usize = 128;
 /// never does must not grow the record without bound (the oldest are forgotten, so their
 /// latency is not observed).
 const MAX_INFLIGHT: usize = 16;
+/// Largest response sent: a quarter of what sidecars accept (64 MiB) and above any single
+/// resource bounded node labels allow, so a push of many resources is split, never dropped.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
@@ -300,7 +303,9 @@ impl ProxyStream {
             type_url: kind.type_url(),
         };
         let count = (resp.resources.len() + resp.removed_resources.len()) as u64;
-        self.tx.send(Ok(resp)).await.map_err(|_| None)?;
+        for part in split(resp, MAX_RESPONSE_BYTES) {
+            self.tx.send(Ok(part)).await.map_err(|_| None)?;
+        }
         self.core.metrics.pushes.get_or_create(&labels).inc();
         self.core
             .metrics
@@ -372,6 +377,45 @@ impl ProxyStream {
     }
 }
 
+/// Splits a response whose resources together exceed `limit` bytes into several, in order.
+/// The last part keeps the response's nonce (the one the stream waits to see ACKed, which
+/// acknowledges them all) and carries the removals; earlier parts get derived nonces whose
+/// ACKs are stale by design. A single resource over the limit travels alone.
+fn split(mut resp: DeltaDiscoveryResponse, limit: usize) -> Vec<DeltaDiscoveryResponse> {
+    use prost::Message;
+    let total: usize = resp.resources.iter().map(Message::encoded_len).sum();
+    if total <= limit {
+        return vec![resp];
+    }
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for r in std::mem::take(&mut resp.resources) {
+        let len = r.encoded_len();
+        if size + len > limit && !current.is_empty() {
+            parts.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(r);
+    }
+    let last = current;
+    let mut out: Vec<DeltaDiscoveryResponse> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, resources)| DeltaDiscoveryResponse {
+            system_version_info: resp.system_version_info.clone(),
+            type_url: resp.type_url.clone(),
+            resources,
+            removed_resources: Vec::new(),
+            nonce: format!("{}.{}", resp.nonce, i + 1),
+        })
+        .collect();
+    resp.resources = last;
+    out.push(resp);
+    out
+}
+
 /// Resource names are service names (DNS labels, ≤ 253 bytes) or "runtime".
 fn valid_name(name: &str) -> bool {
     name.len() <= 253
@@ -391,5 +435,53 @@ fn valid_name(name: &str) -> bool {
 fn refuse(ts: &mut TypeState, name: &str) {
     if ts.refused.len() < MAX_SUBSCRIPTIONS {
         ts.refused.push(name.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_proto::types::v1 as pb;
+
+    fn resource(name: &str, bytes: usize) -> pb::Resource {
+        pb::Resource {
+            name: name.into(),
+            version: "x".repeat(bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_large_push_is_split_in_order_and_the_last_part_keeps_the_nonce() {
+        let resp = DeltaDiscoveryResponse {
+            system_version_info: "7".into(),
+            type_url: "t".into(),
+            resources: (0..10).map(|i| resource(&format!("r{i}"), 100)).collect(),
+            removed_resources: vec!["gone".into()],
+            nonce: "1-5".into(),
+        };
+        let parts = split(resp, 350);
+        assert!(parts.len() > 1);
+        let names: Vec<String> = parts
+            .iter()
+            .flat_map(|p| p.resources.iter().map(|r| r.name.clone()))
+            .collect();
+        assert_eq!(names, (0..10).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        let last = parts.last().unwrap();
+        assert_eq!(last.nonce, "1-5");
+        assert_eq!(last.removed_resources, vec!["gone".to_string()]);
+        for p in &parts[..parts.len() - 1] {
+            assert!(p.nonce.starts_with("1-5."), "{}", p.nonce);
+            assert!(p.removed_resources.is_empty());
+            let size: usize = p.resources.iter().map(prost::Message::encoded_len).sum();
+            assert!(size <= 350);
+        }
+        // Small responses are untouched.
+        let small = DeltaDiscoveryResponse {
+            resources: vec![resource("a", 10)],
+            nonce: "n".into(),
+            ..Default::default()
+        };
+        assert_eq!(split(small.clone(), 350), vec![small]);
     }
 }
