@@ -156,14 +156,16 @@ pub fn cluster_policy(c: &ClusterPolicy) -> pb::Cluster {
             disabled: o.disabled,
             consecutive_5xx: o.consecutive_5xx,
             consecutive_gateway_failures: o.consecutive_gateway_failures,
-            failure_percentage: o.failure_percentage,
-            failure_percentage_min_requests: o.failure_percentage_min_requests,
-            interval_ms: ms(o.interval),
+            // Refused by validation: the proxy ejects on consecutive failures only.
+            failure_percentage: 0,
+            failure_percentage_min_requests: 0,
+            interval_ms: 0,
             base_ejection_ms: ms(o.base_ejection),
             max_ejection_percent: o.max_ejection_percent,
         }),
         circuit_breakers: c.circuit_breakers.as_ref().map(|cb| pb::CircuitBreakers {
-            max_connections: cb.max_connections,
+            // Refused by validation: a peer's requests share one HTTP/2 connection.
+            max_connections: 0,
             max_pending_requests: cb.max_pending_requests,
             max_requests: cb.max_requests,
             max_retries: cb.max_retries,

@@ -633,3 +633,120 @@ async fn a_stale_read_modify_write_of_a_route_is_refused() {
         .into_inner();
     assert_eq!(stored.route.unwrap().rules[0].timeout_ms, 300);
 }
+
+/// Fields the proto still carries but no proxy enforces are refused by name, saying so, and
+/// store nothing; the cluster fields the proxy does enforce are accepted and read back.
+#[tokio::test]
+async fn unenforced_fields_are_refused_as_not_supported() {
+    let cp = start().await;
+    let mut a = admin(&cp).await;
+    for s in ["web", "api"] {
+        a.create_service(apb::CreateServiceRequest {
+            service: s.into(),
+            namespace: "default".into(),
+            ports: vec![80],
+            identities: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    // `everything` reads web's authorization policy back.
+    a.set_authorization_policy(apb::SetAuthorizationPolicyRequest {
+        policy: Some(pb::AuthorizationPolicy {
+            service: "web".into(),
+            ..Default::default()
+        }),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let before = everything(&mut a).await;
+    let outlier = |edit: fn(&mut pb::OutlierDetection)| {
+        let mut o = pb::OutlierDetection::default();
+        edit(&mut o);
+        set_cluster(pb::Cluster {
+            name: "web".into(),
+            outlier_detection: Some(o),
+            ..Default::default()
+        })
+    };
+    let cases: Vec<(&str, Call)> = vec![
+        (
+            "cluster.outlier_detection.failure_percentage",
+            outlier(|o| o.failure_percentage = 50),
+        ),
+        (
+            "cluster.outlier_detection.failure_percentage_min_requests",
+            outlier(|o| o.failure_percentage_min_requests = 20),
+        ),
+        (
+            "cluster.outlier_detection.interval_ms",
+            outlier(|o| o.interval_ms = 10_000),
+        ),
+        (
+            "cluster.circuit_breakers.max_connections",
+            set_cluster(pb::Cluster {
+                name: "web".into(),
+                circuit_breakers: Some(pb::CircuitBreakers {
+                    max_connections: 10,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        ),
+        (
+            "route.rules[0].rate_limit.per_source",
+            set_route(route(vec![pb::RouteRule {
+                rate_limit: Some(pb::RateLimit {
+                    requests_per_second: 10,
+                    burst: 10,
+                    per_source: true,
+                }),
+                ..rule(vec![backend("api", 100)])
+            }])),
+        ),
+    ];
+    for (field, call) in cases {
+        let status = within(field, call(a.clone())).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        let m = status.message();
+        assert!(
+            m.starts_with(&format!("{field}: not supported")),
+            "{m:?} does not refuse {field} as not supported"
+        );
+    }
+    assert_eq!(everything(&mut a).await, before);
+
+    // Enforced by the proxy: stored and read back as sent.
+    let enforced = pb::Cluster {
+        name: "web".into(),
+        connect_timeout_ms: 200,
+        idle_timeout_ms: 5_000,
+        protocol: pb::Protocol::Http2 as i32,
+        circuit_breakers: Some(pb::CircuitBreakers {
+            max_pending_requests: 8,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    a.set_cluster_policy(apb::SetClusterPolicyRequest {
+        cluster: Some(enforced),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let got = a
+        .get_cluster_policy(apb::ServiceRef {
+            service: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap();
+    assert_eq!(
+        (got.connect_timeout_ms, got.idle_timeout_ms, got.protocol),
+        (200, 5_000, pb::Protocol::Http2 as i32)
+    );
+    assert_eq!(got.circuit_breakers.unwrap().max_pending_requests, 8);
+}

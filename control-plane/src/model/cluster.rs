@@ -48,22 +48,23 @@ pub struct HashOn {
     pub cookie_ttl: Option<Duration>,
 }
 
-/// Zero fields mean "proxy default", exactly as on the wire.
+/// Zero fields mean "proxy default", exactly as on the wire. The proto's failure-percentage
+/// fields and `interval_ms` have no counterpart: the proxy ejects on consecutive failures
+/// only, so validation refuses them (records stored before are read without them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutlierDetection {
     pub disabled: bool,
     pub consecutive_5xx: u32,
     pub consecutive_gateway_failures: u32,
-    pub failure_percentage: u32,
-    pub failure_percentage_min_requests: u32,
-    pub interval: Option<Duration>,
     pub base_ejection: Option<Duration>,
     pub max_ejection_percent: u32,
 }
 
+/// Zero fields mean "proxy default". The proto's `max_connections` has no counterpart: the
+/// proxy multiplexes a peer's requests over one HTTP/2 connection, so validation refuses it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CircuitBreakers {
-    pub max_connections: u32,
+    /// Requests waiting for a new upstream connection at once.
     pub max_pending_requests: u32,
     pub max_requests: u32,
     pub max_retries: u32,

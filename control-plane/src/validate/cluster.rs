@@ -37,12 +37,7 @@ impl TryFrom<pb::Cluster> for ClusterPolicy {
             lb_policy,
             hash_on,
             outlier_detection: c.outlier_detection.map(outlier_from).transpose()?,
-            circuit_breakers: c.circuit_breakers.map(|cb| CircuitBreakers {
-                max_connections: cb.max_connections,
-                max_pending_requests: cb.max_pending_requests,
-                max_requests: cb.max_requests,
-                max_retries: cb.max_retries,
-            }),
+            circuit_breakers: c.circuit_breakers.map(circuit_breakers_from).transpose()?,
             health_check: c.health_check.map(health_check_from).transpose()?,
             connect_timeout: timeout_ms("cluster.connect_timeout_ms", c.connect_timeout_ms)?,
             idle_timeout: timeout_ms("cluster.idle_timeout_ms", c.idle_timeout_ms)?,
@@ -123,20 +118,57 @@ fn hash_on_from(h: pb::HashOn) -> Result<HashOn> {
     })
 }
 
+/// A field the proto carries but no proxy enforces: refused, so what is stored is what runs.
+fn unsupported(field: &str, why: &str) -> ValidationError {
+    err(field, format!("not supported: {why}; leave it 0"))
+}
+
 fn outlier_from(o: pb::OutlierDetection) -> Result<OutlierDetection> {
     let f = "cluster.outlier_detection";
+    // The proxy's detector counts consecutive failures per endpoint and ejects on the one
+    // that completes a streak: it keeps no failure rates and evaluates on no interval.
+    let streaks = "outlier detection ejects on consecutive failures (consecutive_5xx, \
+                   consecutive_gateway_failures) and keeps no failure rates";
+    if o.failure_percentage != 0 {
+        return Err(unsupported(&format!("{f}.failure_percentage"), streaks));
+    }
+    if o.failure_percentage_min_requests != 0 {
+        return Err(unsupported(
+            &format!("{f}.failure_percentage_min_requests"),
+            streaks,
+        ));
+    }
+    if o.interval_ms != 0 {
+        return Err(unsupported(
+            &format!("{f}.interval_ms"),
+            "outlier detection has no evaluation interval: an endpoint is ejected by the \
+             failure that completes its streak",
+        ));
+    }
     Ok(OutlierDetection {
         disabled: o.disabled,
         consecutive_5xx: o.consecutive_5xx,
         consecutive_gateway_failures: o.consecutive_gateway_failures,
-        failure_percentage: percent(&format!("{f}.failure_percentage"), o.failure_percentage)?,
-        failure_percentage_min_requests: o.failure_percentage_min_requests,
-        interval: timeout_ms(&format!("{f}.interval_ms"), o.interval_ms)?,
         base_ejection: timeout_ms(&format!("{f}.base_ejection_ms"), o.base_ejection_ms)?,
         max_ejection_percent: percent(
             &format!("{f}.max_ejection_percent"),
             o.max_ejection_percent,
         )?,
+    })
+}
+
+fn circuit_breakers_from(cb: pb::CircuitBreakers) -> Result<CircuitBreakers> {
+    if cb.max_connections != 0 {
+        return Err(unsupported(
+            "cluster.circuit_breakers.max_connections",
+            "requests to a peer sidecar share one multiplexed HTTP/2 connection; bound them \
+             with max_requests and max_pending_requests",
+        ));
+    }
+    Ok(CircuitBreakers {
+        max_pending_requests: cb.max_pending_requests,
+        max_requests: cb.max_requests,
+        max_retries: cb.max_retries,
     })
 }
 

@@ -325,10 +325,19 @@ fn rate_limit_from(f: &str, rl: pb::RateLimit) -> Result<RateLimit> {
     if rl.requests_per_second == 0 {
         return Err(err(format!("{f}.requests_per_second"), "must be above 0"));
     }
+    if rl.per_source {
+        // The bucket lives in each calling sidecar: it already limits one caller's proxy,
+        // and no proxy keeps buckets per source identity.
+        return Err(err(
+            format!("{f}.per_source"),
+            "not supported: every calling sidecar keeps its own bucket for the rule (the \
+             limit applies per calling proxy); leave it false",
+        ));
+    }
     Ok(RateLimit {
         requests_per_second: rl.requests_per_second,
         // A burst below the rate would throttle under the configured rate; 0 means "= rate".
         burst: rl.burst.max(rl.requests_per_second),
-        per_source: rl.per_source,
+        per_source: false,
     })
 }

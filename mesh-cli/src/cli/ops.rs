@@ -89,25 +89,16 @@ pub struct PolicySetArgs {
     /// Outlier detection: eject an endpoint after N consecutive 5xx.
     #[arg(long, value_name = "N")]
     pub consecutive_5xx: Option<u32>,
-    /// Outlier detection: eject above this failure percentage.
-    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
-    pub failure_percentage: Option<u32>,
     /// Outlier detection: base ejection time.
     #[arg(long, value_name = "DURATION", value_parser = spec::duration)]
     pub ejection_time: Option<Duration>,
-    /// Outlier detection: evaluation interval.
-    #[arg(long, value_name = "DURATION", value_parser = spec::duration)]
-    pub outlier_interval: Option<Duration>,
     /// Outlier detection: at most this share of endpoints ejected.
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_ejection_percent: Option<u32>,
     /// Turn outlier detection off.
     #[arg(long)]
     pub no_outlier_detection: bool,
-    /// Circuit breaker: max connections.
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<u32>,
-    /// Circuit breaker: max pending requests.
+    /// Circuit breaker: max requests waiting for a new upstream connection at once.
     #[arg(long, value_name = "N")]
     pub max_pending: Option<u32>,
     /// Circuit breaker: max concurrent requests.

@@ -120,17 +120,14 @@ fn apply(mut c: pb::Cluster, a: &PolicySetArgs) -> Result<pb::Cluster> {
     }
     let od = c.outlier_detection.get_or_insert_with(Default::default);
     set(&mut od.consecutive_5xx, a.consecutive_5xx);
-    set(&mut od.failure_percentage, a.failure_percentage);
     set(&mut od.base_ejection_ms, a.ejection_time.map(millis));
-    set(&mut od.interval_ms, a.outlier_interval.map(millis));
     set(&mut od.max_ejection_percent, a.max_ejection_percent);
     if a.no_outlier_detection {
         od.disabled = true;
-    } else if a.consecutive_5xx.is_some() || a.failure_percentage.is_some() {
+    } else if a.consecutive_5xx.is_some() {
         od.disabled = false;
     }
     let cb = c.circuit_breakers.get_or_insert_with(Default::default);
-    set(&mut cb.max_connections, a.max_connections);
     set(&mut cb.max_pending_requests, a.max_pending);
     set(&mut cb.max_requests, a.max_requests);
     set(&mut cb.max_retries, a.max_retries);
@@ -207,9 +204,8 @@ fn table(c: &pb::Cluster, version: &str) -> Table {
                 "disabled".into()
             } else {
                 format!(
-                    "consecutive-5xx={} failure%={} ejection={} max-ejection%={}",
+                    "consecutive-5xx={} ejection={} max-ejection%={}",
                     n(od.consecutive_5xx),
-                    n(od.failure_percentage),
                     ms(od.base_ejection_ms),
                     n(od.max_ejection_percent)
                 )
@@ -218,8 +214,7 @@ fn table(c: &pb::Cluster, version: &str) -> Table {
         (
             "circuit-breakers",
             format!(
-                "connections={} pending={} requests={} retries={}",
-                n(cb.max_connections),
+                "pending={} requests={} retries={}",
                 n(cb.max_pending_requests),
                 n(cb.max_requests),
                 n(cb.max_retries)
