@@ -554,30 +554,21 @@ async fn oversized_initial_versions_are_refused() {
 #[tokio::test]
 async fn a_node_with_oversized_labels_is_refused() {
     let cp = start().await;
-    let mut n = node("p1", "web", "10.0.0.1");
-    n.labels = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
-    let err = Proxy::connect_with(
-        cp.handle.addrs.discovery,
-        DeltaDiscoveryRequest {
-            node: Some(n),
-            ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .expect("refused");
+    let refused = |labels: std::collections::HashMap<String, String>| {
+        let mut n = node("p1", "web", "10.0.0.1");
+        n.labels = labels;
+        Proxy::connect_with(
+            cp.handle.addrs.discovery,
+            DeltaDiscoveryRequest {
+                node: Some(n),
+                ..Default::default()
+            },
+        )
+    };
+    let too_many = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
+    let err = refused(too_many).await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
-    let mut n = node("p2", "web", "10.0.0.2");
-    n.labels = [("version".to_string(), "v".repeat(64))].into();
-    let err = Proxy::connect_with(
-        cp.handle.addrs.discovery,
-        DeltaDiscoveryRequest {
-            node: Some(n),
-            ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .expect("refused");
+    let too_long = [("version".to_string(), "v".repeat(64))].into();
+    let err = refused(too_long).await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 }

@@ -10,11 +10,11 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_proto::admin::v1::{CreateTokenRequest, ListRequest};
+use mesh_proto::admin::v1::ListRequest;
 use mesh_tests::admin::admin;
 use mesh_tests::http::{EchoApp, get_via};
 use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, bin_path, eventually};
-use mtls_support::{CONVERGE, IO_LIMIT, admin_get, meshed, metrics_text, sample};
+use mtls_support::{CONVERGE, IO_LIMIT, admin_get, meshed, metrics_text, sample, token_for};
 
 /// How long traffic runs: three one-minute certificate lifetimes (≥ 3 renewals each side).
 const SOAK: Duration = Duration::from_secs(185);
@@ -45,22 +45,7 @@ async fn one_minute_certificates_renew_for_minutes_with_no_failed_request_until_
     );
     let app = EchoApp::start("api").await;
     // api's join token lives 3 s: gone long before its first renewal.
-    let mut a = admin(&cp).await;
-    let token = tokio::time::timeout(
-        IO_LIMIT,
-        a.create_token(CreateTokenRequest {
-            namespace: "default".into(),
-            service_account: "api".into(),
-            ttl_secs: 3,
-            services: Vec::new(),
-            max_uses: 0,
-        }),
-    )
-    .await
-    .expect("in time")
-    .expect("token")
-    .into_inner()
-    .token;
+    let token = token_for(&cp, "default", "api", 3).await;
     let api = Sidecar::start(
         dir.path(),
         &SidecarOpts {

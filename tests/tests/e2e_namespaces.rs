@@ -7,11 +7,11 @@ mod mtls_support;
 
 use std::process::Command;
 
-use mesh_proto::admin::v1::{CreateTokenRequest, ServiceRef};
+use mesh_proto::admin::v1::ServiceRef;
 use mesh_tests::admin::admin;
 use mesh_tests::http::{EchoApp, get_via};
 use mesh_tests::{ControlPlane, Sidecar, SidecarOpts, bin_path, eventually};
-use mtls_support::{CONVERGE, IO_LIMIT, TLS};
+use mtls_support::{CONVERGE, TLS, token_for};
 
 /// A sidecar of `service` in `namespace`, joining with a token for that namespace's
 /// service account named like the service.
@@ -22,22 +22,7 @@ async fn meshed_in(
     service: &str,
     app: Option<u16>,
 ) -> Sidecar {
-    let mut a = admin(cp).await;
-    let token = tokio::time::timeout(
-        IO_LIMIT,
-        a.create_token(CreateTokenRequest {
-            namespace: namespace.into(),
-            service_account: service.into(),
-            ttl_secs: 0,
-            services: Vec::new(),
-            max_uses: 0,
-        }),
-    )
-    .await
-    .expect("in time")
-    .expect("token")
-    .into_inner()
-    .token;
+    let token = token_for(cp, namespace, service, 0).await;
     Sidecar::start(
         dir,
         &SidecarOpts {

@@ -22,13 +22,23 @@ pub const IO_LIMIT: Duration = Duration::from_secs(10);
 
 /// A join token for `default/<service_account>` from the control plane's admin API.
 pub async fn token(cp: &ControlPlane, service_account: &str) -> String {
+    token_for(cp, "default", service_account, 0).await
+}
+
+/// A join token for `<namespace>/<service_account>` living `ttl_secs` (0 = the default).
+pub async fn token_for(
+    cp: &ControlPlane,
+    namespace: &str,
+    service_account: &str,
+    ttl_secs: u64,
+) -> String {
     let mut a = admin(cp).await;
     tokio::time::timeout(
         IO_LIMIT,
         a.create_token(CreateTokenRequest {
-            namespace: "default".into(),
+            namespace: namespace.into(),
             service_account: service_account.into(),
-            ttl_secs: 0,
+            ttl_secs,
             services: Vec::new(),
             max_uses: 0,
         }),
