@@ -17,8 +17,6 @@ pub enum Cause {
     NoRoute,
     #[error("no-endpoints")]
     NoEndpoints,
-    #[error("all-ejected")]
-    AllEjected,
     #[error("connect-refused")]
     ConnectRefused,
     #[error("connect-timeout")]
@@ -55,10 +53,9 @@ pub enum Cause {
     TlsHandshake,
 }
 
-const ALL: [Cause; 19] = [
+const ALL: [Cause; 18] = [
     Cause::NoRoute,
     Cause::NoEndpoints,
-    Cause::AllEjected,
     Cause::ConnectRefused,
     Cause::ConnectTimeout,
     Cause::RequestTimeout,
@@ -87,7 +84,6 @@ impl Cause {
         match self {
             Self::NoRoute => "no-route",
             Self::NoEndpoints => "no-endpoints",
-            Self::AllEjected => "all-ejected",
             Self::ConnectRefused => "connect-refused",
             Self::ConnectTimeout => "connect-timeout",
             Self::RequestTimeout => "timeout:request",
@@ -118,7 +114,6 @@ impl Cause {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::NoEndpoints
-            | Self::AllEjected
             | Self::CircuitOpen
             | Self::AppUnavailable
             | Self::ConnectionLimit

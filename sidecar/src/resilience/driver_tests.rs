@@ -421,7 +421,7 @@ async fn no_endpoint_left_for_the_retry_returns_the_original_failure() {
         req(http::Method::GET, b""),
         |avoid| match avoid {
             None => Ok(0),
-            Some(_) => Err(Cause::AllEjected),
+            Some(_) => Err(Cause::NoEndpoints),
         },
         |_, _| async { status(503) },
     )
