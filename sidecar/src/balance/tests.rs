@@ -125,9 +125,6 @@ fn outlier_detection_ejects_after_consecutive_5xx() {
     c.outlier = Some(OutlierDetection {
         consecutive_5xx: 3,
         consecutive_gateway_failures: 3,
-        failure_percentage: 0,
-        failure_percentage_min_requests: 0,
-        interval: Duration::from_secs(10),
         base_ejection: Duration::from_secs(30),
         max_ejection_percent: 50,
     });

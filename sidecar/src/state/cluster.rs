@@ -17,7 +17,10 @@ pub struct Cluster {
     pub outlier: Option<OutlierDetection>,
     pub circuit_breakers: CircuitBreakers,
     pub health_check: Option<HealthCheck>,
-    pub connect_timeout: Duration,
+    /// Bound on dialling one endpoint; `None` = the outbound listener's own
+    /// (`OutboundConfig::connect_timeout`).
+    pub connect_timeout: Option<Duration>,
+    /// Pooled upstream connections dialled for this service close after this long unused.
     pub idle_timeout: Duration,
     pub tls_mode: TlsMode,
     pub protocol: Protocol,
@@ -32,8 +35,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connect timeout when the cluster sets none: 1 s is far above a loopback or LAN handshake
-    /// yet short enough that a request can still be retried on another endpoint.
+    /// Connect timeout when neither the cluster nor the outbound config sets one: 1 s is far
+    /// above a loopback or LAN handshake yet short enough that a request can still be retried
+    /// on another endpoint.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
     /// Idle pooled connections are closed after 90 s, matching common server keep-alive
     /// limits so the proxy rarely reuses a connection the server is about to close.
@@ -50,7 +54,7 @@ impl Cluster {
             outlier: super::convert::cluster::outlier(&Default::default()),
             circuit_breakers: CircuitBreakers::default(),
             health_check: None,
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             tls_mode: TlsMode::default(),
             protocol: Protocol::Detect,
@@ -91,21 +95,21 @@ pub struct HashOn {
     pub cookie_ttl: Option<Duration>,
 }
 
+/// Ejection on consecutive failures (`crate::balance::Outlier`); the proto's failure-rate
+/// fields and interval are refused when converted, since nothing here keeps rates.
 #[derive(Debug, Clone)]
 pub struct OutlierDetection {
     pub consecutive_5xx: u32,
     pub consecutive_gateway_failures: u32,
-    pub failure_percentage: u32,
-    pub failure_percentage_min_requests: u32,
-    pub interval: Duration,
     pub base_ejection: Duration,
     pub max_ejection_percent: u32,
 }
 
-/// Limits; `None` = the proxy default.
+/// Limits; `None` = the proxy default. The proto's `max_connections` is refused when
+/// converted: a peer's requests share one multiplexed HTTP/2 connection.
 #[derive(Debug, Clone, Default)]
 pub struct CircuitBreakers {
-    pub max_connections: Option<u32>,
+    /// Attempts waiting for a new upstream connection (its connect) at once.
     pub max_pending_requests: Option<u32>,
     pub max_requests: Option<u32>,
     pub max_retries: Option<u32>,
@@ -129,7 +133,10 @@ pub struct RetryBudget {
     pub window: Duration,
 }
 
-/// The protocol a service speaks; `Detect` sniffs each connection.
+/// The protocol a service's app speaks. `Detect` sniffs each connection and speaks the
+/// client's HTTP version upstream; `Http1`, `Http2` and `Grpc` fix the version the app gets
+/// (HTTP/2 with prior knowledge for the last two); `Tcp` proxies every connection to the
+/// service's VIP as opaque bytes, unsniffed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
     #[default]

@@ -37,27 +37,29 @@ impl TryFrom<&pb::Cluster> for Cluster {
         out.lb = lb;
         out.hash_on = hash_on;
         // On by default: a cluster without the message gets the default detection.
-        out.outlier = outlier(
-            c.outlier_detection
-                .as_ref()
-                .unwrap_or(&pb::OutlierDetection::default()),
-        );
-        out.circuit_breakers = c
-            .circuit_breakers
-            .as_ref()
-            .map(|b| {
+        let od = c.outlier_detection.clone().unwrap_or_default();
+        refuse_rates(&od)?;
+        out.outlier = outlier(&od);
+        out.circuit_breakers = match &c.circuit_breakers {
+            Some(b) if b.max_connections != 0 => {
+                return Err(ConvertError::new(
+                    "circuit_breakers.max_connections",
+                    "not supported: a peer's requests share one HTTP/2 connection; bound them \
+                     with max_requests and max_pending_requests",
+                ));
+            }
+            Some(b) => {
                 let nz = |v: u32| (v != 0).then_some(v);
                 CircuitBreakers {
-                    max_connections: nz(b.max_connections),
                     max_pending_requests: nz(b.max_pending_requests),
                     max_requests: nz(b.max_requests),
                     max_retries: nz(b.max_retries),
                 }
-            })
-            .unwrap_or_default();
+            }
+            None => CircuitBreakers::default(),
+        };
         out.health_check = c.health_check.as_ref().map(health_check).transpose()?;
-        out.connect_timeout =
-            opt_ms(c.connect_timeout_ms).unwrap_or(Cluster::DEFAULT_CONNECT_TIMEOUT);
+        out.connect_timeout = opt_ms(c.connect_timeout_ms);
         out.idle_timeout = opt_ms(c.idle_timeout_ms).unwrap_or(Cluster::DEFAULT_IDLE_TIMEOUT);
         out.tls_mode = tls_mode(c.tls_mode());
         out.identities = c.identities.iter().map(|i| name(i)).collect();
@@ -110,8 +112,30 @@ fn hash_on(h: &pb::HashOn) -> Result<Option<HashOn>> {
     }))
 }
 
-/// Outlier defaults follow Envoy's (5 consecutive 5xx, 10 s interval, 30 s base ejection,
-/// 10 % max ejected): proven in production and familiar to operators.
+/// The detector ejects on consecutive failures and keeps no failure rates: the proto's
+/// failure-percentage fields and evaluation interval are refused rather than ignored (the
+/// control plane refuses them too, so only a static config can carry them).
+fn refuse_rates(o: &pb::OutlierDetection) -> Result<()> {
+    for (field, v) in [
+        ("failure_percentage", u64::from(o.failure_percentage)),
+        (
+            "failure_percentage_min_requests",
+            u64::from(o.failure_percentage_min_requests),
+        ),
+        ("interval_ms", o.interval_ms),
+    ] {
+        if v != 0 {
+            return Err(ConvertError::new(
+                format!("outlier_detection.{field}"),
+                "not supported: outlier detection ejects on consecutive failures only",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Outlier defaults follow Envoy's (5 consecutive 5xx, 30 s base ejection, 10 % max
+/// ejected): proven in production and familiar to operators.
 pub(crate) fn outlier(o: &pb::OutlierDetection) -> Option<OutlierDetection> {
     if o.disabled {
         return None;
@@ -120,9 +144,6 @@ pub(crate) fn outlier(o: &pb::OutlierDetection) -> Option<OutlierDetection> {
     Some(OutlierDetection {
         consecutive_5xx: or(o.consecutive_5xx, 5),
         consecutive_gateway_failures: or(o.consecutive_gateway_failures, 5),
-        failure_percentage: o.failure_percentage.min(100),
-        failure_percentage_min_requests: or(o.failure_percentage_min_requests, 50),
-        interval: opt_ms(o.interval_ms).unwrap_or(Duration::from_secs(10)),
         base_ejection: opt_ms(o.base_ejection_ms).unwrap_or(Duration::from_secs(30)),
         max_ejection_percent: or(o.max_ejection_percent, 10).min(100),
     })

@@ -188,3 +188,76 @@ fn runtime_ratio_bounds() {
         "trace_sampling_ratio"
     );
 }
+
+#[test]
+fn cluster_fields_nothing_enforces_are_refused() {
+    let base = || pb::Cluster {
+        name: "a".into(),
+        ..Default::default()
+    };
+    let outlier = |o: pb::OutlierDetection| pb::Cluster {
+        outlier_detection: Some(o),
+        ..base()
+    };
+    let refused = [
+        (
+            outlier(pb::OutlierDetection {
+                failure_percentage: 50,
+                ..Default::default()
+            }),
+            "outlier_detection.failure_percentage",
+        ),
+        (
+            outlier(pb::OutlierDetection {
+                failure_percentage_min_requests: 20,
+                ..Default::default()
+            }),
+            "outlier_detection.failure_percentage_min_requests",
+        ),
+        (
+            outlier(pb::OutlierDetection {
+                interval_ms: 10_000,
+                ..Default::default()
+            }),
+            "outlier_detection.interval_ms",
+        ),
+        (
+            pb::Cluster {
+                circuit_breakers: Some(pb::CircuitBreakers {
+                    max_connections: 4,
+                    ..Default::default()
+                }),
+                ..base()
+            },
+            "circuit_breakers.max_connections",
+        ),
+    ];
+    for (c, field) in refused {
+        let err = Cluster::try_from(&c).unwrap_err();
+        assert_eq!(err.field, field);
+        assert!(err.reason.starts_with("not supported"), "{err}");
+    }
+
+    // What the data path enforces converts; unset falls back to the proxy's defaults.
+    let c = Cluster::try_from(&pb::Cluster {
+        connect_timeout_ms: 200,
+        idle_timeout_ms: 5_000,
+        protocol: pb::Protocol::Tcp as i32,
+        circuit_breakers: Some(pb::CircuitBreakers {
+            max_pending_requests: 8,
+            ..Default::default()
+        }),
+        ..base()
+    })
+    .unwrap();
+    assert_eq!(
+        c.connect_timeout,
+        Some(std::time::Duration::from_millis(200))
+    );
+    assert_eq!(c.idle_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(c.protocol, Protocol::Tcp);
+    assert_eq!(c.circuit_breakers.max_pending_requests, Some(8));
+    let d = Cluster::try_from(&base()).unwrap();
+    assert_eq!(d.connect_timeout, None);
+    assert_eq!(d.idle_timeout, Cluster::DEFAULT_IDLE_TIMEOUT);
+}
