@@ -194,7 +194,21 @@ pub fn run(cfg: Config, log: LogControl) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(runtime_err("data"))?;
+    // The sidecar's own ports: a peer may never have the inbound side forward to them.
+    let mut own_ports = vec![
+        addrs.inbound.port(),
+        addrs.outbound.port(),
+        addrs.admin.port(),
+    ];
+    own_ports.extend(cfg.dns_addr.map(|a| a.port()));
+    own_ports.extend(
+        listeners
+            .forwards
+            .iter()
+            .filter_map(|(_, l)| l.local_addr().ok().map(|a| a.port())),
+    );
     let data_cfg = DataPath {
+        own_ports,
         cfg,
         state,
         health,
@@ -360,6 +374,8 @@ impl Signals {
 
 /// What the data runtime serves.
 struct DataPath {
+    /// Ports of the sidecar's own listeners (never an inbound target).
+    own_ports: Vec<u16>,
     cfg: Config,
     state: StateHandle,
     health: Arc<Health>,
@@ -393,6 +409,7 @@ async fn data_main(d: DataPath, exit: oneshot::Receiver<()>) -> Result<(), AppEr
         forwards,
         outbound_drain,
         d.identity,
+        d.own_ports,
     );
 
     // Draining starts on a signal or `POST /drain`: inbound stops accepting, and its live

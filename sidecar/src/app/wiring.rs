@@ -28,6 +28,7 @@ pub(super) fn spawn_data_path(
     forwards: Vec<(TcpForward, TcpListener)>,
     outbound_drain: Drain,
     identity: Option<Arc<CertStore>>,
+    own_ports: Vec<u16>,
 ) {
     let inbound_ctx = InboundCtx::new(
         state.clone(),
@@ -36,6 +37,7 @@ pub(super) fn spawn_data_path(
             detect_timeout: cfg.detect_timeout,
             max_header_bytes: cfg.max_header_bytes,
             service: Some(cfg.service_key().as_str().into()),
+            own_ports,
             ..InboundConfig::default()
         },
     );

@@ -53,6 +53,9 @@ pub struct InboundConfig {
     /// The workload's own service: its AuthorizationPolicy guards every inbound request.
     /// `None` (tests, static setups) = no authorization.
     pub service: Option<crate::state::Name>,
+    /// The sidecar's own listener ports (admin, inbound, outbound, DNS, fixed forwards): never
+    /// a target, whatever a peer hints or dials.
+    pub own_ports: Vec<u16>,
 }
 
 impl Default for InboundConfig {
@@ -66,6 +69,7 @@ impl Default for InboundConfig {
             // The app is on loopback: 1 s only ever elapses when it is wedged.
             connect_timeout: Duration::from_secs(1),
             service: None,
+            own_ports: Vec::new(),
         }
     }
 }
@@ -122,10 +126,14 @@ impl InboundCtx {
         }
     }
 
-    /// Whether a peer may name `port` (header or preamble). Only the app's ports: otherwise
-    /// any caller could reach every loopback service of the pod, the sidecar's admin port
-    /// included. Without any configured app port every port is allowed.
+    /// Whether a peer may reach `port` (a header or preamble hint, or the port it dialled in
+    /// transparent mode). Never one of the sidecar's own listeners; only the app's declared
+    /// ports when it declares any: otherwise any caller could reach every loopback service of
+    /// the pod, the sidecar's admin port (`POST /drain`) and DNS port included.
     fn hint_allowed(&self, port: u16) -> bool {
+        if self.inner.cfg.own_ports.contains(&port) {
+            return false;
+        }
         let cfg = &self.inner.cfg.app_ports;
         let snap = self.inner.state.load();
         let listener: &[u16] = snap.listener.as_ref().map_or(&[], |l| &l.app_ports);
@@ -133,16 +141,17 @@ impl InboundCtx {
     }
 
     /// The app port for a connection without a port hint: the original destination port
-    /// (transparent mode), else the first configured app port, else the first app port of
-    /// the Listener resource.
+    /// (transparent mode) when a peer may reach it, else the first configured app port, else
+    /// the first app port of the Listener resource. A refused original destination gives
+    /// `None` (no route), never a fallback to another port.
     fn default_port(&self, orig_dst: Option<SocketAddr>) -> Option<u16> {
-        orig_dst
-            .map(|d| d.port())
-            .or_else(|| self.inner.cfg.app_ports.first().copied())
-            .or_else(|| {
-                let snap = self.inner.state.load();
-                snap.listener.as_ref()?.app_ports.first().copied()
-            })
+        if let Some(d) = orig_dst {
+            return self.hint_allowed(d.port()).then_some(d.port());
+        }
+        self.inner.cfg.app_ports.first().copied().or_else(|| {
+            let snap = self.inner.state.load();
+            snap.listener.as_ref()?.app_ports.first().copied()
+        })
     }
 }
 
