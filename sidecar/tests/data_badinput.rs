@@ -112,3 +112,26 @@ async fn garbage_is_dropped_and_proxy_keeps_serving() {
     assert!(rsp.is_empty(), "{rsp}");
     still_serving(&mesh).await;
 }
+
+#[tokio::test]
+async fn an_invalid_host_is_refused_and_never_subscribed() {
+    let mesh = mesh_with_limit(64 * 1024).await;
+    let long = "x".repeat(300);
+    for host in [".", "a..b", long.as_str()] {
+        let rsp = raw(
+            &mesh,
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_mesh_error(&rsp, 400, "bad-request");
+    }
+    // Nothing of it reached the discovery client's subscriptions.
+    let wanted = mesh.state.wanted().borrow().clone();
+    assert!(
+        wanted
+            .iter()
+            .all(|n| n.len() <= 253 && !n.contains("..") && &**n != "."),
+        "{wanted:?}"
+    );
+    still_serving(&mesh).await;
+}

@@ -47,6 +47,25 @@ pub fn service_name<'a>(authority: &'a str, local_ns: &str) -> Cow<'a, str> {
     }
 }
 
+/// Whether `name` (from [`service_name`]) can name anything: DNS labels of 1–63 letters,
+/// digits, `-` or `_`, at most 253 bytes in all, or an IP address. Anything else (`Host: .`,
+/// an empty label, 300 bytes) is refused with `bad-request` before it is looked up, so one
+/// request from the app can never put a name on the discovery stream that cannot exist.
+pub fn valid_name(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// The port of an authority, if any.
 pub fn port_of(authority: &str) -> Option<u16> {
     let host = strip_port(authority);
@@ -112,6 +131,12 @@ mod tests {
         );
         assert_eq!(service_name("reviews.default", "shop"), "reviews");
         assert_eq!(service_name("10.0.0.1:80", "shop"), "10.0.0.1");
+        for bad in [".", "", "a..b", &"x".repeat(300), "a b", "a%b", "x/y"] {
+            assert!(!valid_name(&service_name(bad, d)), "{bad:?}");
+        }
+        for good in ["reviews", "reviews.shop", "10.0.0.1", "[::1]:80", "a-b_c.d"] {
+            assert!(valid_name(&service_name(good, d)), "{good:?}");
+        }
         assert_eq!(port_of("reviews:9080"), Some(9080));
         assert_eq!(port_of("reviews"), None);
     }
