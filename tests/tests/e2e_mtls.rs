@@ -189,6 +189,57 @@ async fn authorization_allows_listed_identity_and_denies_others_with_403() {
     }
 }
 
+/// A path rule admits only what is really under its prefix, however the path is spelled: the
+/// peer sidecar judges `..`, `%2e%2e`, `//` and `/publicity` as the app would resolve them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_path_rules_judge_the_normalised_path() {
+    use mesh_proto::admin::v1::SetAuthorizationPolicyRequest;
+    use mesh_proto::types::v1::{AuthorizationPolicy, AuthzAction, AuthzRule};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("cp"), TLS);
+    let app = EchoApp::start("echo-paths").await;
+    let _server = meshed(&cp, dir.path(), "echo", Some(app.addr.port())).await;
+    let web = meshed(&cp, dir.path(), "web", None).await;
+    let mut a = admin(&cp).await;
+    a.set_authorization_policy(SetAuthorizationPolicyRequest {
+        policy: Some(AuthorizationPolicy {
+            service: "echo".into(),
+            default_action: AuthzAction::Deny as i32,
+            allow: vec![AuthzRule {
+                sources: vec!["*".into()],
+                path_prefix: "/public".into(),
+                ..Default::default()
+            }],
+        }),
+        dry_run: false,
+    })
+    .await
+    .expect("set authorization policy");
+    eventually("the policy is in force", CONVERGE, || async {
+        get_via(web.outbound, "echo", "/admin", &[])
+            .await
+            .ok()
+            .filter(|r| r.0 == 403)
+    })
+    .await;
+    for allowed in ["/public", "/public/a", "/x/../public/a"] {
+        let (status, _, _, _) = get_via(web.outbound, "echo", allowed, &[]).await.unwrap();
+        assert_eq!(status, 200, "{allowed}");
+    }
+    for denied in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+        "//admin",
+        "/publicity",
+    ] {
+        let (status, _, _, headers) = get_via(web.outbound, "echo", denied, &[]).await.unwrap();
+        assert_eq!(status, 403, "{denied}");
+        assert_eq!(headers["x-mesh-error"], "authz-denied", "{denied}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_health_checks_reach_a_strict_peer_over_mtls() {
     use mesh_proto::admin::v1::SetClusterPolicyRequest;
