@@ -11,6 +11,7 @@ use std::time::Duration;
 use data_support::apps::{http_app, server_first, tcp_echo};
 use data_support::*;
 use http_body_util::Full;
+use mesh_proto::types::v1 as pb;
 use mesh_sidecar::state::{Cluster, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -113,12 +114,34 @@ async fn transparent_inner() {
     let web = mesh.pod(app, "v1").await;
     let echo_pod = mesh.pod(echo, "v1").await;
     let smtp_pod = mesh.pod(smtp, "v1").await;
-    for (name, vip, port, pod) in [
-        ("web", [10, 96, 0, 1], 80, &web),
-        ("echo", [10, 96, 0, 2], 81, &echo_pod),
-        ("smtp", [10, 96, 0, 3], 25, &smtp_pod),
+    // Declared TCP by their clusters, on no opaque or server-first port of the listener.
+    let greeter = mesh.pod(server_first().await, "v1").await;
+    let raw = mesh.pod(tcp_echo().await, "v1").await;
+    for (name, vip, port, pod, protocol) in [
+        ("web", [10, 96, 0, 1], 80, &web, pb::Protocol::Unspecified),
+        (
+            "echo",
+            [10, 96, 0, 2],
+            81,
+            &echo_pod,
+            pb::Protocol::Unspecified,
+        ),
+        (
+            "smtp",
+            [10, 96, 0, 3],
+            25,
+            &smtp_pod,
+            pb::Protocol::Unspecified,
+        ),
+        ("greeter", [10, 96, 0, 4], 2525, &greeter, pb::Protocol::Tcp),
+        ("raw", [10, 96, 0, 5], 8080, &raw, pb::Protocol::Tcp),
     ] {
-        let mut c = Cluster::with_defaults(name.into());
+        let mut c = Cluster::try_from(&pb::Cluster {
+            name: name.into(),
+            protocol: protocol as i32,
+            ..Default::default()
+        })
+        .unwrap();
         c.vip = Some(vip.into());
         c.ports = vec![port];
         mesh.set_cluster(c);
@@ -139,7 +162,9 @@ async fn transparent_inner() {
     let to = mesh.outbound.port();
     if !(redirect("10.96.0.1", 80, to)
         && redirect("10.96.0.2", 81, to)
-        && redirect("10.96.0.3", 25, to))
+        && redirect("10.96.0.3", 25, to)
+        && redirect("10.96.0.4", 2525, to)
+        && redirect("10.96.0.5", 8080, to))
     {
         println!("SKIP: iptables REDIRECT unavailable");
         return;
@@ -170,4 +195,22 @@ async fn transparent_inner() {
         .expect("greeting must not wait for detection")
         .unwrap();
     assert_eq!(&greeting, b"220 hello\r\n");
+
+    // A cluster declaring TCP: its VIP is never sniffed. A server-first greeting arrives
+    // without the listener naming the port (detection would wait its 60 s)...
+    let mut s = within(TcpStream::connect("10.96.0.4:2525")).await.unwrap();
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut greeting))
+        .await
+        .expect("a TCP cluster's greeting must not wait for detection")
+        .unwrap();
+    assert_eq!(&greeting, b"220 hello\r\n");
+    // ...and bytes that look like HTTP travel as bytes, echoed back unchanged (detected as
+    // HTTP they would become a request, and the echo no valid response).
+    let head = b"GET /not-parsed HTTP/1.1\r\nHost: raw\r\n\r\n";
+    let mut s = within(TcpStream::connect("10.96.0.5:8080")).await.unwrap();
+    s.write_all(head).await.unwrap();
+    let mut back = vec![0u8; head.len()];
+    within(s.read_exact(&mut back)).await.unwrap();
+    assert_eq!(back, head);
 }

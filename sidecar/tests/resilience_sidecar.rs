@@ -453,3 +453,100 @@ async fn connect_timeout_is_retried_elsewhere_then_answered_with_its_cause() {
     assert_eq!(got.status, 504, "{}", got.body);
     assert_eq!(got.headers["x-mesh-error"], "connect-timeout");
 }
+
+/// The cluster's `connect_timeout_ms`, not the outbound listener's, bounds dialling its
+/// endpoints: with the listener's at 30 s, three attempts at a hung endpoint would outlast
+/// the test's guard; at the cluster's 200 ms they end in `connect-timeout` well within it.
+#[tokio::test]
+async fn a_cluster_connect_timeout_bounds_dialling_its_endpoints() {
+    let Some((hole, _fillers)) = black_hole().await else {
+        println!("skipped: this kernel never filled the accept queue, so connects cannot hang");
+        return;
+    };
+    let mesh = Mesh::with_config(mesh_sidecar::outbound::OutboundConfig {
+        connect_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await;
+    let hung = Pod {
+        app: hole,
+        inbound: hole,
+        version: "v1",
+        trigger: None,
+    };
+    mesh.set_endpoints("svc", &[&hung]);
+    let c = pb::Cluster {
+        name: "svc".into(),
+        connect_timeout_ms: 200,
+        ..Default::default()
+    };
+    mesh.set_cluster(Cluster::try_from(&c).unwrap());
+    let mut tx = mesh.h1().await;
+    // 10 s: far above three 200 ms connects, far below one 30 s connect.
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        send_h1(&mut tx, request(http::Method::GET)),
+    )
+    .await
+    .expect("the cluster's connect timeout, not the listener's, ended the attempts");
+    assert_eq!(got.status, 504, "{}", got.body);
+    assert_eq!(got.headers["x-mesh-error"], "connect-timeout");
+    // The same for opaque TCP (CONNECT) to the service.
+    let mut tunnel = mesh.h1().await;
+    let connect = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("svc:80")
+        .body(Full::default())
+        .unwrap();
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        send_h1(&mut tunnel, connect),
+    )
+    .await
+    .expect("the cluster's connect timeout bounds the tunnel's connect");
+    assert_eq!(got.status, 504, "{}", got.body);
+    assert_eq!(got.headers["x-mesh-error"], "connect-timeout");
+}
+
+/// `max_pending_requests` caps the attempts waiting for a new connection: with one allowed
+/// and the endpoint's connects hanging, of two concurrent requests one waits on its connect
+/// and the other is refused at once with `circuit-open`.
+#[tokio::test]
+async fn max_pending_requests_refuses_attempts_beyond_the_pending_connects() {
+    let Some((hole, _fillers)) = black_hole().await else {
+        println!("skipped: this kernel never filled the accept queue, so connects cannot hang");
+        return;
+    };
+    let mesh = Mesh::new().await;
+    let hung = Pod {
+        app: hole,
+        inbound: hole,
+        version: "v1",
+        trigger: None,
+    };
+    mesh.set_endpoints("svc", &[&hung]);
+    let c = pb::Cluster {
+        name: "svc".into(),
+        // 30 s: the waiting connect outlasts the test.
+        connect_timeout_ms: 30_000,
+        circuit_breakers: Some(pb::CircuitBreakers {
+            max_pending_requests: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    mesh.set_cluster(Cluster::try_from(&c).unwrap());
+    let (mut a, mut b) = (mesh.h1().await, mesh.h1().await);
+    let first = send_h1(&mut a, request(http::Method::GET));
+    let second = send_h1(&mut b, request(http::Method::GET));
+    // Whichever reaches its connect second is refused; the other keeps waiting.
+    let got = tokio::select! {
+        got = first => got,
+        got = second => got,
+        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+            panic!("no request was refused while the other waited on its connect")
+        }
+    };
+    assert_eq!(got.status, 503, "{}", got.body);
+    assert_eq!(got.headers["x-mesh-error"], "circuit-open");
+}

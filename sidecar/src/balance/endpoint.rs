@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::stats::{EndpointStats, now_ns};
-use crate::state::{Endpoint, OutlierDetection};
+use crate::state::{Cluster, Endpoint, OutlierDetection};
 
 /// An endpoint as the balancers see it.
 #[derive(Debug)]
@@ -17,6 +17,9 @@ pub struct LbEndpoint {
     pub(crate) outlier: Option<Arc<Outlier>>,
     /// Requests in flight on the whole service (for the `max_requests` circuit breaker).
     service_in_flight: Arc<AtomicU32>,
+    /// The cluster in force for the endpoint's service: how it is dialled (connect and idle
+    /// timeouts, pending limit) by paths that hold only the endpoint.
+    cluster: Arc<Cluster>,
 }
 
 /// Outlier-detection settings of a service and the stats of all its endpoints (to cap ejections).
@@ -52,6 +55,7 @@ impl LbEndpoint {
         stats: Arc<EndpointStats>,
         outlier: Option<Arc<Outlier>>,
         service_in_flight: Arc<AtomicU32>,
+        cluster: Arc<Cluster>,
     ) -> Self {
         // A socket address always formats as a valid authority (`ip:port`, `[v6]:port`).
         let authority = http::uri::Authority::try_from(endpoint.addr.to_string())
@@ -62,7 +66,13 @@ impl LbEndpoint {
             stats,
             outlier,
             service_in_flight,
+            cluster,
         }
+    }
+
+    /// The cluster of the endpoint's service.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     /// Starts a request on this endpoint.

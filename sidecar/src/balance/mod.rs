@@ -122,6 +122,7 @@ impl ServiceLb {
                     s,
                     outlier.clone(),
                     in_flight.clone(),
+                    cluster.clone(),
                 ))
             })
             .collect();

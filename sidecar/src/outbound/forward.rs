@@ -1,5 +1,7 @@
 //! Outbound forwarding of one routed request: rule → weighted backend → balanced endpoint
-//! (through the resilience driver: retries, budget, timeouts) → upstream request and response.
+//! (through the resilience driver: retries, budget, timeouts) → upstream request and response,
+//! over connections dialled and kept per the service's cluster (connect and idle timeouts,
+//! pending connects, the HTTP version its app speaks).
 
 use std::sync::Arc;
 
@@ -10,14 +12,15 @@ use hyper::body::Incoming;
 
 use super::{ConnInfo, OutboundCtx, mirror};
 use crate::balance::{LbEndpoint, Outcome, cookie, hash64, request_hash};
+use crate::proxy::client::{Dial, SendError};
 use crate::proxy::headers::{
     MESH_APP_PORT, MESH_ORIG_PROTO, add_forwarded_for, ensure_request_id, is_upgrade,
     strip_hop_by_hop,
 };
 use crate::proxy::{Cause, Clients, ProxyBody, upgrade};
-use crate::resilience::{self, ReplayBody, wiring};
+use crate::resilience::{self, ClusterResilience, ReplayBody, Resource, wiring};
 use crate::routing::{self, RequestInfo};
-use crate::state::{HashKey, Snapshot};
+use crate::state::{HashKey, Protocol, Snapshot};
 
 pub(super) async fn forward(
     ctx: &OutboundCtx,
@@ -129,7 +132,7 @@ pub(super) async fn forward(
         return Cause::CircuitOpen.respond(&format_args!("{target}: {} in flight", lb.in_flight()));
     }
     let upgrade = is_upgrade(req.headers());
-    let from_h2 = req.version() == Version::HTTP_2;
+    let app_h2 = app_speaks_h2(lb.cluster.protocol, req.version() == Version::HTTP_2);
 
     // The upstream request, minus the per-endpoint mesh headers.
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -162,6 +165,7 @@ pub(super) async fn forward(
     // safe by default (only what provably never reached an app), the route's policy on top;
     // bodies up to 64 KiB are replayable; a retry avoids the endpoint that just failed.
     let res = ctx.inner.resilience.get(&lb.cluster);
+    let dial = ctx.dial(&lb.cluster);
     let retry = selected
         .as_ref()
         .and_then(|s| s.rule.retry.as_ref())
@@ -180,9 +184,9 @@ pub(super) async fn forward(
     // hands an unsent request back: HTTP/1.1 (connect failure, or a pooled connection closed
     // before the request was written) and a failed HTTP/2 connect do. A REFUSED_STREAM from
     // a peer does not reliably (hyper only returns a request it has not started to send), so
-    // a pool with peer sidecars, or an HTTP/2 client, keeps a copy for that retry-safe case.
+    // a pool with peer sidecars, or an HTTP/2 app, keeps a copy for that retry-safe case.
     // (A retry policy always keeps one: `call_reclaiming`.)
-    let keep_head = !upgrade && (from_h2 || pool.any_meshed());
+    let keep_head = !upgrade && (app_h2 || pool.any_meshed());
     let result = resilience::call_reclaiming(
         &res,
         &policy,
@@ -191,7 +195,14 @@ pub(super) async fn forward(
             let first = avoid.is_none().then(|| pool.pick(hash).cloned()).flatten();
             wiring::pick_index(members, first, avoid, || pool.pick(None))
         },
-        |idx, req| attempt(ctx, &members[idx], upgrade, from_h2, req),
+        |idx, req| {
+            let how = How {
+                upgrade,
+                app_h2,
+                dial,
+            };
+            attempt(ctx, &res, &members[idx], how, req)
+        },
         keep_head,
     )
     .await;
@@ -216,7 +227,18 @@ pub(super) async fn forward(
     Response::from_parts(parts, ProxyBody::from(body))
 }
 
-/// Marks the request for a peer sidecar: the target app port and the client's protocol.
+/// Whether the service's app gets HTTP/2: the cluster's protocol when it names an HTTP
+/// version (gRPC is HTTP/2), else the client's own.
+fn app_speaks_h2(protocol: Protocol, from_h2: bool) -> bool {
+    match protocol {
+        Protocol::Http1 => false,
+        Protocol::Http2 | Protocol::Grpc => true,
+        Protocol::Detect | Protocol::Tcp => from_h2,
+    }
+}
+
+/// Marks the request for a peer sidecar: the target app port and the protocol its app gets
+/// (`from_h2`: HTTP/2).
 pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_h2: bool) {
     if !ep.endpoint.is_meshed() {
         return;
@@ -229,31 +251,58 @@ pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_
     headers.insert(MESH_ORIG_PROTO, HeaderValue::from_static(proto));
 }
 
+/// How every attempt of one request is sent: the same for each endpoint tried.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    upgrade: bool,
+    /// The service's app gets HTTP/2 ([`app_speaks_h2`]).
+    app_h2: bool,
+    /// The cluster's connect and idle timeouts.
+    dial: Dial,
+}
+
+/// A new upstream connection, counted as one of the cluster's pending connects while it is
+/// established: over `max_pending_requests` the attempt fails at once with `circuit-open`.
+async fn pending<T>(
+    res: &ClusterResilience,
+    dial: impl std::future::Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
+    let _pending = res
+        .circuit
+        .try_acquire(Resource::Pending)
+        .map_err(|cause| (cause, "pending connects at max_pending_requests".to_owned()))?;
+    dial.await
+}
+
 /// One attempt at one endpoint: its mesh headers, the connection (multiplexed HTTP/2 to a
-/// peer sidecar, except upgrades; the app's own protocol for an unmeshed endpoint), and the
-/// balancer's in-flight guard (latency, failure penalty, outlier detection). A failed connect
-/// (either protocol) or an HTTP/1.1 request hyper did not write hands the request back, for a
-/// retry elsewhere.
+/// peer sidecar, except upgrades; the version the app speaks for an unmeshed endpoint; a new
+/// one dialled per the cluster when none is pooled), and the balancer's in-flight guard
+/// (latency, failure penalty, outlier detection). A failed connect (either protocol) or an
+/// HTTP/1.1 request hyper did not write hands the request back, for a retry elsewhere.
 async fn attempt(
     ctx: &OutboundCtx,
+    res: &ClusterResilience,
     ep: &Arc<LbEndpoint>,
-    upgrade: bool,
-    from_h2: bool,
+    how: How,
     req: Request<ReplayBody<Incoming>>,
 ) -> Result<Response<Incoming>, resilience::Failed<Incoming>> {
     let upstream = |req: Request<ReplayBody<Incoming>>| {
         let (mut parts, body) = req.into_parts();
-        mesh_headers(&mut parts.headers, ep, from_h2);
+        mesh_headers(&mut parts.headers, ep, how.app_h2);
         Request::from_parts(parts, ProxyBody::Replay(body))
     };
     let guard = ep.start();
-    let (result, unsent) = if !upgrade && (ep.endpoint.is_meshed() || from_h2) {
-        match ctx
-            .inner
-            .clients
-            .connect_h2(ep.endpoint.addr, ep.endpoint.identity.as_ref())
-            .await
-        {
+    let clients = &ctx.inner.clients;
+    let addr = ep.endpoint.addr;
+    let (result, unsent) = if !how.upgrade && (ep.endpoint.is_meshed() || how.app_h2) {
+        let conn = match clients.pooled_h2(addr) {
+            Some(conn) => Ok(conn),
+            None => {
+                let identity = ep.endpoint.identity.as_ref();
+                pending(res, clients.dial_h2(addr, identity, how.dial)).await
+            }
+        };
+        match conn {
             Ok(conn) => (
                 Clients::send_h2(conn, upstream(req), &ep.authority).await,
                 None,
@@ -261,8 +310,11 @@ async fn attempt(
             Err(e) => (Err(e), Some(req)),
         }
     } else {
-        let clients = &ctx.inner.clients;
-        match clients.connect_h1(ep.endpoint.addr).await {
+        let conn = match clients.pooled_h1(addr, how.dial) {
+            Some(conn) => Ok(conn),
+            None => pending(res, clients.dial_h1(addr, how.dial)).await,
+        };
+        match conn {
             Ok(conn) => match clients.send_h1(conn, upstream(req), &ep.authority).await {
                 Ok(rsp) => (Ok(rsp), None),
                 Err((e, unsent)) => (Err(e), unsent.and_then(reclaim)),
@@ -270,10 +322,13 @@ async fn attempt(
             Err(e) => (Err(e), Some(req)),
         }
     };
-    guard.finish(match &result {
-        Ok(rsp) => Outcome::Status(rsp.status().as_u16()),
-        Err(_) => Outcome::Failed,
-    });
+    match &result {
+        Ok(rsp) => guard.finish(Outcome::Status(rsp.status().as_u16())),
+        // Refused here (pending connects full) before the endpoint was tried: nothing to
+        // learn about it, so no failure penalty and no outlier count.
+        Err((Cause::CircuitOpen, _)) => drop(guard),
+        Err(_) => guard.finish(Outcome::Failed),
+    }
     result.map_err(|(cause, detail)| {
         tracing::debug!(cause = cause.as_str(), endpoint = %ep.endpoint.addr, %detail, "attempt failed");
         resilience::Failed { cause, unsent }

@@ -37,7 +37,7 @@ pub struct OutboundConfig {
     pub detect_timeout: Duration,
     /// Request-head limit; larger heads get 431.
     pub max_header_bytes: usize,
-    /// Connect timeout to endpoints.
+    /// Connect timeout to endpoints whose cluster sets none, and to passthrough destinations.
     pub connect_timeout: Duration,
     /// How long a request for an unknown service waits for discovery to answer.
     pub discovery_wait: Duration,
@@ -102,6 +102,15 @@ impl OutboundCtx {
     pub fn state(&self) -> &StateHandle {
         &self.inner.state
     }
+
+    /// How connections to `cluster`'s endpoints are dialled and kept: its connect timeout
+    /// (this config's where it sets none) and its idle timeout.
+    fn dial(&self, cluster: &crate::state::Cluster) -> proxy::client::Dial {
+        let connect = cluster
+            .connect_timeout
+            .unwrap_or(self.inner.cfg.connect_timeout);
+        proxy::client::Dial::new(connect, cluster.idle_timeout)
+    }
 }
 
 /// Serves the outbound listener (explicit proxy and transparent) until drain begins; live
@@ -161,11 +170,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: OutboundCtx, drain
     let conn = ConnInfo { peer, orig_dst };
     let snap = ctx.inner.state.load();
     let listener = snap.listener.clone();
+    // A service declared TCP is opaque at its VIP, whatever its first bytes look like.
+    let declared_tcp = orig_dst.is_some_and(|dst| tcp::declared_tcp(&snap, dst));
     drop(snap);
-    let skip = match (&listener, orig_dst) {
-        (Some(l), Some(dst)) => l.skips_detection(dst.port()),
-        _ => false,
-    };
+    let skip = declared_tcp
+        || match (&listener, orig_dst) {
+            (Some(l), Some(dst)) => l.skips_detection(dst.port()),
+            _ => false,
+        };
     let timeout = listener
         .as_ref()
         .and_then(|l| l.detect_timeout)

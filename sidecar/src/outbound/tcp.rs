@@ -10,8 +10,17 @@ use super::OutboundCtx;
 use super::tls::{UpstreamIo, secure};
 use crate::balance::{InFlight, LbEndpoint, Outcome, hash64};
 use crate::proxy::{Cause, tcp};
-use crate::state::Snapshot;
+use crate::resilience::Resource;
+use crate::state::{Protocol, Snapshot};
 use crate::tls::Alpn;
+
+/// True when `dst` is the VIP:port of a service whose cluster declares protocol TCP: its
+/// connections are opaque, never sniffed (transparent mode).
+pub(super) fn declared_tcp(snap: &Snapshot, dst: SocketAddr) -> bool {
+    snap.service_by_vip(dst)
+        .and_then(|s| snap.clusters.get(s))
+        .is_some_and(|c| c.protocol == Protocol::Tcp)
+}
 
 /// The backend service for connection-level traffic: a Route's first rule without matches
 /// (request matches need a request), or the service itself.
@@ -58,14 +67,18 @@ pub(super) async fn pick(
     subset.pick(hash).cloned().ok_or(Cause::NoEndpoints)
 }
 
-/// Connects to a picked endpoint with the cluster's connect timeout; classifies failures.
+/// Connects to a picked endpoint within its cluster's connect timeout, as one of the
+/// cluster's pending connects (`max_pending_requests`); classifies failures.
 pub(super) async fn connect(ep: &Arc<LbEndpoint>, ctx: &OutboundCtx) -> Result<TcpStream, Cause> {
-    match tokio::time::timeout(
-        ctx.inner.cfg.connect_timeout,
-        TcpStream::connect(ep.endpoint.addr),
-    )
-    .await
-    {
+    let cluster = ep.cluster();
+    let _pending = ctx
+        .inner
+        .resilience
+        .get(cluster)
+        .circuit
+        .try_acquire(Resource::Pending)?;
+    let timeout = ctx.dial(cluster).connect_timeout;
+    match tokio::time::timeout(timeout, TcpStream::connect(ep.endpoint.addr)).await {
         Err(_) => Err(Cause::ConnectTimeout),
         Ok(Err(_)) => Err(Cause::ConnectRefused),
         Ok(Ok(s)) => {
@@ -86,6 +99,8 @@ pub(super) async fn open(
     let guard = ep.start();
     let up = match connect(ep, ctx).await {
         Ok(s) => s,
+        // Refused here (pending connects full): the endpoint was never tried.
+        Err(Cause::CircuitOpen) => return Err(Cause::CircuitOpen),
         Err(c) => {
             guard.finish(Outcome::Failed);
             return Err(c);

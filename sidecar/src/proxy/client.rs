@@ -1,6 +1,6 @@
 //! Upstream HTTP clients: pooled keep-alive HTTP/1.1 connections and one multiplexed HTTP/2
 //! connection per endpoint, both connected separately from sending so that a failed connect
-//! leaves the request unsent and retryable.
+//! leaves the request unsent and retryable, each dialled and kept per its service's [`Dial`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
 use super::error::Cause;
-use super::pool::{FastMap, H1Pool, IDLE_TICK, IDLE_TICKS, Slot};
+use super::pool::{FastMap, H1Pool, IDLE_TICK, Slot, idle_ticks};
 
 /// HTTP/2 PING every 20 s on idle links detects a dead peer before a request does; a 10 s
 /// ack timeout tolerates GC pauses and busy peers.
@@ -37,7 +37,8 @@ const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Clients {
     pools: Arc<Pools>,
-    connect_timeout: Duration,
+    /// For callers that name no service (passthrough, the inbound side's local app).
+    dial: Dial,
     /// mTLS to peers whose endpoint has an identity; `None` = this sidecar has no identity.
     tls: Option<crate::tls::MeshConnector>,
 }
@@ -53,11 +54,23 @@ struct Pools {
     tick: AtomicU64,
 }
 
-/// A pooled HTTP/2 connection and the sweep count when a request last used it.
+/// How connections to one service are dialled and kept: its Cluster's connect and idle
+/// timeouts, or the process defaults. Plain data, built per request without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    /// Bound on the TCP connect to an endpoint.
+    pub connect_timeout: Duration,
+    /// Sweeps a pooled connection may stay unused before it is closed.
+    idle_ticks: u64,
+}
+
+/// A pooled HTTP/2 connection, the sweep count when a request last used it, and how many
+/// unused sweeps close it (the idle limit of the service that dialled it).
 #[derive(Debug)]
 struct PooledH2 {
     tx: http2::SendRequest<ProxyBody>,
     last_used: AtomicU64,
+    idle_ticks: u64,
 }
 
 /// A ready HTTP/2 connection to one endpoint (a handle on the shared connection).
@@ -73,19 +86,36 @@ pub struct H1Conn {
     addr: SocketAddr,
     /// Taken from the pool (it may have been closed by the server since).
     reused: bool,
+    /// How it is parked again (its idle limit) and re-dialled.
+    dial: Dial,
 }
 
 /// A send failure: its cause and a human-readable chain.
 pub type SendError = (Cause, String);
 
+// === impl Dial ===
+
+impl Dial {
+    /// Connects bounded by `connect_timeout`; pooled connections close after `idle` unused
+    /// (kept to whole sweeps of [`IDLE_TICK`], never sooner).
+    pub fn new(connect_timeout: Duration, idle: Duration) -> Self {
+        Self {
+            connect_timeout,
+            idle_ticks: idle_ticks(idle),
+        }
+    }
+}
+
 // === impl Clients ===
 
 impl Clients {
-    /// Call on the data-path runtime: the idle-connection sweeper is spawned there.
+    /// Call on the data-path runtime: the idle-connection sweeper is spawned there. Requests
+    /// that name no [`Dial`] connect within `connect_timeout` and keep connections for the
+    /// default idle timeout.
     pub fn new(connect_timeout: Duration) -> Self {
         Self {
             pools: sweep(Arc::default()),
-            connect_timeout,
+            dial: Dial::new(connect_timeout, crate::state::Cluster::DEFAULT_IDLE_TIMEOUT),
             tls: None,
         }
     }
@@ -143,24 +173,40 @@ impl Clients {
             .map_err(|e| (h2_cause(&e), error_chain(&e)))
     }
 
-    /// A pooled HTTP/1.1 connection to `addr` ready for a request, connecting when none is.
-    /// Separate from sending so a connect failure leaves the request unsent and retryable.
+    /// A pooled HTTP/1.1 connection to `addr` ready for a request, connecting when none is,
+    /// with the default [`Dial`]. Separate from sending so a connect failure leaves the
+    /// request unsent and retryable.
     pub async fn connect_h1(&self, addr: SocketAddr) -> Result<H1Conn, SendError> {
-        let slot = self.pools.h1.slot(addr);
-        if let Some(tx) = slot.checkout() {
-            return Ok(H1Conn {
-                tx,
-                slot,
-                addr,
-                reused: true,
-            });
+        match self.pooled_h1(addr, self.dial) {
+            Some(conn) => Ok(conn),
+            None => self.dial_h1(addr, self.dial).await,
         }
-        let tx = Box::pin(self.dial_h1(addr)).await?;
-        Ok(H1Conn {
+    }
+
+    /// A parked HTTP/1.1 connection to `addr` ready for a request, if there is one; from now
+    /// on it is kept (and, should the server have closed it, re-dialled) per `dial`.
+    pub fn pooled_h1(&self, addr: SocketAddr, dial: Dial) -> Option<H1Conn> {
+        let slot = self.pools.h1.slot(addr);
+        let tx = slot.checkout()?;
+        Some(H1Conn {
             tx,
             slot,
             addr,
+            reused: true,
+            dial,
+        })
+    }
+
+    /// A new HTTP/1.1 connection to `addr`, connected within `dial.connect_timeout` and
+    /// pooled after its exchange for `dial`'s idle limit.
+    pub async fn dial_h1(&self, addr: SocketAddr, dial: Dial) -> Result<H1Conn, SendError> {
+        let tx = Box::pin(self.handshake_h1(addr, dial.connect_timeout)).await?;
+        Ok(H1Conn {
+            tx,
+            slot: self.pools.h1.slot(addr),
+            addr,
             reused: false,
+            dial,
         })
     }
 
@@ -190,12 +236,14 @@ impl Clients {
             slot,
             addr,
             mut reused,
+            dial,
         } = conn;
         loop {
             let mut err = match tx.try_send_request(req).await {
                 Ok(rsp) => {
                     if !connect && keeps_alive(&rsp) {
-                        slot.park(tx, self.pools.tick.load(Ordering::Relaxed));
+                        let now = self.pools.tick.load(Ordering::Relaxed);
+                        slot.park(tx, now, dial.idle_ticks);
                     }
                     return Ok(rsp);
                 }
@@ -208,7 +256,7 @@ impl Clients {
                     // request never left, so a fresh connection takes it.
                     req = again;
                     reused = false;
-                    tx = match Box::pin(self.dial_h1(addr)).await {
+                    tx = match Box::pin(self.handshake_h1(addr, dial.connect_timeout)).await {
                         Ok(tx) => tx,
                         Err(e) => return Err((e, Some(req))),
                     };
@@ -223,9 +271,14 @@ impl Clients {
 
     /// A new HTTP/1.1 connection to `addr` (plaintext: HTTP/1.1 goes to unmeshed endpoints
     /// and the local app only), its connection task spawned with upgrade support so a 101 or
-    /// a CONNECT hands its IO to `hyper::upgrade::on`. Boxed by callers, as [`Self::dial_h2`].
-    async fn dial_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<ProxyBody>, SendError> {
-        let tcp = self.dial(addr).await?;
+    /// a CONNECT hands its IO to `hyper::upgrade::on`. Boxed by callers, as
+    /// [`Self::handshake_h2`].
+    async fn handshake_h1(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<http1::SendRequest<ProxyBody>, SendError> {
+        let tcp = tcp_connect(addr, connect_timeout).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(tcp))
             .await
@@ -238,46 +291,51 @@ impl Clients {
         Ok(tx)
     }
 
-    /// A TCP connection to `addr` (no Nagle: requests and responses are written whole),
-    /// bounded by the connect timeout.
-    async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err((Cause::ConnectTimeout, format!("connect to {addr}"))),
-            Ok(Err(e)) => return Err((Cause::ConnectRefused, format!("connect to {addr}: {e}"))),
-            Ok(Ok(s)) => s,
-        };
-        let _ = tcp.set_nodelay(true);
-        Ok(tcp)
-    }
-
-    /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed).
-    /// Separate from sending so a connect failure leaves the request unsent and retryable.
+    /// The live HTTP/2 connection to `addr`, connecting when there is none (or it closed),
+    /// with the default [`Dial`]. Separate from sending so a connect failure leaves the
+    /// request unsent and retryable.
     pub async fn connect_h2(
         &self,
         addr: SocketAddr,
         identity: Option<&crate::state::Name>,
     ) -> Result<H2Conn, SendError> {
-        if let Some(tx) = self.pools.h2.get(&addr).map(|c| {
+        match self.pooled_h2(addr) {
+            Some(conn) => Ok(conn),
+            None => self.dial_h2(addr, identity, self.dial).await,
+        }
+    }
+
+    /// The live pooled HTTP/2 connection to `addr`, if there is one.
+    pub fn pooled_h2(&self, addr: SocketAddr) -> Option<H2Conn> {
+        let tx = self.pools.h2.get(&addr).map(|c| {
             c.last_used
                 .store(self.pools.tick.load(Ordering::Relaxed), Ordering::Relaxed);
             c.tx.clone()
-        }) && !tx.is_closed()
-        {
-            return Ok(H2Conn(tx));
-        }
-        Box::pin(self.dial_h2(addr, identity)).await
+        })?;
+        (!tx.is_closed()).then_some(H2Conn(tx))
     }
 
-    /// A new HTTP/2 connection to `addr` (mTLS when the endpoint has an identity), pooled.
-    /// Callers box it: connecting (TCP, TLS, HTTP/2 handshake) is a large state machine that
-    /// only a new connection needs, and inline it would grow every request's future, which
-    /// is moved (copied) several times per request.
-    async fn dial_h2(
+    /// A new HTTP/2 connection to `addr` (mTLS when the endpoint has an identity), connected
+    /// within `dial.connect_timeout` and pooled for `dial`'s idle limit.
+    pub async fn dial_h2(
         &self,
         addr: SocketAddr,
         identity: Option<&crate::state::Name>,
+        dial: Dial,
     ) -> Result<H2Conn, SendError> {
-        let tcp = self.dial(addr).await?;
+        Box::pin(self.handshake_h2(addr, identity, dial)).await
+    }
+
+    /// The body of [`Self::dial_h2`], boxed there: connecting (TCP, TLS, HTTP/2 handshake) is
+    /// a large state machine that only a new connection needs, and inline it would grow every
+    /// request's future, which is moved (copied) several times per request.
+    async fn handshake_h2(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&crate::state::Name>,
+        dial: Dial,
+    ) -> Result<H2Conn, SendError> {
+        let tcp = tcp_connect(addr, dial.connect_timeout).await?;
         let io = crate::outbound::tls::secure(
             self.tls.as_ref(),
             tcp,
@@ -307,6 +365,7 @@ impl Clients {
             PooledH2 {
                 tx: tx.clone(),
                 last_used: AtomicU64::new(self.pools.tick.load(Ordering::Relaxed)),
+                idle_ticks: dial.idle_ticks,
             },
         );
         Ok(H2Conn(tx))
@@ -318,8 +377,20 @@ impl Clients {
     }
 }
 
-/// Every `IDLE_TICK`: advances the pools' sweep count, closes HTTP/1.1 connections idle for
-/// `IDLE_TICKS` sweeps and drops HTTP/2 connections unused as long (endpoints that left, or
+/// A TCP connection to `addr` (no Nagle: requests and responses are written whole), bounded
+/// by `timeout`.
+async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err((Cause::ConnectTimeout, format!("connect to {addr}"))),
+        Ok(Err(e)) => return Err((Cause::ConnectRefused, format!("connect to {addr}: {e}"))),
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Every `IDLE_TICK`: advances the pools' sweep count, closes HTTP/1.1 connections parked
+/// past their idle limit and drops HTTP/2 connections unused as long (endpoints that left, or
 /// quiet ones; hyper closes a connection once its last handle is gone and its streams are
 /// done). The sweeper ends with the pools.
 fn sweep(pools: Arc<Pools>) -> Arc<Pools> {
@@ -333,7 +404,7 @@ fn sweep(pools: Arc<Pools>) -> Arc<Pools> {
                 pools.h1.sweep(now);
                 pools.h2.retain(|_, c| {
                     !c.tx.is_closed()
-                        && now.saturating_sub(c.last_used.load(Ordering::Relaxed)) < IDLE_TICKS
+                        && now.saturating_sub(c.last_used.load(Ordering::Relaxed)) < c.idle_ticks
                 });
             }
         });

@@ -6,9 +6,11 @@
 //! names the endpoint by its `SocketAddr`, looked up with foldhash, and keeps the slot handle
 //! to park the connection again. A connection that failed, answered `Connection: close` or
 //! switched protocols is never parked; one the server closed is dropped at the next checkout.
+//! Each parked connection carries its own idle limit (its service's `idle_timeout`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use hyper::client::conn::http1::SendRequest;
@@ -27,13 +29,21 @@ pub type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 /// and their hyper buffers (~16 KiB each) open for the idle timeout.
 pub const MAX_PER_ENDPOINT: usize = 256;
 
-/// Sweeps run every `IDLE_TICK`; a connection parked for `IDLE_TICKS` sweeps (75–90 s idle)
-/// is closed: about the 90 s the previous pooled client used, long enough that a steady
-/// trickle of requests never reconnects. A server that closes first (nginx after 75 s,
-/// Node.js after 5 s) is seen as a closed connection at checkout, not used. Counting sweeps
-/// instead of reading the clock keeps a clock read off every request.
-pub const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(15);
-pub const IDLE_TICKS: u64 = 6;
+/// Sweeps run every `IDLE_TICK`, the unit idle timeouts are kept to: 1 s makes a service's
+/// `idle_timeout` exact to a second (a few-second timeout is honoured, not rounded up to a
+/// much coarser sweep), while one pass over the pools per second costs nothing measurable.
+/// A server that closes first (nginx after 75 s, Node.js after 5 s) is seen as a closed
+/// connection at checkout, not used. Counting sweeps instead of reading the clock keeps a
+/// clock read off every request.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// The sweeps a connection may stay unused for `idle`: whole ticks rounded up, plus the one
+/// in progress when it was parked, so it is closed between `idle` (rounded up to a whole
+/// tick) and one tick later, never sooner.
+pub fn idle_ticks(idle: Duration) -> u64 {
+    let ticks = idle.as_nanos().div_ceil(IDLE_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+}
 
 /// The HTTP/1.1 connections of every endpoint.
 #[derive(Debug, Default)]
@@ -52,8 +62,8 @@ pub struct Slot {
 #[derive(Debug)]
 struct Parked {
     tx: SendRequest<ProxyBody>,
-    /// The sweep count when it was parked.
-    tick: u64,
+    /// The sweep count from which it is closed: when parked plus its idle limit in sweeps.
+    expires: u64,
 }
 
 // === impl H1Pool ===
@@ -67,13 +77,13 @@ impl H1Pool {
         self.slots.entry(addr).or_default().clone()
     }
 
-    /// One sweep (sweep count `now`): closes connections parked for [`IDLE_TICKS`] sweeps or
+    /// One sweep (sweep count `now`): closes connections parked past their idle limit or
     /// closed by the server, and forgets endpoints with nothing parked and no request holding
     /// their slot.
     pub fn sweep(&self, now: u64) {
         self.slots.retain(|_, slot| {
             let mut conns = slot.conns.lock();
-            conns.retain(|c| !c.tx.is_closed() && now.saturating_sub(c.tick) < IDLE_TICKS);
+            conns.retain(|c| !c.tx.is_closed() && now < c.expires);
             !conns.is_empty() || Arc::strong_count(slot) > 1
         });
     }
@@ -106,12 +116,30 @@ impl Slot {
         None
     }
 
-    /// Parks `tx` (at sweep count `tick`) for reuse once its exchange completes; drops it
-    /// when the slot is full (hyper then closes the connection after the exchange).
-    pub fn park(&self, tx: SendRequest<ProxyBody>, tick: u64) {
+    /// Parks `tx` (at sweep count `tick`, closed after `idle_ticks` sweeps unused) for reuse
+    /// once its exchange completes; drops it when the slot is full (hyper then closes the
+    /// connection after the exchange).
+    pub fn park(&self, tx: SendRequest<ProxyBody>, tick: u64, idle_ticks: u64) {
         let mut conns = self.conns.lock();
         if conns.len() < MAX_PER_ENDPOINT {
-            conns.push(Parked { tx, tick });
+            let expires = tick.saturating_add(idle_ticks);
+            conns.push(Parked { tx, expires });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_limit_is_never_cut_short() {
+        // Parked just before a sweep, a connection must still see `idle` pass before the
+        // sweep that closes it: whole ticks rounded up, plus the one in progress.
+        assert_eq!(idle_ticks(Duration::from_secs(1)), 2);
+        assert_eq!(idle_ticks(Duration::from_millis(1_500)), 3);
+        assert_eq!(idle_ticks(Duration::from_secs(90)), 91);
+        assert_eq!(idle_ticks(Duration::ZERO), 1);
+        assert_eq!(idle_ticks(Duration::MAX), u64::MAX);
     }
 }

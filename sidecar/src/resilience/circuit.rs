@@ -1,4 +1,4 @@
-//! Per-cluster circuit breakers: caps on concurrent requests and concurrent retries, with RAII permits; overflow fails fast with `circuit-open`.
+//! Per-cluster circuit breakers: caps on concurrent requests, concurrent retries and attempts waiting for a new connection, with RAII permits; overflow fails fast with `circuit-open`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -15,6 +15,11 @@ pub const DEFAULT_MAX: u32 = 1024;
 /// slow retries pile up before the budget's window notices.
 pub const DEFAULT_MAX_RETRIES: u32 = 256;
 
+/// Attempts waiting for a new upstream connection at once: Envoy's default for pending
+/// requests. A healthy endpoint connects in microseconds, so only a destination that stopped
+/// answering SYNs fills it; then each further attempt would only wait out its connect timeout.
+pub const DEFAULT_MAX_PENDING: u32 = 1024;
+
 /// What a permit holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
@@ -22,6 +27,8 @@ pub enum Resource {
     Request,
     /// One retry in flight.
     Retry,
+    /// One attempt waiting for a new upstream connection, for as long as its connect lasts.
+    Pending,
 }
 
 /// Limits of one cluster.
@@ -29,6 +36,7 @@ pub enum Resource {
 pub struct CircuitLimits {
     pub max_requests: u32,
     pub max_retries: u32,
+    pub max_pending: u32,
 }
 
 /// The counters of one cluster.
@@ -36,8 +44,8 @@ pub struct CircuitLimits {
 pub struct CircuitBreaker {
     limits: CircuitLimits,
     /// Held and refused counts, one slot per [`Resource`] (by [`Resource::index`]).
-    active: [AtomicU32; 2],
-    overflows: [AtomicU64; 2],
+    active: [AtomicU32; 3],
+    overflows: [AtomicU64; 3],
 }
 
 /// Holds one unit of a resource until dropped.
@@ -55,6 +63,7 @@ impl Resource {
         match self {
             Resource::Request => 0,
             Resource::Retry => 1,
+            Resource::Pending => 2,
         }
     }
 }
@@ -66,6 +75,7 @@ impl Default for CircuitLimits {
         CircuitLimits {
             max_requests: DEFAULT_MAX,
             max_retries: DEFAULT_MAX_RETRIES,
+            max_pending: DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -75,6 +85,7 @@ impl CircuitLimits {
         match r {
             Resource::Request => self.max_requests,
             Resource::Retry => self.max_retries,
+            Resource::Pending => self.max_pending,
         }
     }
 }
@@ -147,6 +158,7 @@ mod tests {
         let cb = CircuitBreaker::new(CircuitLimits {
             max_requests: 2,
             max_retries: 0,
+            max_pending: 1,
         });
         let a = cb.try_acquire(Resource::Request).unwrap();
         let _b = cb.try_acquire(Resource::Request).unwrap();
@@ -161,6 +173,10 @@ mod tests {
         let _c = cb.try_acquire(Resource::Request).unwrap();
         // Independent resources.
         assert!(cb.try_acquire(Resource::Retry).is_err());
+        let pending = cb.try_acquire(Resource::Pending).unwrap();
+        assert!(cb.try_acquire(Resource::Pending).is_err());
+        drop(pending);
+        assert_eq!(cb.active(Resource::Pending), 0);
         assert_eq!(cb.active(Resource::Request), 2);
     }
 

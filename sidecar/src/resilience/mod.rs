@@ -9,7 +9,7 @@
 //! | [`retry`] | [`RetryPolicy`], [`should_retry`]: safe by default, status retries opt-in and idempotent-only |
 //! | [`replay`] | [`ReplayBody`]: tees up to 64 KiB of the request body for replays |
 //! | [`budget`] | [`RetryBudget`]: retries ≤ 20 % of requests + 10/s over 10 s, always on |
-//! | [`circuit`] | [`CircuitBreaker`]: concurrent request / retry caps with RAII permits |
+//! | [`circuit`] | [`CircuitBreaker`]: caps on concurrent requests, retries and pending connects (attempts waiting for a new connection), with RAII permits |
 //! | [`timeouts`] | which of the per-try and request timeouts ends an attempt, as `timeout:<kind>` |
 //! | [`classify`] | hyper / h2 / io send errors → [`Cause`] |
 //! | [`wiring`] | config from the `state` domain model, per-cluster registry, balancer picks, the 429 |
@@ -41,7 +41,9 @@
 //! ```
 //!
 //! Each attempt reports its outcome to the balancer's in-flight guard (latency, failure
-//! penalty, outlier detection); the driver takes the request and retry permits itself.
+//! penalty, outlier detection); the driver takes the request and retry permits itself, and an
+//! attempt that must dial a new connection takes a pending permit for as long as the connect
+//! lasts (`outbound/forward.rs`, `outbound/tcp.rs`).
 
 pub mod budget;
 pub mod circuit;

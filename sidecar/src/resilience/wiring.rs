@@ -7,7 +7,7 @@ use dashmap::DashMap;
 use http::{HeaderValue, Response};
 
 use super::budget::BudgetConfig;
-use super::circuit::{CircuitLimits, DEFAULT_MAX, DEFAULT_MAX_RETRIES};
+use super::circuit::{CircuitLimits, DEFAULT_MAX, DEFAULT_MAX_PENDING, DEFAULT_MAX_RETRIES};
 use super::driver::{ClusterConfig, ClusterResilience};
 use super::retry::{RetryOn, RetryPolicy, grpc_code};
 use crate::balance::LbEndpoint;
@@ -69,6 +69,7 @@ impl From<&state::Cluster> for ClusterConfig {
             circuit: CircuitLimits {
                 max_requests: cb.max_requests.unwrap_or(DEFAULT_MAX),
                 max_retries: cb.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+                max_pending: cb.max_pending_requests.unwrap_or(DEFAULT_MAX_PENDING),
             },
             budget: c
                 .retry_budget

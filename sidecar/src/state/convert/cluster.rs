@@ -37,7 +37,7 @@ impl TryFrom<&pb::Cluster> for Cluster {
         out.lb = lb;
         out.hash_on = hash_on;
         // On by default: a cluster without the message gets the default detection.
-        let od = c.outlier_detection.clone().unwrap_or_default();
+        let od = c.outlier_detection.unwrap_or_default();
         refuse_rates(&od)?;
         out.outlier = outlier(&od);
         out.circuit_breakers = match &c.circuit_breakers {
