@@ -201,11 +201,23 @@ async fn isolate(spec: &mut SidecarSpec) -> anyhow::Result<netns::Isolation> {
         let port = iso.relay(addr).await?;
         spec.control_plane = format!("{scheme}://127.0.0.1:{port}");
     }
+    // The collector the user named on the host's loopback is reached from inside too: the
+    // sidecar (and the app) inherit MESH_OTLP_ENDPOINT, whose loopback is the namespace's own.
+    if let Some(addr) = loopback_target(std::env::var("MESH_OTLP_ENDPOINT").ok().as_deref()) {
+        iso.relay_on(addr.port(), addr).await?;
+    }
     spec.netns = Some(sidecar::InNamespace {
         name: iso.name.clone(),
         addr: iso.addr,
     });
     Ok(iso)
+}
+
+/// The host socket address of a `http(s)://127.x.y.z:port` (or `[::1]`) URL.
+fn loopback_target(url: Option<&str>) -> Option<std::net::SocketAddr> {
+    let authority = url?.split_once("://")?.1.split('/').next()?;
+    let addr: std::net::SocketAddr = authority.parse().ok()?;
+    addr.ip().is_loopback().then_some(addr)
 }
 
 /// SIGINT and SIGTERM as one stream yielding the signal number.

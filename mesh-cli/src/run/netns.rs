@@ -8,7 +8,9 @@
 //! host forwarding needed). A namespace's loopback is its own, so the control plane's
 //! `127.0.0.1` discovery port is relayed: `run` opens a listener on the namespace's
 //! `127.0.0.1` and pipes each connection to the host address (TLS passes through untouched; the
-//! control plane's certificate names 127.0.0.1). The bridge goes with the last workload.
+//! control plane's certificate names 127.0.0.1). A loopback OTLP collector
+//! (`MESH_OTLP_ENDPOINT`) is relayed on its own port, so the sidecar's and the app's spans reach
+//! the collector the user named. The bridge goes with the last workload.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -129,7 +131,13 @@ impl Isolation {
     /// A listener on the namespace's `127.0.0.1:0` piping every connection to `target` on the
     /// host; returns its port. Runs on the current runtime until the process ends.
     pub async fn relay(&self, target: SocketAddr) -> Result<u16, NetnsError> {
-        let listener = self.listen_inside()?;
+        self.relay_on(0, target).await
+    }
+
+    /// Like [`Self::relay`] on the namespace's `127.0.0.1:port` (0 = any free port): with the
+    /// target's own port, a URL naming the host's loopback works unchanged inside.
+    pub async fn relay_on(&self, port: u16, target: SocketAddr) -> Result<u16, NetnsError> {
+        let listener = self.listen_inside(port)?;
         let port = listener
             .local_addr()
             .map_err(|source| NetnsError::Io {
@@ -160,9 +168,9 @@ impl Isolation {
     }
 
     /// Binds `127.0.0.1:0` inside the namespace.
-    fn listen_inside(&self) -> Result<std::net::TcpListener, NetnsError> {
-        inside(&self.name, || {
-            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    fn listen_inside(&self, port: u16) -> Result<std::net::TcpListener, NetnsError> {
+        inside(&self.name, move || {
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         })
         .map_err(|source| NetnsError::Io {
             what: "relay listener in the namespace",
