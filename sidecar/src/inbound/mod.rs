@@ -267,11 +267,13 @@ async fn connection<T: Transport>(
 
 /// Whether the first bytes of an mTLS stream are what its ALPN promised: `mesh-tcp` always
 /// starts with the preamble (so its port is authorized like any preamble), `h2` with the
-/// HTTP/2 preface. Anything else is a confused or hostile peer.
+/// HTTP/2 preface, `http/1.1` (upgrading requests) with an HTTP/1.1 head. Anything else is a
+/// confused or hostile peer.
 fn alpn_agrees(alpn: Alpn, proto: Detected) -> bool {
     match alpn {
         Alpn::MeshTcp => matches!(proto, Detected::MeshTcp(_)),
         Alpn::H2 => proto == Detected::Http2,
+        Alpn::Http1 => proto == Detected::Http1,
     }
 }
 

@@ -309,6 +309,24 @@ async fn attempt(
             ),
             Err(e) => (Err(e), Some(req)),
         }
+    } else if let (true, Some(identity), true) = (
+        how.upgrade,
+        ep.endpoint.identity.as_ref(),
+        clients.has_tls(),
+    ) {
+        // An upgrade to a meshed peer: HTTP/1.1 inside mTLS, the connection its tunnel.
+        match pending(
+            res,
+            clients.dial_h1_mtls(addr, identity, how.dial.connect_timeout),
+        )
+        .await
+        {
+            Ok(tx) => (
+                Clients::send_h1_upgrade(tx, upstream(req), &ep.authority).await,
+                None,
+            ),
+            Err(e) => (Err(e), Some(req)),
+        }
     } else {
         let conn = match clients.pooled_h1(addr, how.dial) {
             Some(conn) => Ok(conn),

@@ -273,6 +273,52 @@ impl Clients {
     /// and the local app only), its connection task spawned with upgrade support so a 101 or
     /// a CONNECT hands its IO to `hyper::upgrade::on`. Boxed by callers, as
     /// [`Self::handshake_h2`].
+    /// A new HTTP/1.1 connection over mTLS (ALPN `http/1.1`) to a meshed peer presenting
+    /// `identity`, for a request that upgrades it (WebSocket): never pooled, it becomes the
+    /// tunnel. Separate from sending so a failed connect leaves the request retryable.
+    pub async fn dial_h1_mtls(
+        &self,
+        addr: SocketAddr,
+        identity: &crate::state::Name,
+        connect_timeout: Duration,
+    ) -> Result<http1::SendRequest<ProxyBody>, SendError> {
+        let tcp = tcp_connect(addr, connect_timeout).await?;
+        let io = crate::outbound::tls::secure(
+            self.tls.as_ref(),
+            tcp,
+            addr,
+            Some(identity),
+            crate::tls::Alpn::Http1,
+        )
+        .await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, %addr, "upstream mTLS HTTP/1.1 connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Sends an upgrading request on a connection from [`Self::dial_h1_mtls`].
+    pub async fn send_h1_upgrade(
+        mut tx: http1::SendRequest<ProxyBody>,
+        mut req: Request<ProxyBody>,
+        endpoint: &Authority,
+    ) -> Result<Response<Incoming>, SendError> {
+        *req.uri_mut() = Uri::from(path_and_query(&req));
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, host_header(endpoint));
+        }
+        tx.send_request(req)
+            .await
+            .map_err(|e| (Cause::UpstreamReset, error_chain(&e)))
+    }
+
     async fn handshake_h1(
         &self,
         addr: SocketAddr,

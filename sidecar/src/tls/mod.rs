@@ -58,6 +58,9 @@ pub enum Alpn {
     H2,
     /// Opaque TCP with the `MESH-TCP <port>\n` preamble.
     MeshTcp,
+    /// HTTP/1.1 for a request that upgrades its connection (WebSocket): the connection
+    /// becomes the tunnel, so it cannot share a multiplexed HTTP/2 connection.
+    Http1,
 }
 
 impl Alpn {
@@ -65,6 +68,7 @@ impl Alpn {
         match self {
             Alpn::H2 => b"h2",
             Alpn::MeshTcp => b"mesh-tcp",
+            Alpn::Http1 => b"http/1.1",
         }
     }
 
@@ -72,6 +76,7 @@ impl Alpn {
         match b {
             b"h2" => Some(Alpn::H2),
             b"mesh-tcp" => Some(Alpn::MeshTcp),
+            b"http/1.1" => Some(Alpn::Http1),
             _ => None,
         }
     }

@@ -155,6 +155,7 @@ fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
     config.alpn_protocols = vec![
         Alpn::H2.as_bytes().to_vec(),
         Alpn::MeshTcp.as_bytes().to_vec(),
+        Alpn::Http1.as_bytes().to_vec(),
     ];
     // Full handshakes only: a resumed session would skip re-verifying the client against the
     // current bundle, and the peer identity must be fresh on every connection.
