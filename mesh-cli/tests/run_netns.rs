@@ -22,10 +22,16 @@ done
 exit 1
 "#;
 
+/// Whether interception-mode tests can run. Without root they are skipped, unless
+/// `MESH_REQUIRE_NETNS` is set (the project's test command sets it): then that is a failure.
 fn is_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
+    assert!(
+        std::env::var_os("MESH_REQUIRE_NETNS").is_none(),
+        "MESH_REQUIRE_NETNS is set but interception-mode tests are not running as root"
+    );
     let _ = writeln!(std::io::stderr(), "SKIPPED: interception mode needs root");
     false
 }

@@ -39,18 +39,18 @@ fn transparent_mode_via_original_dst() {
     let out = match out {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("skipped: cannot run unshare ({e})");
+            skipped(&format!("cannot run unshare ({e})"));
             return;
         }
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-        eprintln!("skipped: no permission for a network namespace: {stderr}");
+        skipped(&format!("no permission for a network namespace: {stderr}"));
         return;
     }
     if stdout.contains("SKIP:") {
-        eprintln!("skipped: {stdout}");
+        skipped(&stdout);
         return;
     }
     assert!(
@@ -213,4 +213,14 @@ async fn transparent_inner() {
     let mut back = vec![0u8; head.len()];
     within(s.read_exact(&mut back)).await.unwrap();
     assert_eq!(back, head);
+}
+
+/// Reports a skip, or fails when the project's test command requires namespace tests to run
+/// (`MESH_REQUIRE_NETNS`): CI must not pass by skipping them.
+fn skipped(why: &str) {
+    assert!(
+        std::env::var_os("MESH_REQUIRE_NETNS").is_none(),
+        "MESH_REQUIRE_NETNS is set but the namespace test cannot run: {why}"
+    );
+    eprintln!("skipped: {why}");
 }
