@@ -185,3 +185,123 @@ fn sigint_stops_the_workload_and_removes_its_namespace() {
     assert_eq!(status.code(), Some(128 + 2));
     assert!(!namespace_exists(&ns), "{ns} left after SIGINT");
 }
+
+/// A collector on the host's loopback (rotel-agent, as `deploy/scripts/setup.sh` installs it)
+/// printing every span it receives; killed on drop.
+struct Collector {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    port: u16,
+}
+
+impl Collector {
+    fn start() -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port")
+        };
+        let (port, http) = (free(), free());
+        let mut child = Command::new("rotel-agent")
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+            .args(["--exporter", "blackhole", "--debug-log", "traces"])
+            .args(["--debug-log-verbosity", "detailed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rotel-agent on PATH (deploy/scripts/setup.sh installs it)");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut o) = out.lock() {
+                        o.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        Collector { child, out, port }
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Interception mode exports to the collector the user named on the host's loopback: both
+/// workloads' sidecars deliver their spans of one request to it.
+#[test]
+fn intercepted_sidecars_export_spans_to_a_host_loopback_collector() {
+    if !is_root() {
+        return;
+    }
+    let collector = Collector::start();
+    let endpoint = format!("http://127.0.0.1:{}", collector.port);
+    let cp = ControlPlane::start();
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("hello.txt"), "hello from reviews\n").expect("write");
+    let mut server = Running(
+        run_cmd(&cp, "reviews")
+            .env("MESH_OTLP_ENDPOINT", &endpoint)
+            .args(["--port", PORT, "--"])
+            .args(["python3", "-m", "http.server", PORT])
+            .args(["--bind", "127.0.0.1", "--directory"])
+            .arg(site.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server workload"),
+    );
+    let mut client = Running(
+        run_cmd(&cp, "ratings")
+            .env("MESH_OTLP_ENDPOINT", &endpoint)
+            .arg("--")
+            .args(["sh", "-c", CLIENT, "client", PORT])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the client job"),
+    );
+    let (status, _) = wait_watching(&mut client, START_LIMIT);
+    assert_eq!(status.code(), Some(0), "the job's curl succeeded");
+    // Spans are batched: wait (bounded) until both sidecars' spans arrived.
+    let deadline = std::time::Instant::now() + START_LIMIT;
+    loop {
+        let text = collector.text();
+        if text.contains("reviews") && text.contains("ratings") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spans of both intercepted sidecars never reached the host collector:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the server's run");
+    let _ = wait_watching(&mut server, START_LIMIT);
+}
