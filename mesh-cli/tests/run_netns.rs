@@ -190,7 +190,7 @@ fn sigint_stops_the_workload_and_removes_its_namespace() {
 /// printing every span it receives; killed on drop.
 struct Collector {
     child: std::process::Child,
-    out: std::sync::Arc<std::sync::Mutex<String>>,
+    out: std::sync::Arc<tokio::sync::Mutex<String>>,
     port: u16,
 }
 
@@ -217,7 +217,7 @@ impl Collector {
             .stderr(Stdio::piped())
             .spawn()
             .expect("rotel-agent on PATH (deploy/scripts/setup.sh installs it)");
-        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = std::sync::Arc::new(tokio::sync::Mutex::new(String::new()));
         for mut pipe in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().expect("stderr")),
@@ -229,9 +229,8 @@ impl Collector {
                     if n == 0 {
                         break;
                     }
-                    if let Ok(mut o) = out.lock() {
-                        o.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
+                    out.blocking_lock()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
@@ -239,7 +238,7 @@ impl Collector {
     }
 
     fn text(&self) -> String {
-        self.out.lock().map(|o| o.clone()).unwrap_or_default()
+        self.out.blocking_lock().clone()
     }
 }
 
