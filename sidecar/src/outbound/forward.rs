@@ -295,12 +295,10 @@ async fn attempt(
     let clients = &ctx.inner.clients;
     let addr = ep.endpoint.addr;
     let (result, unsent) = if !how.upgrade && (ep.endpoint.is_meshed() || how.app_h2) {
-        let conn = match clients.pooled_h2(addr) {
+        let identity = ep.endpoint.identity.as_ref();
+        let conn = match clients.pooled_h2(addr, identity) {
             Some(conn) => Ok(conn),
-            None => {
-                let identity = ep.endpoint.identity.as_ref();
-                pending(res, clients.dial_h2(addr, identity, how.dial)).await
-            }
+            None => pending(res, clients.dial_h2(addr, identity, how.dial)).await,
         };
         match conn {
             Ok(conn) => (

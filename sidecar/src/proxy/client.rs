@@ -71,6 +71,9 @@ struct PooledH2 {
     tx: http2::SendRequest<ProxyBody>,
     last_used: AtomicU64,
     idle_ticks: u64,
+    /// The peer identity the connection verified (`None`: dialled in plaintext); it serves
+    /// only requests that expect exactly that.
+    identity: Option<crate::state::Name>,
 }
 
 /// A ready HTTP/2 connection to one endpoint (a handle on the shared connection).
@@ -345,18 +348,26 @@ impl Clients {
         addr: SocketAddr,
         identity: Option<&crate::state::Name>,
     ) -> Result<H2Conn, SendError> {
-        match self.pooled_h2(addr) {
+        match self.pooled_h2(addr, identity) {
             Some(conn) => Ok(conn),
             None => self.dial_h2(addr, identity, self.dial).await,
         }
     }
 
-    /// The live pooled HTTP/2 connection to `addr`, if there is one.
-    pub fn pooled_h2(&self, addr: SocketAddr) -> Option<H2Conn> {
-        let tx = self.pools.h2.get(&addr).map(|c| {
-            c.last_used
-                .store(self.pools.tick.load(Ordering::Relaxed), Ordering::Relaxed);
-            c.tx.clone()
+    /// The live pooled HTTP/2 connection to `addr`, if there is one that was opened for the
+    /// same expected peer identity: a connection dialled in plaintext never carries traffic
+    /// that expects a verified peer, nor one verified as another identity, and the reverse.
+    pub fn pooled_h2(
+        &self,
+        addr: SocketAddr,
+        identity: Option<&crate::state::Name>,
+    ) -> Option<H2Conn> {
+        let tx = self.pools.h2.get(&addr).and_then(|c| {
+            (c.identity.as_deref() == identity.map(|i| &**i)).then(|| {
+                c.last_used
+                    .store(self.pools.tick.load(Ordering::Relaxed), Ordering::Relaxed);
+                c.tx.clone()
+            })
         })?;
         (!tx.is_closed()).then_some(H2Conn(tx))
     }
@@ -412,6 +423,7 @@ impl Clients {
                 tx: tx.clone(),
                 last_used: AtomicU64::new(self.pools.tick.load(Ordering::Relaxed)),
                 idle_ticks: dial.idle_ticks,
+                identity: identity.cloned(),
             },
         );
         Ok(H2Conn(tx))

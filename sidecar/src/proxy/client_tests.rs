@@ -199,3 +199,40 @@ async fn a_switched_connection_is_never_pooled_and_tunnels() {
         .expect("read");
     assert_eq!(&got, b"ping");
 }
+
+/// A pooled HTTP/2 connection serves only requests expecting the peer identity it was opened
+/// for: one dialled in plaintext is never reused for traffic that expects a verified peer.
+#[tokio::test]
+async fn an_h2_connection_is_reused_only_for_its_identity() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Empty::<bytes::Bytes>::new(),
+                    ))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let clients = Clients::new(BOUND);
+    let plain = tokio::time::timeout(BOUND, clients.connect_h2(addr, None))
+        .await
+        .unwrap();
+    assert!(plain.is_ok());
+    assert!(
+        clients.pooled_h2(addr, None).is_some(),
+        "plaintext reuses plaintext"
+    );
+    let id: crate::state::Name = "spiffe://cluster.local/ns/default/sa/api".into();
+    assert!(
+        clients.pooled_h2(addr, Some(&id)).is_none(),
+        "a plaintext connection never serves traffic expecting a verified peer"
+    );
+}
