@@ -21,8 +21,9 @@ use tracing::{info, warn};
 
 mod wiring;
 
-use crate::admin::{Admin, Health};
+use crate::admin::Admin;
 use crate::config::{Config, TcpForward};
+use crate::health::Health;
 use crate::proxy::drain;
 use crate::state::StateHandle;
 use crate::telemetry::{LogControl, Metrics};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use mesh_proto::identity::v1::identity_client::IdentityClient;
 use tonic::transport::Endpoint;
 
-use crate::admin::Health;
 use crate::config::Config;
+use crate::health::Health;
 use crate::identity::{
     CertStore, ControlTls, ControlTlsError, Credentials, IdentityError, JoinToken, Rotation,
     SpiffeError, SpiffeId, TOKEN_ENV,

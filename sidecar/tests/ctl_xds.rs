@@ -9,7 +9,7 @@ use std::time::Duration;
 use ctl_support::{FakeCp, WAIT, bad_route, cluster, endpoints, eventually, listener};
 use mesh_proto::discovery::v1::Node;
 use mesh_proto::type_url::{AUTHORIZATION_POLICY, CLUSTER, ENDPOINTS, LISTENER, ROUTE, RUNTIME};
-use mesh_sidecar::admin::Health;
+use mesh_sidecar::health::Health;
 use mesh_sidecar::state::StateHandle;
 use mesh_sidecar::telemetry::Metrics;
 use mesh_sidecar::xds::backoff::Backoff;

@@ -6,7 +6,6 @@
 
 mod certs;
 mod dump;
-mod health;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,8 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-pub use health::Health;
-
+use crate::health::Health;
 use crate::identity::CertStore;
 use crate::state::StateHandle;
 use crate::telemetry::{LogControl, Metrics};

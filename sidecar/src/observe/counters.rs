@@ -127,7 +127,6 @@ pub(super) fn register(registry: &mut Registry) {
         tcp_duration().clone(),
     );
     registry.register_collector(Box::new(Export));
-    registry.register_collector(Box::new(super::endpoints::Endpoints));
 }
 
 /// Encodes [`Counters`] (and cause-derived counters) at scrape time.

@@ -166,7 +166,7 @@ impl Pending {
         if self.direction == Direction::Inbound {
             return obs.service.clone();
         }
-        let name = crate::outbound::service_name(self.head.authority(), &obs.namespace);
+        let name = crate::names::service_name(self.head.authority(), &obs.namespace);
         // A VIP or IP authority names no service: then the backend that served it does.
         obs.state
             .as_ref()

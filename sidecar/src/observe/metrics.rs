@@ -115,6 +115,7 @@ impl RequestMetrics {
         );
         registry.register_collector(Box::new(Drops));
         super::counters::register(registry);
+        registry.register_collector(Box::new(super::endpoints::Endpoints));
     }
 
     pub fn observe(&self, r: &Request, elapsed: Duration) {

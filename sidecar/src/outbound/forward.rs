@@ -10,6 +10,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 
+use super::peer_headers::mesh_headers;
 use super::{ConnInfo, OutboundCtx, mirror};
 use crate::balance::{LbEndpoint, Outcome, cookie, hash64, request_hash};
 use crate::proxy::client::{Dial, SendError};
@@ -235,20 +236,6 @@ fn app_speaks_h2(protocol: Protocol, from_h2: bool) -> bool {
         Protocol::Http2 | Protocol::Grpc => true,
         Protocol::Detect | Protocol::Tcp => from_h2,
     }
-}
-
-/// Marks the request for a peer sidecar: the target app port and the protocol its app gets
-/// (`from_h2`: HTTP/2).
-pub(super) fn mesh_headers(headers: &mut http::HeaderMap, ep: &LbEndpoint, from_h2: bool) {
-    if !ep.endpoint.is_meshed() {
-        return;
-    }
-    if ep.endpoint.app_port != 0 {
-        headers.insert(MESH_APP_PORT, HeaderValue::from(ep.endpoint.app_port));
-    }
-    // Always sent to a peer: it restores exactly this version for the app.
-    let proto = if from_h2 { "h2" } else { "h1" };
-    headers.insert(MESH_ORIG_PROTO, HeaderValue::from_static(proto));
 }
 
 /// How every attempt of one request is sent: the same for each endpoint tried.

@@ -45,7 +45,7 @@ pub(super) async fn handle(
         (Some(vip), _) => (ctx.inner.state.snapshot(), Some(vip)),
         (None, Some(a)) => {
             let name = super::service_name(a, &ctx.inner.cfg.namespace);
-            if !super::target::valid_name(&name) {
+            if !crate::names::valid_name(&name) {
                 return Cause::BadRequest.respond(&format_args!("{a:?} is not a valid host name"));
             }
             if let Ok(ip) = name.parse::<std::net::IpAddr>() {
@@ -119,7 +119,7 @@ async fn connect(
         return Cause::BadRequest.respond(&"CONNECT without authority");
     };
     let service = super::service_name(&authority, &ctx.inner.cfg.namespace).into_owned();
-    if !super::target::valid_name(&service) {
+    if !crate::names::valid_name(&service) {
         return Cause::BadRequest.respond(&format_args!("{authority:?} is not a valid host name"));
     }
     let Some(port) = super::port_of(&authority) else {

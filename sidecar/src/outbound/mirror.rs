@@ -7,7 +7,7 @@ use http::header::HOST;
 use http::request::Parts;
 use http::{HeaderValue, Request};
 
-use super::{OutboundCtx, forward};
+use super::{OutboundCtx, peer_headers};
 use crate::balance::Outcome;
 use crate::proxy::ProxyBody;
 use crate::state::{Mirror, Snapshot};
@@ -60,7 +60,7 @@ pub(super) fn maybe_mirror(
         else {
             return;
         };
-        forward::mesh_headers(&mut copy.headers, &ep, from_h2);
+        peer_headers::mesh_headers(&mut copy.headers, &ep, from_h2);
         let req = Request::from_parts(copy, ProxyBody::empty());
         let h2 = ep.endpoint.is_meshed() || from_h2;
         let guard = ep.start();

@@ -13,6 +13,7 @@
 mod forward;
 mod http;
 mod mirror;
+mod peer_headers;
 mod target;
 mod tcp;
 pub(crate) mod tls;
@@ -24,7 +25,8 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use tokio::net::{TcpListener, TcpStream};
 
-pub use target::{known, port_of, service_name};
+pub use crate::names::{port_of, service_name};
+pub use target::known;
 
 use crate::proxy::{self, Clients, Detected, Drain, guard};
 use crate::state::{Name, StateHandle};

@@ -26,7 +26,7 @@ pub use client::{Client, ClientConfig, SNAPSHOT_FALLBACK_AFTER};
 pub use local::LocalListener;
 pub use store::ResourceStore;
 
-use crate::admin::Health;
+use crate::health::Health;
 use crate::state::{ResourceKind, StateHandle};
 
 /// Where the config in force came from.

@@ -18,7 +18,7 @@ use super::backoff::Backoff;
 use super::pending::Pending;
 use super::store::{kind_of_url, url_of};
 use super::{ConfigSource, Discovery, SERVICE_KINDS, persist};
-use crate::admin::Health;
+use crate::health::Health;
 use crate::state::{ResourceKind, StateHandle};
 use crate::telemetry::Metrics;
 
